@@ -1,0 +1,136 @@
+//! Command-line front end: every flag and its help text, in one place.
+
+mod generate;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Multi-objective decoding (MOD) on GGUF models: steer a language model between several
+/// objectives at decode time, with one weight per objective.
+#[derive(Parser, Debug)]
+#[command(name = "mood", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Decode one prompt with the policies of a recipe combined by MOD; streams the text.
+    Generate(GenerateArgs),
+}
+
+/// Which policies take part: a recipe file, or the shorthand flags.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// TOML recipe naming the reference and expert policies and their weights
+    /// (see models/demo.toml).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["model", "expert", "prefix"])]
+    pub recipe: Option<PathBuf>,
+
+    /// Shorthand without a recipe: the reference model, also the model of every --prefix
+    /// expert. Alone, it decodes that model by itself.
+    #[arg(short, long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+
+    /// Shorthand: add a prompted expert on --model whose prompt starts with TEXT
+    /// (repeatable; experts are numbered after the --expert files).
+    #[arg(long, value_name = "TEXT")]
+    pub prefix: Vec<String>,
+
+    /// Shorthand: add an expert that is a model file of its own (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub expert: Vec<PathBuf>,
+
+    /// One weight per expert, e.g. 0.3,0.7; overrides the recipe. Reverse KL takes any real
+    /// weights; a sum other than 1 needs a reference policy.
+    #[arg(short, long, value_name = "W1,W2,…", allow_hyphen_values = true)]
+    pub weights: Option<String>,
+}
+
+/// Sampling flags, as in llama.cpp.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature of the combined distribution; 0 = greedy (the argmax).
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    pub temperature: f32,
+
+    /// Sample only among the K most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40, value_name = "K")]
+    pub top_k: usize,
+
+    /// Sample only among the most likely tokens that make up probability P, in (0, 1].
+    #[arg(long, default_value_t = 0.95, value_name = "P", allow_hyphen_values = true)]
+    pub top_p: f32,
+
+    /// Drop tokens less likely than P × the most likely token's probability (0 = off).
+    #[arg(long, default_value_t = 0.05, value_name = "P", allow_hyphen_values = true)]
+    pub min_p: f32,
+
+    /// Penalise tokens among the last --repeat-last-n generated ones: a positive combined
+    /// logit is divided by it, a negative one multiplied (1 = off).
+    #[arg(long, default_value_t = 1.1, allow_hyphen_values = true)]
+    pub repeat_penalty: f32,
+
+    /// How many recent generated tokens the repetition penalty looks at (0 = off).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub repeat_last_n: usize,
+
+    /// Seed for sampling; the same seed gives the same output (default: random, reported
+    /// with --json).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// How the policies run.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Total llama.cpp threads, shared among the policies decoding in parallel
+    /// (default: the number of cores).
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Context length of each policy in tokens (prompt + prefix + generated text).
+    #[arg(short, long, default_value_t = 4096, value_name = "N")]
+    pub ctx_size: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// The prompt to continue.
+    #[arg(short, long, value_name = "TEXT", conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+
+    /// Read the prompt from FILE ('-' = standard input).
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Option<PathBuf>,
+
+    /// Stop after this many generated tokens.
+    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+
+    /// Stop when this string appears; it is not printed (repeatable).
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
+
+    /// Print one JSON object (text, tokens, finish_reason, weights, timings, …) instead of
+    /// streaming the text.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+    }
+}

@@ -1,0 +1,15 @@
+//! mood: multi-objective decoding (MOD) on quantized GGUF models through llama.cpp.
+//!
+//! The pipeline of DESIGN.md, one module per stage:
+//! [`recipe`] (which policies, which weights) → [`engine`] (llama.cpp models, contexts and
+//! worker threads) → [`combine`] (the MOD distribution; pure math) → [`sample`] (the next
+//! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
+//! token bytes into printable text. [`divergence`] names the regulariser.
+
+pub mod combine;
+pub mod decode;
+pub mod divergence;
+pub mod engine;
+pub mod recipe;
+pub mod sample;
+pub mod text;

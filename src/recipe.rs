@@ -1,0 +1,319 @@
+//! Recipes: which policies take part in MOD and how they are weighted.
+//!
+//! A recipe is a TOML file (format in the README) or the same thing built from command-line
+//! flags. Model paths in a file are relative to the file's folder. This module knows nothing
+//! of llama.cpp: it only describes policies.
+
+use crate::divergence::Divergence;
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// One policy: a GGUF model file and the text placed before the prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Name used in messages and output (`reference`, or the expert's name).
+    pub name: String,
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// Text placed before the prompt (a "prompted expert"); may be empty.
+    pub prefix: String,
+}
+
+/// A set of policies with weights: what `mood` decodes with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub divergence: Divergence,
+    pub reference: Option<Policy>,
+    pub experts: Vec<Policy>,
+    /// One weight per expert.
+    pub weights: Vec<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecipeFile {
+    divergence: Option<String>,
+    reference: Option<ReferenceEntry>,
+    #[serde(default)]
+    expert: Vec<ExpertEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceEntry {
+    model: PathBuf,
+    #[serde(default)]
+    prefix: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpertEntry {
+    name: Option<String>,
+    model: PathBuf,
+    #[serde(default)]
+    prefix: String,
+    weight: Option<f64>,
+}
+
+impl Recipe {
+    /// Reads and checks a recipe file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, dir).with_context(|| format!("recipe {}", path.display()))
+    }
+
+    /// Parses recipe text; relative model paths are taken from `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<Self> {
+        let file: RecipeFile = toml::from_str(text).map_err(|e| one_line_toml_error(text, &e))?;
+        let divergence = match &file.divergence {
+            Some(name) => name.parse()?,
+            None => Divergence::default(),
+        };
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
+        let reference = file.reference.map(|r| Policy {
+            name: "reference".into(),
+            model: resolve(&r.model),
+            prefix: r.prefix,
+        });
+        if file.expert.is_empty() {
+            bail!("no [[expert]] entries: a recipe needs at least one expert");
+        }
+        let given = file.expert.iter().filter(|e| e.weight.is_some()).count();
+        if given != 0 && given != file.expert.len() {
+            let missing = file.expert.iter().position(|e| e.weight.is_none()).unwrap_or(0);
+            bail!(
+                "expert {} has no weight: give every expert a weight, or none (equal weights)",
+                missing + 1
+            );
+        }
+        let m = file.expert.len();
+        let weights = file.expert.iter().map(|e| e.weight.unwrap_or(1.0 / m as f64)).collect();
+        let experts = file
+            .expert
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Policy {
+                name: e.name.unwrap_or_else(|| format!("expert{}", i + 1)),
+                model: resolve(&e.model),
+                prefix: e.prefix,
+            })
+            .collect();
+        let recipe = Recipe { divergence, reference, experts, weights };
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Builds a recipe from the shorthand flags: `model` is the reference and the model of
+    /// every prompted expert (`prefixes`); `expert_files` are experts that are model files
+    /// of their own. With no expert at all, `model` alone is the single policy.
+    pub fn from_flags(
+        model: Option<&Path>,
+        expert_files: &[PathBuf],
+        prefixes: &[String],
+    ) -> Result<Self> {
+        if !prefixes.is_empty() && model.is_none() {
+            bail!("--prefix needs --model: the model file the prompted experts run on");
+        }
+        let mut experts: Vec<Policy> = expert_files
+            .iter()
+            .map(|f| Policy { name: String::new(), model: f.clone(), prefix: String::new() })
+            .collect();
+        if let Some(model) = model {
+            experts.extend(prefixes.iter().map(|p| Policy {
+                name: String::new(),
+                model: model.to_path_buf(),
+                prefix: p.clone(),
+            }));
+            if experts.is_empty() {
+                experts.push(Policy {
+                    name: String::new(),
+                    model: model.to_path_buf(),
+                    prefix: String::new(),
+                });
+            }
+        }
+        if experts.is_empty() {
+            bail!("no policies: give --recipe FILE, or --model FILE (with --prefix TEXT / --expert FILE for experts)");
+        }
+        for (i, e) in experts.iter_mut().enumerate() {
+            e.name = format!("expert{}", i + 1);
+        }
+        let reference = model.map(|m| Policy {
+            name: "reference".into(),
+            model: m.to_path_buf(),
+            prefix: String::new(),
+        });
+        let m = experts.len();
+        let recipe = Recipe {
+            divergence: Divergence::default(),
+            reference,
+            experts,
+            weights: vec![1.0 / m as f64; m],
+        };
+        recipe.check()?;
+        Ok(recipe)
+    }
+
+    /// Replaces the weights (e.g. from `--weights`).
+    pub fn set_weights(&mut self, weights: Vec<f64>) -> Result<()> {
+        if weights.len() != self.experts.len() {
+            bail!(
+                "--weights has {} value(s) but the recipe has {} expert(s) ({}); give one weight per expert",
+                weights.len(),
+                self.experts.len(),
+                self.experts.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        self.weights = weights;
+        self.check()
+    }
+
+    /// Every policy, the reference first when there is one.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.reference.iter().chain(&self.experts)
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some((i, w)) = self.weights.iter().enumerate().find(|(_, w)| !w.is_finite()) {
+            bail!(
+                "weight of expert '{}' is {w}; weights must be finite numbers",
+                self.experts[i].name
+            );
+        }
+        let mut names: Vec<&str> = self.experts.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            bail!("two experts are named '{}'; expert names must be unique", w[0]);
+        }
+        Ok(())
+    }
+}
+
+/// Parses `--weights 0.3,0.7` (also accepts spaces); each must be a finite number.
+pub fn parse_weights(s: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|part| {
+            let part = part.trim();
+            let w: f64 = part.parse().map_err(|_| {
+                anyhow::anyhow!("--weights: '{part}' is not a number (expected e.g. 0.3,0.7)")
+            })?;
+            if !w.is_finite() {
+                bail!("--weights: '{part}' is not a finite number");
+            }
+            Ok(w)
+        })
+        .collect()
+}
+
+/// toml's errors span several lines (with a source excerpt); ours are one line.
+fn one_line_toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            anyhow::anyhow!("line {line}: {msg}")
+        }
+        None => anyhow::anyhow!("{msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = r#"
+divergence = "reverse-kl"
+[reference]
+model = "base.gguf"
+[[expert]]
+name = "cheerful"
+model = "base.gguf"
+prefix = "Cheer.\n"
+weight = 0.25
+[[expert]]
+model = "/abs/other.gguf"
+weight = 0.75
+"#;
+
+    #[test]
+    fn parses_the_documented_format() {
+        let r = Recipe::parse(DEMO, Path::new("models")).unwrap();
+        assert_eq!(r.divergence, Divergence::ReverseKl);
+        assert_eq!(r.reference.as_ref().unwrap().model, PathBuf::from("models/base.gguf"));
+        assert_eq!(r.experts[0].name, "cheerful");
+        assert_eq!(r.experts[0].prefix, "Cheer.\n");
+        assert_eq!(r.experts[1].name, "expert2");
+        assert_eq!(r.experts[1].model, PathBuf::from("/abs/other.gguf"));
+        assert_eq!(r.weights, vec![0.25, 0.75]);
+        assert_eq!(r.policies().count(), 3);
+    }
+
+    #[test]
+    fn missing_weights_mean_equal_weights() {
+        let r = Recipe::parse("[[expert]]\nmodel='a'\n[[expert]]\nmodel='b'\n", Path::new("."))
+            .unwrap();
+        assert_eq!(r.weights, vec![0.5, 0.5]);
+        assert!(r.reference.is_none());
+        let e = Recipe::parse(
+            "[[expert]]\nmodel='a'\nweight=1\n[[expert]]\nmodel='b'\n",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("expert 2 has no weight"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_problem() {
+        let cases = [
+            ("[[expert]]\nmodel='a'\ncolour='red'\n", "unknown field `colour`"),
+            ("[[expert]]\nmodel='a'\nweight='x'\n", "line 3"),
+            ("[[expert\n", "line 1"),
+            ("divergence='reverse-kl'\n", "no [[expert]]"),
+            ("divergence='nope'\n[[expert]]\nmodel='a'\n", "unknown divergence 'nope'"),
+            ("[[expert]]\nmodel='a'\nweight=nan\n", "finite"),
+            ("[[expert]]\nname='x'\nmodel='a'\n[[expert]]\nname='x'\nmodel='b'\n", "unique"),
+        ];
+        for (text, want) in cases {
+            let e = format!("{:#}", Recipe::parse(text, Path::new(".")).unwrap_err());
+            assert!(e.contains(want), "{text:?}: {e}");
+            assert!(!e.contains('\n'), "multi-line error: {e}");
+        }
+    }
+
+    #[test]
+    fn weights_override_checks_count_and_values() {
+        let mut r = Recipe::parse(DEMO, Path::new(".")).unwrap();
+        r.set_weights(vec![1.0, -0.5]).unwrap();
+        assert_eq!(r.weights, vec![1.0, -0.5]);
+        let e = r.set_weights(vec![1.0]).unwrap_err().to_string();
+        assert!(e.contains("1 value(s)") && e.contains("2 expert(s)"), "{e}");
+        assert!(r.set_weights(vec![f64::INFINITY, 0.0]).is_err());
+        assert_eq!(parse_weights("0.3, 0.7").unwrap(), vec![0.3, 0.7]);
+        assert_eq!(parse_weights("-1.5,2.5").unwrap(), vec![-1.5, 2.5]);
+        assert!(parse_weights("0.3,x").unwrap_err().to_string().contains("'x'"));
+        assert!(parse_weights("nan,1").is_err());
+        assert!(parse_weights("inf").is_err());
+    }
+
+    #[test]
+    fn shorthand_flags_build_a_recipe() {
+        let m = PathBuf::from("m.gguf");
+        let r = Recipe::from_flags(Some(&m), &[], &["A".into(), "B".into()]).unwrap();
+        assert_eq!(r.experts.len(), 2);
+        assert_eq!(r.experts[1].prefix, "B");
+        assert_eq!(r.reference.unwrap().model, m);
+        assert_eq!(r.weights, vec![0.5, 0.5]);
+        let single = Recipe::from_flags(Some(&m), &[], &[]).unwrap();
+        assert_eq!(single.experts.len(), 1);
+        assert_eq!(single.weights, vec![1.0]);
+        let files = Recipe::from_flags(None, &["x.gguf".into()], &[]).unwrap();
+        assert!(files.reference.is_none());
+        assert!(Recipe::from_flags(None, &[], &["A".into()]).is_err());
+        assert!(Recipe::from_flags(None, &[], &[]).is_err());
+    }
+}

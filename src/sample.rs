@@ -1,0 +1,332 @@
+//! The sampler: picks the next token from the combined (MOD) logits.
+//!
+//! Pure Rust, no FFI. The stages run in llama.cpp's order: repetition penalty, then greedy
+//! (temperature 0) or top-k → top-p → min-p (on the distribution at temperature 1) →
+//! temperature → a draw from a seeded generator. Given the same seed and logits, the same
+//! token comes out.
+
+use anyhow::{bail, Result};
+
+/// Sampling settings, as llama.cpp users know them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 = greedy (argmax); otherwise logits are divided by it before the draw.
+    pub temperature: f32,
+    /// Keep the k most likely tokens; 0 = off.
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches p; 1 = off.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` × the top token's probability; 0 = off.
+    pub min_p: f32,
+    /// Penalty for tokens among the last `repeat_last_n` generated ones; 1 = off.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repetition penalty looks at; 0 = off.
+    pub repeat_last_n: usize,
+    /// Seed of the random generator.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Checks every setting; the message names the flag and its valid range.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            bail!("--temperature must be a number ≥ 0 (0 = greedy), got {}", self.temperature);
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p must be in (0, 1], got {}", self.top_p);
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            bail!("--min-p must be in [0, 1], got {}", self.min_p);
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            bail!("--repeat-penalty must be a number > 0 (1 = off), got {}", self.repeat_penalty);
+        }
+        Ok(())
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64): reproducible across platforms.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Picks tokens; owns its generator and scratch space (no allocation after the first step).
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: Rng,
+    candidates: Vec<(u32, f32)>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = Rng::new(params.seed);
+        Self { params, rng, candidates: Vec::new() }
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token id from `logits` (modified in place by the penalty), given the
+    /// tokens generated so far.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = self.params.clone();
+        let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
+        apply_repeat_penalty(logits, recent, p.repeat_penalty);
+        if p.temperature == 0.0 {
+            return argmax(logits);
+        }
+        self.collect_candidates(logits);
+        let c = &mut self.candidates;
+        truncate_top_p(c, p.top_p);
+        truncate_min_p(c, p.min_p);
+        draw(c, p.temperature, self.rng.next_f64())
+    }
+
+    /// Fills `candidates` with the tokens that survive top-k, sorted by logit, descending
+    /// (sorted only where top-p needs an order).
+    fn collect_candidates(&mut self, logits: &[f32]) {
+        let c = &mut self.candidates;
+        c.clear();
+        c.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
+                .map(|(i, &l)| (i as u32, l)),
+        );
+        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let k = self.params.top_k;
+        if k > 0 && k < c.len() {
+            c.select_nth_unstable_by(k - 1, desc);
+            c.truncate(k);
+        }
+        if self.params.top_p < 1.0 || k > 0 {
+            c.sort_unstable_by(desc);
+        }
+    }
+}
+
+/// The repetition penalty of llama.cpp: a positive logit is divided by `penalty`, a negative
+/// one multiplied, once per distinct token among `recent`.
+pub fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    for (i, &t) in recent.iter().enumerate() {
+        if recent[..i].contains(&t) {
+            continue;
+        }
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
+
+/// Index of the largest logit; the lowest index wins ties.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    let mut best_val = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > best_val {
+            best = i;
+            best_val = l;
+        }
+    }
+    best as u32
+}
+
+/// Probabilities at temperature 1 of candidates sorted descending, relative to the first.
+fn relative_probs(c: &[(u32, f32)]) -> impl Iterator<Item = f64> + '_ {
+    let max = c.first().map_or(0.0, |x| x.1);
+    c.iter().map(move |x| f64::from(x.1 - max).exp())
+}
+
+/// Keeps the shortest prefix (candidates sorted descending) whose mass reaches `top_p`.
+fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f32) {
+    if top_p >= 1.0 || c.is_empty() {
+        return;
+    }
+    let total: f64 = relative_probs(c).sum();
+    let target = f64::from(top_p) * total;
+    let mut acc = 0.0;
+    let mut keep = c.len();
+    for (i, p) in relative_probs(c).enumerate() {
+        acc += p;
+        if acc >= target {
+            keep = i + 1;
+            break;
+        }
+    }
+    c.truncate(keep);
+}
+
+/// Drops candidates whose probability is below `min_p` × the top probability.
+fn truncate_min_p(c: &mut Vec<(u32, f32)>, min_p: f32) {
+    if min_p <= 0.0 || c.is_empty() {
+        return;
+    }
+    let max = c.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+    let floor = max + min_p.ln();
+    c.retain(|x| x.1 >= floor);
+}
+
+/// Draws one candidate from softmax(logit / temperature) with the uniform number `u`.
+fn draw(c: &[(u32, f32)], temperature: f32, u: f64) -> u32 {
+    let max = c.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+    let t = f64::from(temperature);
+    let weight = |l: f32| (f64::from(l - max) / t).exp();
+    let total: f64 = c.iter().map(|x| weight(x.1)).sum();
+    let mut target = u * total;
+    for &(id, l) in c {
+        target -= weight(l);
+        if target < 0.0 {
+            return id;
+        }
+    }
+    c.last().map_or(0, |x| x.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(temperature: f32) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 0,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn greedy_is_argmax_lowest_index_on_ties() {
+        let mut s = Sampler::new(params(0.0));
+        assert_eq!(s.sample(&mut [0.0, 3.0, -1.0, 3.0], &[]), 1);
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
+    }
+
+    #[test]
+    fn draws_follow_the_distribution() {
+        // p = softmax(log [0.5, 0.3, 0.2]); 200k draws, each frequency within 5 σ.
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let mut s = Sampler::new(params(1.0));
+        let n = 200_000;
+        let mut counts = [0usize; 3];
+        for _ in 0..n {
+            counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+        }
+        for (c, p) in counts.iter().zip([0.5, 0.3, 0.2]) {
+            let sigma = (p * (1.0 - p) / n as f64).sqrt();
+            assert!((*c as f64 / n as f64 - p).abs() < 5.0 * sigma, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn temperature_sharpens_as_closed_form() {
+        // At T = 0.5, p ∝ p0^2: [0.25, 0.09, 0.04] / 0.38.
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
+        let mut s = Sampler::new(params(0.5));
+        let n = 200_000;
+        let mut first = 0;
+        for _ in 0..n {
+            first += usize::from(s.sample(&mut logits.clone(), &[]) == 0);
+        }
+        let p = 0.25 / 0.38;
+        let sigma = (p * (1.0 - p) / n as f64).sqrt();
+        assert!((first as f64 / n as f64 - p).abs() < 5.0 * sigma);
+    }
+
+    #[test]
+    fn top_k_top_p_min_p_restrict_the_support() {
+        let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.06, 0.04].iter().map(|p| p.ln()).collect();
+        let support = |p: SamplingParams| {
+            let mut s = Sampler::new(p);
+            let mut seen = [false; 5];
+            for _ in 0..5000 {
+                seen[s.sample(&mut logits.clone(), &[]) as usize] = true;
+            }
+            seen
+        };
+        let k2 = SamplingParams { top_k: 2, ..params(1.0) };
+        assert_eq!(support(k2), [true, true, false, false, false]);
+        let p85 = SamplingParams { top_p: 0.85, ..params(1.0) };
+        assert_eq!(support(p85), [true, true, true, false, false]);
+        let p65 = SamplingParams { top_p: 0.65, ..params(1.0) };
+        assert_eq!(support(p65), [true, true, false, false, false]);
+        // min_p 0.2: floor 0.08 keeps 0.4, 0.3, 0.2.
+        let m = SamplingParams { min_p: 0.2, ..params(1.0) };
+        assert_eq!(support(m), [true, true, true, false, false]);
+    }
+
+    #[test]
+    fn repeat_penalty_matches_llama_cpp_rule() {
+        let mut l = [2.0f32, -2.0, 1.0];
+        apply_repeat_penalty(&mut l, &[0, 1, 0, 0], 2.0);
+        assert_eq!(l, [1.0, -4.0, 1.0]);
+        // Greedy flips away from a repeated token.
+        let mut s =
+            Sampler::new(SamplingParams { repeat_penalty: 2.0, repeat_last_n: 1, ..params(0.0) });
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 1]), 0, "only the last 1 token counts");
+    }
+
+    #[test]
+    fn same_seed_same_draws_different_seed_differs() {
+        let logits: Vec<f32> = (0..1000).map(|i| (i % 17) as f32 * 0.1).collect();
+        let run = |seed| {
+            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
+            (0..50).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn validation_names_the_flag() {
+        let bad = |p: SamplingParams| p.validate().unwrap_err().to_string();
+        assert!(bad(SamplingParams { top_p: 0.0, ..params(1.0) }).contains("--top-p"));
+        assert!(bad(SamplingParams { top_p: 1.5, ..params(1.0) }).contains("--top-p"));
+        assert!(bad(params(-1.0)).contains("--temperature"));
+        assert!(bad(params(f32::NAN)).contains("--temperature"));
+        assert!(bad(SamplingParams { min_p: 2.0, ..params(1.0) }).contains("--min-p"));
+        assert!(SamplingParams::default().validate().is_ok());
+    }
+}
