@@ -109,34 +109,70 @@ impl Sampler {
         if p.temperature == 0.0 {
             return argmax(logits);
         }
-        self.collect_candidates(logits);
+        let (max, total) = self.collect_candidates(logits);
         let c = &mut self.candidates;
-        truncate_top_p(c, p.top_p);
+        truncate_top_p(c, p.top_p, max, total);
         truncate_min_p(c, p.min_p);
         draw(c, p.temperature, self.rng.next_f64())
     }
 
-    /// Fills `candidates` with the tokens that survive top-k, sorted by logit, descending
-    /// (sorted only where top-p needs an order).
-    fn collect_candidates(&mut self, logits: &[f32]) {
+    /// Fills `candidates` with the tokens that can survive top-k and min-p, sorted by logit,
+    /// descending, where top-p needs the order. Returns the top logit and the probability
+    /// mass (temperature 1, relative to the top token) that top-p is measured against: the
+    /// top-k set's when top-k is on, else the whole vocabulary's. Tokens below the min-p floor
+    /// are never kept, but still count in that mass, so the result is exactly llama.cpp's
+    /// top-k → top-p → min-p chain without sorting the whole vocabulary.
+    fn collect_candidates(&mut self, logits: &[f32]) -> (f32, f64) {
+        let p = &self.params;
         let c = &mut self.candidates;
         c.clear();
-        c.extend(
-            logits
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| !l.is_nan() && **l != f32::NEG_INFINITY)
-                .map(|(i, &l)| (i as u32, l)),
-        );
-        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = self.params.top_k;
-        if k > 0 && k < c.len() {
-            c.select_nth_unstable_by(k - 1, desc);
-            c.truncate(k);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if p.top_k > 0 {
+            top_k_into(logits, p.top_k, c);
+            c.sort_unstable_by(descending);
+            let total = c.iter().map(|x| f64::from(x.1 - max).exp()).sum();
+            return (max, total);
         }
-        if self.params.top_p < 1.0 || k > 0 {
-            c.sort_unstable_by(desc);
+        let floor = if p.min_p > 0.0 { max + p.min_p.ln() } else { f32::MIN };
+        let mut total = 0.0;
+        let need_total = p.top_p < 1.0;
+        for (i, &l) in logits.iter().enumerate() {
+            if need_total && l > f32::NEG_INFINITY {
+                total += f64::from(l - max).exp();
+            }
+            if l >= floor {
+                c.push((i as u32, l));
+            }
         }
+        if need_total {
+            c.sort_unstable_by(descending);
+        }
+        (max, total)
+    }
+}
+
+/// Orders candidates by logit, descending; the lower id first on ties.
+fn descending(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// Puts the `k` largest finite logits into `out` (unordered), in one pass: whenever `out`
+/// holds 2k candidates it is cut back to the best k, and the k-th becomes the bar to beat.
+fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
+    let mut bar = f32::NEG_INFINITY;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > bar {
+            out.push((i as u32, l));
+            if out.len() == 2 * k {
+                out.select_nth_unstable_by(k - 1, descending);
+                out.truncate(k);
+                bar = out[k - 1].1;
+            }
+        }
+    }
+    if out.len() > k {
+        out.select_nth_unstable_by(k - 1, descending);
+        out.truncate(k);
     }
 }
 
@@ -169,23 +205,17 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Probabilities at temperature 1 of candidates sorted descending, relative to the first.
-fn relative_probs(c: &[(u32, f32)]) -> impl Iterator<Item = f64> + '_ {
-    let max = c.first().map_or(0.0, |x| x.1);
-    c.iter().map(move |x| f64::from(x.1 - max).exp())
-}
-
-/// Keeps the shortest prefix (candidates sorted descending) whose mass reaches `top_p`.
-fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f32) {
+/// Keeps the shortest prefix (candidates sorted descending) whose mass reaches `top_p` of
+/// `total` (masses relative to the logit `max`).
+fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f32, max: f32, total: f64) {
     if top_p >= 1.0 || c.is_empty() {
         return;
     }
-    let total: f64 = relative_probs(c).sum();
     let target = f64::from(top_p) * total;
     let mut acc = 0.0;
     let mut keep = c.len();
-    for (i, p) in relative_probs(c).enumerate() {
-        acc += p;
+    for (i, x) in c.iter().enumerate() {
+        acc += f64::from(x.1 - max).exp();
         if acc >= target {
             keep = i + 1;
             break;
@@ -294,6 +324,44 @@ mod tests {
         // min_p 0.2: floor 0.08 keeps 0.4, 0.3, 0.2.
         let m = SamplingParams { min_p: 0.2, ..params(1.0) };
         assert_eq!(support(m), [true, true, true, false, false]);
+    }
+
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        let mut rng = Rng::new(11);
+        for k in [1usize, 3, 40, 999, 5000] {
+            // Coarse values force many ties.
+            let logits: Vec<f32> =
+                (0..1000).map(|_| (rng.next_f64() * 50.0).floor() as f32).collect();
+            let mut got = Vec::new();
+            top_k_into(&logits, k, &mut got);
+            got.sort_unstable_by(descending);
+            let mut want: Vec<(u32, f32)> =
+                logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+            want.sort_unstable_by(descending);
+            want.truncate(k);
+            let vals = |v: &[(u32, f32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+            assert_eq!(vals(&got), vals(&want), "k={k}");
+        }
+    }
+
+    #[test]
+    fn top_p_counts_mass_below_the_min_p_floor() {
+        // p = [0.5, 0.3, 0.2 spread over 1000 tiny tokens]. top_p 0.6 over the whole
+        // vocabulary keeps the first two (0.5 < 0.6 ≤ 0.8); min_p 0.01 drops the tiny ones.
+        // Were their mass ignored (total 0.8, target 0.48), top_p would keep just the first.
+        let mut logits = vec![(0.2f32 / 1000.0).ln(); 1002];
+        logits[0] = 0.5f32.ln();
+        logits[1] = 0.3f32.ln();
+        let p = SamplingParams { top_p: 0.6, min_p: 0.01, ..params(1.0) };
+        let mut s = Sampler::new(p);
+        let mut seen = [false; 2];
+        for _ in 0..2000 {
+            let t = s.sample(&mut logits.clone(), &[]) as usize;
+            assert!(t < 2, "token {t} is below the min-p floor");
+            seen[t] = true;
+        }
+        assert_eq!(seen, [true, true]);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
 
 pub fn session_options(args: &RunArgs) -> SessionOptions {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    SessionOptions { threads: args.threads.unwrap_or(cores).max(1), ctx_size: args.ctx_size }
+    SessionOptions { threads: args.threads.map_or(cores, usize::from), ctx_size: args.ctx_size }
 }
 
 fn random_seed() -> u64 {

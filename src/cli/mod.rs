@@ -87,8 +87,8 @@ pub struct SamplingArgs {
 pub struct RunArgs {
     /// Total llama.cpp threads, shared among the policies decoding in parallel
     /// (default: the number of cores).
-    #[arg(short, long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
 
     /// Context length of each policy in tokens (prompt + prefix + generated text).
     #[arg(short, long, default_value_t = 4096, value_name = "N")]

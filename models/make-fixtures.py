@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Makes the small GGUF test models in models/fixtures/ (git-ignored, made again by set-up).
+
+tiny-a.gguf and tiny-b.gguf are two 1-layer llama-architecture models with random weights
+and a 300-token SentencePiece-style vocabulary (3 control tokens, 256 byte tokens, 41 words).
+They are identical except for the text of one word token, TOKEN_DIFF, so that combining them
+must fail the vocabulary check with a message naming that token. Against the default model
+they differ in vocabulary size. Usage: models/make-fixtures.py [OUT_DIR]
+"""
+
+import os
+import sys
+
+import numpy as np
+import gguf
+
+TOKEN_DIFF = 290
+N_EMBD, N_FF, N_HEAD, N_CTX = 64, 128, 4, 512
+WORDS = [
+    "▁the", "▁a", "▁cat", "▁dog", "▁sat", "▁on", "▁mat", "▁and", "▁ran", "▁far", "▁away",
+    "▁hello", "▁world", "▁good", "▁bad", "▁day", "▁night", "▁sun", "▁moon", "▁star", "▁sky",
+    "▁blue", "▁red", "▁green", "▁big", "▁small", "▁old", "▁new", "▁is", "▁was", "▁it",
+    "▁he", "▁she", "▁we", "▁they", "▁up", "▁down", "▁in", "▁out", "▁yes", "▁no",
+]
+
+
+def vocabulary(variant):
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + list(WORDS)
+    if variant == "b":
+        tokens[TOKEN_DIFF] = "▁different"
+    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
+    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * len(WORDS)
+    scores = [0.0] * 259 + [-float(i) for i in range(len(WORDS))]
+    return tokens, scores, types
+
+
+def write(path, variant):
+    tokens, scores, types = vocabulary(variant)
+    n_vocab = len(tokens)
+    rng = np.random.default_rng(1234)
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name(f"mood-tiny-{variant}")
+    w.add_context_length(N_CTX)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(1)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD)
+    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_eos_token(False)
+
+    def t(name, *shape):
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, N_EMBD)
+    w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    t("output.weight", n_vocab, N_EMBD)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+        t(f"blk.0.{name}.weight", N_EMBD, N_EMBD)
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    t("blk.0.ffn_gate.weight", N_FF, N_EMBD)
+    t("blk.0.ffn_up.weight", N_FF, N_EMBD)
+    t("blk.0.ffn_down.weight", N_EMBD, N_FF)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "fixtures")
+    os.makedirs(out, exist_ok=True)
+    for variant in ("a", "b"):
+        path = os.path.join(out, f"tiny-{variant}.gguf")
+        write(path, variant)
+        print(f"make-fixtures: wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+//! Shared helpers for the integration tests: model paths, running the binary, and an
+//! independent single-context llama.cpp loop that does not go through mood's engine.
+#![allow(dead_code)]
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub const POET: &str = "A short rhyming poem for children:\n\n";
+pub const SCIENTIST: &str = "From a science textbook, chapter 4:\n\n";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn require(path: PathBuf) -> PathBuf {
+    assert!(path.exists(), "{} is missing: run models/setup.sh first", path.display());
+    path
+}
+
+/// The default model (Gemma 3 270M Q4_K_M).
+pub fn default_model() -> PathBuf {
+    require(root().join("models/gemma-3-270m-q4_k_m.gguf"))
+}
+
+pub fn demo_recipe() -> PathBuf {
+    require(root().join("models/demo.toml"))
+}
+
+/// A tiny test model made by models/make-fixtures.py (`variant` "a" or "b").
+pub fn tiny(variant: &str) -> PathBuf {
+    require(root().join(format!("models/fixtures/tiny-{variant}.gguf")))
+}
+
+/// Runs the `mood` binary.
+pub fn mood(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mood")).args(args).output().expect("run mood")
+}
+
+/// Runs `mood` expecting success and a JSON object on stdout.
+pub fn mood_json(args: &[&str]) -> serde_json::Value {
+    let out = mood(args);
+    assert!(
+        out.status.success(),
+        "mood {:?} failed: {}",
+        args,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+pub fn tokens_of(v: &serde_json::Value) -> Vec<u32> {
+    v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
+}
+
+pub fn load_model(path: &PathBuf) -> LlamaModel {
+    let backend = mood::engine::backend().unwrap();
+    LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).unwrap()
+}
+
+/// A plain llama.cpp context on its own, as llama.cpp's `simple` example would make it.
+pub struct Plain<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    pos: i32,
+}
+
+impl<'m> Plain<'m> {
+    pub fn new(model: &'m LlamaModel, n_ctx: u32, threads: i32) -> Self {
+        let backend = mood::engine::backend().unwrap();
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(n_ctx))
+            .with_n_batch(512)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let ctx = model.new_context(backend, params).unwrap();
+        Self { model, ctx, pos: 0 }
+    }
+
+    /// Decodes `text` (BOS added) and returns the logits after its last token.
+    pub fn prompt(&mut self, text: &str) -> Vec<f32> {
+        let tokens = self.model.vocab().tokenize(text.as_bytes(), true, false);
+        let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
+        for (i, t) in tokens.iter().enumerate() {
+            batch.add(*t, i as i32, &[0], i + 1 == tokens.len()).unwrap();
+        }
+        self.ctx.decode(&mut batch).unwrap();
+        self.pos = tokens.len() as i32;
+        self.ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
+    }
+
+    /// Decodes one token and returns the next logits.
+    pub fn feed(&mut self, token: u32) -> Vec<f32> {
+        let mut batch = LlamaBatch::new(1, 1);
+        batch.add(LlamaToken(token as i32), self.pos, &[0], true).unwrap();
+        self.ctx.decode(&mut batch).unwrap();
+        self.pos += 1;
+        self.ctx.get_logits_ith(0).to_vec()
+    }
+
+    pub fn is_eog(&self, token: u32) -> bool {
+        self.model.vocab().is_eog(LlamaToken(token as i32))
+    }
+}
+
+/// Index of the largest value (lowest index on ties), written out independently.
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for i in 1..v.len() {
+        if v[i] > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// log_softmax in f64.
+pub fn log_softmax64(l: &[f32]) -> Vec<f64> {
+    log_softmax_f64(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>())
+}
+
+pub fn log_softmax_f64(l: &[f64]) -> Vec<f64> {
+    let m = l.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z = m + l.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+    l.iter().map(|&x| x - z).collect()
+}

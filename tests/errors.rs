@@ -1,0 +1,116 @@
+//! Bad input gets a one-line `mood: error: …` message naming the problem, exit code 1, and
+//! never a panic.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mood-errors-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs mood, expects failure with one line on stderr that contains every one of `want`.
+fn fails_with(args: &[&str], want: &[&str]) {
+    let out = mood(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "mood {args:?}: expected exit 1, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic for {args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line for {args:?}: {err}");
+    assert!(err.starts_with("mood: error: "), "{err}");
+    for w in want {
+        assert!(err.contains(w), "mood {args:?}: {err:?} should mention {w:?}");
+    }
+}
+
+#[test]
+fn model_file_problems() {
+    fails_with(
+        &["generate", "-m", "/nonexistent/model.gguf", "-p", "x"],
+        &["/nonexistent/model.gguf", "not found"],
+    );
+    let dir = scratch("a-folder.gguf");
+    std::fs::create_dir_all(&dir).unwrap();
+    fails_with(&["generate", "-m", dir.to_str().unwrap(), "-p", "x"], &["a-folder.gguf", "folder"]);
+    let junk = scratch("junk.gguf");
+    std::fs::write(&junk, b"this is not a model at all").unwrap();
+    fails_with(
+        &["generate", "-m", junk.to_str().unwrap(), "-p", "x"],
+        &["junk.gguf", "not a GGUF"],
+    );
+    // A real GGUF cut short: the header reads, the tensors do not.
+    let cut = scratch("truncated.gguf");
+    let bytes = std::fs::read(tiny("a")).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(
+        &["generate", "-m", cut.to_str().unwrap(), "-p", "x"],
+        &["truncated.gguf", "cannot load"],
+    );
+    let corrupt = scratch("corrupt.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8));
+    std::fs::write(&corrupt, bytes).unwrap();
+    fails_with(
+        &["generate", "-m", corrupt.to_str().unwrap(), "-p", "x"],
+        &["corrupt.gguf", "cannot load"],
+    );
+}
+
+#[test]
+fn recipe_problems() {
+    let m = default_model();
+    let write = |name: &str, text: String| {
+        let p = scratch(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let malformed = write("malformed.toml", "[[expert]\nmodel = ".into());
+    fails_with(
+        &["generate", "-r", malformed.to_str().unwrap(), "-p", "x"],
+        &["malformed.toml", "line 1"],
+    );
+    let unknown = write("unknown.toml", format!("[[expert]]\nmodel = {:?}\ntemprature = 1\n", m));
+    fails_with(
+        &["generate", "-r", unknown.to_str().unwrap(), "-p", "x"],
+        &["unknown.toml", "temprature"],
+    );
+    fails_with(&["generate", "-r", "/nonexistent/r.toml", "-p", "x"], &["/nonexistent/r.toml"]);
+    let missing_ref = write("noref.toml", format!("[[expert]]\nmodel = {m:?}\nweight = 0.5\n"));
+    fails_with(&["generate", "-r", missing_ref.to_str().unwrap(), "-p", "x"], &["reference"]);
+}
+
+#[test]
+fn weight_problems() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    fails_with(
+        &["generate", "-r", d, "-w", "0.2,0.3,0.5", "-p", "x"],
+        &["--weights", "3 value(s)", "2 expert(s)"],
+    );
+    fails_with(&["generate", "-r", d, "-w", "nan,1", "-p", "x"], &["--weights", "nan"]);
+    fails_with(&["generate", "-r", d, "-w", "inf,0", "-p", "x"], &["--weights", "inf"]);
+    fails_with(&["generate", "-r", d, "-w", "0.5,abc", "-p", "x"], &["--weights", "abc"]);
+}
+
+#[test]
+fn prompt_and_sampling_problems() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    fails_with(&["generate", "-r", d, "-p", ""], &["prompt is empty"]);
+    fails_with(&["generate", "-r", d, "-p", "   "], &["prompt is empty"]);
+    fails_with(&["generate", "-r", d], &["no prompt"]);
+    let long = "word ".repeat(300);
+    fails_with(&["generate", "-r", d, "-p", &long, "-c", "64"], &["--ctx-size", "64", "poet"]);
+    fails_with(&["generate", "-r", d, "-p", "x", "--top-p", "0"], &["--top-p"]);
+    fails_with(&["generate", "-r", d, "-p", "x", "--top-p", "1.5"], &["--top-p"]);
+    fails_with(&["generate", "-r", d, "-p", "x", "--temperature", "-1"], &["--temperature"]);
+    fails_with(&["generate", "-r", d, "-p", "x", "--min-p", "2"], &["--min-p"]);
+    fails_with(&["generate", "-r", d, "-p", "x", "-n", "0"], &["--max-tokens"]);
+    fails_with(
+        &["generate", "-r", d, "--prompt-file", "/nonexistent/prompt.txt"],
+        &["/nonexistent/prompt.txt"],
+    );
+    fails_with(&["generate", "--prefix", "x", "-p", "x"], &["--model"]);
+}

@@ -1,0 +1,166 @@
+//! `mood generate` end to end on the default model: output fields, streaming, seeds, stop
+//! strings, the token and context limits, and the vocabulary check.
+
+mod common;
+
+use common::*;
+
+fn demo_args<'a>(demo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["generate", "-r", demo, "-p", "The ocean"];
+    v.extend_from_slice(extra);
+    v
+}
+
+#[test]
+fn json_output_has_every_documented_field() {
+    let demo = demo_recipe();
+    let v = mood_json(&demo_args(demo.to_str().unwrap(), &["-n", "8", "--json", "-w", "0.6,0.8"]));
+    for key in [
+        "text",
+        "tokens",
+        "finish_reason",
+        "weights",
+        "divergence",
+        "prompt_tokens",
+        "completion_tokens",
+        "timings",
+        "seed",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["weights"], serde_json::json!([0.6, 0.8]));
+    assert_eq!(v["divergence"], "reverse-kl");
+    assert_eq!(v["completion_tokens"].as_u64().unwrap() as usize, tokens_of(&v).len());
+    // Prompt tokens per policy: the prefixes make the experts' prompts longer.
+    let pt = &v["prompt_tokens"];
+    assert!(pt["poet"].as_u64().unwrap() > pt["reference"].as_u64().unwrap());
+    assert!(pt["scientist"].as_u64().unwrap() > pt["reference"].as_u64().unwrap());
+    for key in ["prompt_ms", "decode_ms", "tokens_per_second"] {
+        assert!(v["timings"][key].as_f64().unwrap() > 0.0, "{key}");
+    }
+}
+
+#[test]
+fn streamed_text_equals_json_text() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    let v = mood_json(&demo_args(d, &["-n", "30", "--json", "--seed", "3"]));
+    let out = mood(&demo_args(d, &["-n", "30", "--seed", "3"]));
+    assert!(out.status.success());
+    let streamed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(streamed.strip_suffix('\n').unwrap(), v["text"].as_str().unwrap());
+}
+
+#[test]
+fn same_seed_same_sample_different_seed_differs() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    let run = |seed: &str| {
+        let args = demo_args(
+            d,
+            &[
+                "-n",
+                "32",
+                "--json",
+                "--temperature",
+                "1",
+                "--top-k",
+                "0",
+                "--top-p",
+                "1",
+                "--min-p",
+                "0",
+                "--seed",
+                seed,
+            ],
+        );
+        let v = mood_json(&args);
+        assert_eq!(v["seed"].as_u64().unwrap().to_string(), seed);
+        tokens_of(&v)
+    };
+    let a = run("42");
+    assert_eq!(a, run("42"), "same seed must reproduce the sample");
+    assert_ne!(a, run("43"), "different seeds should sample differently");
+}
+
+#[test]
+fn stop_string_ends_generation_and_is_not_included() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    let full = mood_json(&demo_args(d, &["-n", "40", "--json"]));
+    let text = full["text"].as_str().unwrap();
+    // Stop at the third word of the unstopped output.
+    let word = text.split_whitespace().nth(2).expect("a few words of output");
+    let cut = text.find(word).unwrap();
+    let v =
+        mood_json(&demo_args(d, &["-n", "40", "--json", "--stop", word, "--stop", "@@never@@"]));
+    assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["text"].as_str().unwrap(), &text[..cut]);
+}
+
+#[test]
+fn max_tokens_and_context_limit_end_with_length() {
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    let v = mood_json(&demo_args(d, &["-n", "5", "--json", "--stop", "@@never@@"]));
+    assert_eq!(v["finish_reason"], "length");
+    assert_eq!(v["completion_tokens"], 5);
+    // With weights summing to 1 only the two experts run; their longest prompt bounds the room.
+    let v = mood_json(&demo_args(
+        d,
+        &["-n", "500", "--json", "--ctx-size", "32", "--repeat-penalty", "1.3"],
+    ));
+    let longest = ["poet", "scientist"]
+        .iter()
+        .map(|k| v["prompt_tokens"][k].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let generated = v["completion_tokens"].as_u64().unwrap();
+    // The last generated token comes from the logits of a full context and is not fed back.
+    assert_eq!(v["finish_reason"], "length");
+    assert_eq!(longest + generated, 33, "a 32-token context should be used to the last slot");
+}
+
+#[test]
+fn incompatible_vocabularies_are_refused_naming_files_and_token() {
+    let (a, b) = (tiny("a"), tiny("b"));
+    let out = mood(&[
+        "generate",
+        "--expert",
+        a.to_str().unwrap(),
+        "--expert",
+        b.to_str().unwrap(),
+        "-p",
+        "the cat",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+    assert!(err.contains("tiny-a.gguf") && err.contains("tiny-b.gguf"), "{err}");
+    assert!(
+        err.contains("token 290") && err.contains("▁he") && err.contains("▁different"),
+        "{err}"
+    );
+
+    let g = default_model();
+    let out = mood(&[
+        "generate",
+        "--expert",
+        g.to_str().unwrap(),
+        "--expert",
+        a.to_str().unwrap(),
+        "-p",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("gemma-3-270m-q4_k_m.gguf") && err.contains("tiny-a.gguf"), "{err}");
+}
+
+#[test]
+fn a_tiny_model_decodes_alone() {
+    let a = tiny("a");
+    let v =
+        mood_json(&["generate", "-m", a.to_str().unwrap(), "-p", "the cat", "-n", "6", "--json"]);
+    assert!(tokens_of(&v).iter().all(|&t| t < 300));
+}

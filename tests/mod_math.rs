@@ -1,0 +1,135 @@
+//! MOD on the default model checked against independent computations: plain single-context
+//! greedy decoding, and the closed form of DESIGN.md §1 evaluated in f64 from each policy's
+//! own logits.
+
+mod common;
+
+use common::*;
+use mood::combine::{log_softmax, weighted_sum, Mixture};
+use mood::decode::engine_members;
+use mood::engine::{Engine, SessionOptions};
+use mood::recipe::Recipe;
+
+const PROMPT: &str = "The ocean";
+
+#[test]
+fn weights_one_zero_reproduce_plain_greedy_of_the_first_expert() {
+    let n = 24;
+    let demo = demo_recipe();
+    let out = mood_json(&[
+        "generate",
+        "-r",
+        demo.to_str().unwrap(),
+        "-w",
+        "1,0",
+        "-p",
+        PROMPT,
+        "-n",
+        &n.to_string(),
+        "--repeat-penalty",
+        "1",
+        "--json",
+    ]);
+    let got = tokens_of(&out);
+
+    let model = load_model(&default_model());
+    let mut plain = Plain::new(&model, 512, 2);
+    let mut logits = plain.prompt(&format!("{POET}{PROMPT}"));
+    let mut want = Vec::new();
+    for _ in 0..n {
+        let t = argmax(&logits);
+        if plain.is_eog(t) {
+            break;
+        }
+        want.push(t);
+        logits = plain.feed(t);
+    }
+    assert_eq!(got, want, "MOD with weights (1,0) must equal greedy decoding of the first expert");
+    assert_eq!(out["finish_reason"], if want.len() == n { "length" } else { "eog" });
+}
+
+/// Runs MOD's engine + combiner for `weights` on the demo policies and compares the combined
+/// distribution, at the first step and after feeding two tokens, with the closed form.
+fn check_closed_form(weights: &[f64]) {
+    let mut recipe = Recipe::load(&demo_recipe()).unwrap();
+    recipe.set_weights(weights.to_vec()).unwrap();
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies).unwrap();
+    assert_eq!(engine.n_models(), 1, "three policies on one file share one model");
+    let mixture = Mixture::reverse_kl(&recipe.weights, true).unwrap();
+    let members = engine_members(&recipe, &mixture);
+    let coeffs: Vec<f32> = mixture.terms.iter().map(|(_, c)| *c as f32).collect();
+    let mut session =
+        engine.session(&members, SessionOptions { threads: 2, ctx_size: 512 }).unwrap();
+    let prompts: Vec<_> = members
+        .iter()
+        .map(|&m| engine.tokenize(m, &format!("{}{}", policies[m].prefix, PROMPT)))
+        .collect();
+    session.prefill(&prompts).unwrap();
+
+    // Independent side: one plain context per policy (reference, poet, scientist).
+    let model = load_model(&default_model());
+    let mut plains: Vec<Plain> = (0..3).map(|_| Plain::new(&model, 512, 1)).collect();
+    let prefixes = ["", POET, SCIENTIST];
+    let mut logits: Vec<Vec<f32>> = plains
+        .iter_mut()
+        .zip(prefixes)
+        .map(|(p, pre)| p.prompt(&format!("{pre}{PROMPT}")))
+        .collect();
+
+    let s: f64 = weights.iter().sum();
+    let n = engine.n_common_vocab();
+    let mut combined = vec![0f32; n];
+    for step in 0..3 {
+        let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
+        weighted_sum(&coeffs, &inputs, &mut combined);
+        log_softmax(&mut combined);
+
+        let lp: Vec<Vec<f64>> = logits.iter().map(|l| log_softmax64(l)).collect();
+        let raw: Vec<f64> = (0..n)
+            .map(|v| (1.0 - s) * lp[0][v] + weights[0] * lp[1][v] + weights[1] * lp[2][v])
+            .collect();
+        let want = log_softmax_f64(&raw);
+        // Compare where it matters (p > e^-20) tightly, and the whole distribution in L1.
+        let mut l1 = 0.0;
+        for v in 0..n {
+            let (g, w) = (f64::from(combined[v]), want[v]);
+            l1 += (g.exp() - w.exp()).abs();
+            if w > -20.0 {
+                assert!((g - w).abs() < 2e-3, "w={weights:?} step {step} token {v}: {g} vs {w}");
+            }
+        }
+        assert!(l1 < 1e-3, "w={weights:?} step {step}: L1 distance {l1}");
+
+        // Feed the same token to both sides: the combined argmax.
+        let t = argmax(&combined);
+        session.append(llama_cpp_2::token::LlamaToken(t as i32)).unwrap();
+        for (p, l) in plains.iter_mut().zip(logits.iter_mut()) {
+            *l = p.feed(t);
+        }
+    }
+}
+
+#[test]
+fn combined_distribution_matches_closed_form_unit_sum() {
+    check_closed_form(&[0.3, 0.7]);
+}
+
+#[test]
+fn combined_distribution_matches_closed_form_non_unit_sum() {
+    check_closed_form(&[0.6, 0.8]);
+}
+
+#[test]
+fn combined_distribution_matches_closed_form_negative_weight() {
+    check_closed_form(&[1.5, -0.5]);
+}
+
+#[test]
+fn reference_is_skipped_when_weights_sum_to_one() {
+    let recipe = Recipe::load(&demo_recipe()).unwrap();
+    let mixture = Mixture::reverse_kl(&[0.3, 0.7], true).unwrap();
+    assert_eq!(engine_members(&recipe, &mixture), vec![1, 2]);
+    let mixture = Mixture::reverse_kl(&[0.6, 0.8], true).unwrap();
+    assert_eq!(engine_members(&recipe, &mixture), vec![0, 1, 2]);
+}
