@@ -1,7 +1,7 @@
 //! The decoding loop: prompt → policies → combiner → sampler → the same token to every
 //! policy, until an end-of-generation token, a stop string, the token limit or a full context.
 
-use crate::combine::{self, Mixture, Role};
+use crate::combine::{Combiner, Role};
 use crate::engine::{Engine, SessionOptions};
 use crate::recipe::Recipe;
 use crate::sample::{Sampler, SamplingParams};
@@ -17,6 +17,8 @@ pub struct Settings {
     pub max_tokens: usize,
     pub stops: Vec<String>,
     pub sampling: SamplingParams,
+    /// Plausibility threshold τ for sampling (DESIGN.md §1, "Poles"); 0 = whole vocabulary.
+    pub plausibility: f64,
     pub session: SessionOptions,
 }
 
@@ -69,9 +71,14 @@ pub fn generate(
         bail!("--max-tokens must be at least 1");
     }
     settings.sampling.validate()?;
-    let mixture = Mixture::reverse_kl(&recipe.weights, recipe.reference.is_some())?;
-    let members = engine_members(recipe, &mixture);
-    let coeffs: Vec<f32> = mixture.terms.iter().map(|(_, c)| *c as f32).collect();
+    let mut combiner = Combiner::new(
+        recipe.divergence,
+        &recipe.weights,
+        recipe.reference.is_some(),
+        settings.plausibility,
+    )?;
+    let members = engine_members(recipe, combiner.terms());
+    let greedy = settings.sampling.temperature == 0.0;
 
     let prompts: Vec<Vec<LlamaToken>> = engine
         .policies()
@@ -104,7 +111,7 @@ pub fn generate(
     let mut piece = Vec::new();
     let finish_reason = loop {
         let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
-        combine::weighted_sum(&coeffs, &inputs, &mut combined);
+        combiner.combine(&inputs, greedy, &mut combined);
         let token = sampler.sample(&mut combined, &tokens);
         if engine.is_eog(token) {
             break FinishReason::Eog;
@@ -142,11 +149,11 @@ pub fn generate(
     })
 }
 
-/// Engine policy indices (reference first when present, then experts) of the mixture's terms.
-pub fn engine_members(recipe: &Recipe, mixture: &Mixture) -> Vec<usize> {
+/// Engine policy indices (reference first when present, then experts) of the combiner's
+/// terms.
+pub fn engine_members(recipe: &Recipe, terms: &[(Role, f64)]) -> Vec<usize> {
     let offset = usize::from(recipe.reference.is_some());
-    mixture
-        .terms
+    terms
         .iter()
         .map(|(role, _)| match role {
             Role::Reference => 0,

@@ -172,6 +172,12 @@ impl Recipe {
         self.check()
     }
 
+    /// Applies the divergence's weight rules (see [`Divergence::check_weights`]); with
+    /// `normalize`, non-negative weights are rescaled to sum to 1.
+    pub fn apply_weight_rules(&mut self, normalize: bool) -> Result<()> {
+        self.divergence.check_weights(&mut self.weights, normalize)
+    }
+
     /// Every policy, the reference first when there is one.
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
         self.reference.iter().chain(&self.experts)

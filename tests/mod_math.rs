@@ -5,8 +5,9 @@
 mod common;
 
 use common::*;
-use mood::combine::{log_softmax, weighted_sum, Mixture};
+use mood::combine::{log_softmax, Combiner};
 use mood::decode::engine_members;
+use mood::divergence::Divergence;
 use mood::engine::{Engine, SessionOptions};
 use mood::recipe::Recipe;
 
@@ -56,9 +57,8 @@ fn check_closed_form(weights: &[f64]) {
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies).unwrap();
     assert_eq!(engine.n_models(), 1, "three policies on one file share one model");
-    let mixture = Mixture::reverse_kl(&recipe.weights, true).unwrap();
-    let members = engine_members(&recipe, &mixture);
-    let coeffs: Vec<f32> = mixture.terms.iter().map(|(_, c)| *c as f32).collect();
+    let mut combiner = Combiner::new(Divergence::ReverseKl, &recipe.weights, true, 0.0).unwrap();
+    let members = engine_members(&recipe, combiner.terms());
     let mut session =
         engine.session(&members, SessionOptions { threads: 2, ctx_size: 512 }).unwrap();
     let prompts: Vec<_> = members
@@ -82,7 +82,7 @@ fn check_closed_form(weights: &[f64]) {
     let mut combined = vec![0f32; n];
     for step in 0..3 {
         let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
-        weighted_sum(&coeffs, &inputs, &mut combined);
+        combiner.combine(&inputs, false, &mut combined);
         log_softmax(&mut combined);
 
         let lp: Vec<Vec<f64>> = logits.iter().map(|l| log_softmax64(l)).collect();
@@ -128,8 +128,8 @@ fn combined_distribution_matches_closed_form_negative_weight() {
 #[test]
 fn reference_is_skipped_when_weights_sum_to_one() {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
-    let mixture = Mixture::reverse_kl(&[0.3, 0.7], true).unwrap();
-    assert_eq!(engine_members(&recipe, &mixture), vec![1, 2]);
-    let mixture = Mixture::reverse_kl(&[0.6, 0.8], true).unwrap();
-    assert_eq!(engine_members(&recipe, &mixture), vec![0, 1, 2]);
+    let c = Combiner::new(Divergence::ReverseKl, &[0.3, 0.7], true, 0.0).unwrap();
+    assert_eq!(engine_members(&recipe, c.terms()), vec![1, 2]);
+    let c = Combiner::new(Divergence::ReverseKl, &[0.6, 0.8], true, 0.0).unwrap();
+    assert_eq!(engine_members(&recipe, c.terms()), vec![0, 1, 2]);
 }

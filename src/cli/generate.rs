@@ -17,6 +17,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         max_tokens: args.max_tokens,
         stops: args.stop.clone(),
         sampling: sampling_params(&args.sampling),
+        plausibility: args.sampling.plausibility,
         session: session_options(&args.run),
     };
     settings.sampling.validate()?;
@@ -84,9 +85,13 @@ pub fn build_recipe(args: &PolicyArgs) -> Result<Recipe> {
         Some(path) => Recipe::load(path)?,
         None => Recipe::from_flags(args.model.as_deref(), &args.expert, &args.prefix)?,
     };
+    if let Some(d) = &args.divergence {
+        recipe.divergence = d.parse()?;
+    }
     if let Some(w) = &args.weights {
         recipe.set_weights(parse_weights(w)?)?;
     }
+    recipe.apply_weight_rules(args.normalize_weights)?;
     Ok(recipe)
 }
 

@@ -46,6 +46,16 @@ pub struct PolicyArgs {
     /// weights; a sum other than 1 needs a reference policy.
     #[arg(short, long, value_name = "W1,W2,…", allow_hyphen_values = true)]
     pub weights: Option<String>,
+
+    /// The f-divergence to combine under, overriding the recipe: reverse-kl (default; any
+    /// weights), forward-kl, jsd, alpha:A (A > 0), jeffreys (these need weights ≥ 0 that
+    /// sum to 1).
+    #[arg(short, long, value_name = "NAME")]
+    pub divergence: Option<String>,
+
+    /// Rescale non-negative weights to sum to 1 (for divergences other than reverse-kl).
+    #[arg(long)]
+    pub normalize_weights: bool,
 }
 
 /// Sampling flags, as in llama.cpp.
@@ -75,6 +85,12 @@ pub struct SamplingArgs {
     /// How many recent generated tokens the repetition penalty looks at (0 = off).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub repeat_last_n: usize,
+
+    /// When sampling, draw only tokens to which some positively weighted policy gives at
+    /// least TAU × its top probability (guards against a divergence's pole; 0 = the whole
+    /// vocabulary, exact). Greedy decoding ignores it.
+    #[arg(long, default_value_t = mood::combine::DEFAULT_PLAUSIBILITY, value_name = "TAU")]
+    pub plausibility: f64,
 
     /// Seed for sampling; the same seed gives the same output (default: random, reported
     /// with --json).

@@ -1,0 +1,269 @@
+//! The MOD distribution over a set of tokens, in f64, for every divergence.
+//!
+//! Inputs are normalised log-probabilities: `lp_ref[v]` of the reference and `lp[i][v]` of
+//! expert i, for the tokens v of the set, with weights `w` (on the simplex for every
+//! divergence but reverse KL). Outputs are log-probabilities over the same tokens.
+//!
+//! * [`eq6_log_scores`]: log(π_ref(v)·h(u(v))) at Z = 0, whose argmax is the paper's greedy
+//!   choice (eq. 6).
+//! * [`mod_log_probs`]: the normalised p(v) = π_ref(v)·h(u(v) − Z), Z the unique root of
+//!   Σ_v p(v) = 1, found by a bracketed, safeguarded Newton iteration in log space.
+//!
+//! **Pruning bound.** Before the last Newton steps the root is bracketed; for a pole
+//! divergence Z = −c_min + e^s with s ≥ s_lo, so each token's probability at the root is at
+//! most π_ref(v)·H(c(v) − c_min + e^(s_lo)) (H decreases); for Jeffreys Z ≥ Z_lo gives
+//! p(v) ≤ π_ref(v)/ω(1 − u(v) + Z_lo). Tokens whose bound is below [`PRUNE_MASS`]/n (n the
+//! number of tokens) are dropped before the final solve: together they hold at most
+//! [`PRUNE_MASS`] of the exact distribution. They get log-probability −∞.
+
+use crate::divergence::{log_wright_omega, Divergence};
+
+/// Total probability that pruning may drop.
+pub const PRUNE_MASS: f64 = 1e-9;
+
+/// How the normaliser was found (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Solve {
+    /// The normaliser Z.
+    pub z: f64,
+    /// Newton/bisection iterations.
+    pub iterations: usize,
+    /// Tokens dropped by the pruning bound.
+    pub pruned: usize,
+}
+
+fn lse(x: &[f64]) -> f64 {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Log-ratios t_i = lp_i(v) − lp_ref(v) of token `v` into `t`.
+fn ratios(lp_ref: &[f64], lp: &[&[f64]], v: usize, t: &mut Vec<f64>) {
+    t.clear();
+    t.extend(lp.iter().map(|l| l[v] - lp_ref[v]));
+}
+
+/// Per-token quantity the divergence works with: the log gap log c(v) to the pole, or the
+/// score u(v) where h has no pole (reverse KL's is its closed-form log-score).
+fn token_values(div: Divergence, w: &[f64], lp_ref: &[f64], lp: &[&[f64]], out: &mut Vec<f64>) {
+    let s: f64 = w.iter().sum();
+    let mut t = Vec::with_capacity(w.len());
+    out.clear();
+    for v in 0..lp_ref.len() {
+        out.push(match div {
+            Divergence::ReverseKl => {
+                (1.0 - s) * lp_ref[v] + w.iter().zip(lp).map(|(wi, l)| wi * l[v]).sum::<f64>()
+            }
+            Divergence::Jeffreys => {
+                ratios(lp_ref, lp, v, &mut t);
+                div.score(w, &t)
+            }
+            _ => {
+                ratios(lp_ref, lp, v, &mut t);
+                div.log_gap(w, &t)
+            }
+        });
+    }
+}
+
+/// log(π_ref(v)·h(u(v))) for each token: eq. 6's greedy scores (Z = 0).
+pub fn eq6_log_scores(
+    div: Divergence,
+    w: &[f64],
+    lp_ref: &[f64],
+    lp: &[&[f64]],
+    out: &mut Vec<f64>,
+) {
+    let mut vals = Vec::new();
+    token_values(div, w, lp_ref, lp, &mut vals);
+    out.clear();
+    out.extend(vals.iter().zip(lp_ref).map(|(&x, &a)| match div {
+        Divergence::ReverseKl => x,
+        Divergence::Jeffreys => a - log_wright_omega(1.0 - x),
+        _ => a + div.log_h_gap(x.exp()),
+    }));
+}
+
+/// The exact MOD log-probabilities over the given tokens (see the module documentation).
+pub fn mod_log_probs(
+    div: Divergence,
+    w: &[f64],
+    lp_ref: &[f64],
+    lp: &[&[f64]],
+    out: &mut Vec<f64>,
+) -> Solve {
+    let mut vals = Vec::new();
+    token_values(div, w, lp_ref, lp, &mut vals);
+    out.clear();
+    match div {
+        Divergence::ReverseKl => {
+            let z = lse(&vals);
+            out.extend(vals.iter().map(|x| x - z));
+            Solve { z, iterations: 0, pruned: 0 }
+        }
+        Divergence::Jeffreys => solve_jeffreys(lp_ref, &vals, out),
+        _ => solve_pole(div, lp_ref, &vals, out),
+    }
+}
+
+/// A decreasing function of one variable, bracketed and solved for F(x) = 0.
+struct Root {
+    lo: f64,
+    hi: f64,
+    iterations: usize,
+}
+
+impl Root {
+    /// Safeguarded Newton: a step that leaves the bracket is replaced by bisection.
+    /// `f` returns (F(x), F′(x)).
+    fn solve(&mut self, mut x: f64, f: &mut dyn FnMut(f64) -> (f64, f64)) -> f64 {
+        for _ in 0..200 {
+            self.iterations += 1;
+            let (fx, dfx) = f(x);
+            if fx.abs() < 1e-14 {
+                return x;
+            }
+            if fx > 0.0 {
+                self.lo = x;
+            } else {
+                self.hi = x;
+            }
+            if self.hi - self.lo <= 1e-15 * x.abs().max(1.0) {
+                return x;
+            }
+            let newton = x - fx / dfx;
+            x = if newton.is_finite() && newton > self.lo && newton < self.hi {
+                newton
+            } else {
+                0.5 * (self.lo + self.hi)
+            };
+        }
+        x
+    }
+}
+
+/// log Σ exp(x) and the softmax-weighted mean of `d` under it, together.
+fn lse_and_mean(x: &[f64], d: &[f64]) -> (f64, f64) {
+    let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if m == f64::INFINITY {
+        return (m, f64::NEG_INFINITY);
+    }
+    let (mut s, mut sd) = (0.0, 0.0);
+    for (xi, di) in x.iter().zip(d) {
+        let e = (xi - m).exp();
+        if e > 0.0 {
+            s += e;
+            sd += e * di;
+        }
+    }
+    (m + s.ln(), sd / s)
+}
+
+/// Pole divergences: Z = −c_min + e^s, each token's gap c(v) + Z = (c(v) − c_min) + e^s.
+fn solve_pole(div: Divergence, lp_ref: &[f64], log_c: &[f64], out: &mut Vec<f64>) -> Solve {
+    let n = lp_ref.len();
+    let lc_min = log_c.iter().copied().fold(f64::INFINITY, f64::min);
+    let c_min = lc_min.exp();
+    // d(v) = c(v) − c_min ≥ 0, exact 0 for the token(s) nearest the pole.
+    let d: Vec<f64> = log_c
+        .iter()
+        .map(|&lc| if lc - lc_min > 700.0 { f64::INFINITY } else { c_min * (lc - lc_min).exp_m1() })
+        .collect();
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut terms = vec![0.0; n];
+    let mut slopes = vec![0.0; n];
+    let eval = |s: f64, active: &[usize], terms: &mut Vec<f64>, slopes: &mut Vec<f64>| {
+        let es = s.exp();
+        terms.clear();
+        slopes.clear();
+        for &v in active {
+            let gap = d[v] + es;
+            terms.push(lp_ref[v] + div.log_h_gap(gap));
+            slopes.push(div.d_log_h_gap(gap));
+        }
+        let (f, mean) = lse_and_mean(terms, slopes);
+        (f, es * mean)
+    };
+    // Z = 0 (s = log c_min) is an upper bracket on the full vocabulary (h of a convex
+    // combination is at most the arithmetic mean); expand upward if a subset says otherwise.
+    let mut hi = if lc_min.is_finite() { lc_min } else { 0.0 };
+    let mut step = 1.0;
+    while eval(hi, &active, &mut terms, &mut slopes).0 > 0.0 && hi < 1e4 {
+        hi += step;
+        step *= 2.0;
+    }
+    let mut lo = hi - 1.0;
+    step = 1.0;
+    while eval(lo, &active, &mut terms, &mut slopes).0 < 0.0 && lo > -1e4 {
+        lo -= step;
+        step *= 2.0;
+    }
+    // Pruning: p(v) ≤ π_ref(v)·H(d(v) + e^lo) at any root in the bracket.
+    let bar = (PRUNE_MASS / n as f64).ln();
+    let es_lo = lo.exp();
+    active.retain(|&v| lp_ref[v] + div.log_h_gap(d[v] + es_lo) >= bar);
+    let pruned = n - active.len();
+    let mut root = Root { lo, hi, iterations: 0 };
+    let s = root.solve(0.5 * (lo + hi), &mut |s| eval(s, &active, &mut terms, &mut slopes));
+    let es = s.exp();
+    out.resize(n, f64::NEG_INFINITY);
+    let mut keep = vec![false; n];
+    for &v in &active {
+        keep[v] = true;
+    }
+    for v in 0..n {
+        out[v] = if keep[v] { lp_ref[v] + div.log_h_gap(d[v] + es) } else { f64::NEG_INFINITY };
+    }
+    Solve { z: es - c_min, iterations: root.iterations, pruned }
+}
+
+/// Jeffreys: p(v) = π_ref(v)/ω(1 − u(v) + Z); Z is bracketed directly.
+fn solve_jeffreys(lp_ref: &[f64], u: &[f64], out: &mut Vec<f64>) -> Solve {
+    let n = lp_ref.len();
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut terms = vec![0.0; n];
+    let mut slopes = vec![0.0; n];
+    let eval = |z: f64, active: &[usize], terms: &mut Vec<f64>, slopes: &mut Vec<f64>| {
+        terms.clear();
+        slopes.clear();
+        for &v in active {
+            let l = log_wright_omega(1.0 - u[v] + z);
+            terms.push(lp_ref[v] - l);
+            slopes.push(-1.0 / (1.0 + l.exp()));
+        }
+        lse_and_mean(terms, slopes)
+    };
+    let mut hi = 0.0;
+    let mut step = 1.0;
+    while eval(hi, &active, &mut terms, &mut slopes).0 > 0.0 && hi < 1e300 {
+        hi += step;
+        step *= 2.0;
+    }
+    let mut lo = hi - 1.0;
+    step = 1.0;
+    while eval(lo, &active, &mut terms, &mut slopes).0 < 0.0 && lo > -1e300 {
+        lo -= step;
+        step *= 2.0;
+    }
+    let bar = (PRUNE_MASS / n as f64).ln();
+    active.retain(|&v| lp_ref[v] - log_wright_omega(1.0 - u[v] + lo) >= bar);
+    let pruned = n - active.len();
+    let mut root = Root { lo, hi, iterations: 0 };
+    let z = root.solve(0.5 * (lo + hi), &mut |z| eval(z, &active, &mut terms, &mut slopes));
+    let mut keep = vec![false; n];
+    for &v in &active {
+        keep[v] = true;
+    }
+    out.clear();
+    out.extend((0..n).map(|v| {
+        if keep[v] {
+            lp_ref[v] - log_wright_omega(1.0 - u[v] + z)
+        } else {
+            f64::NEG_INFINITY
+        }
+    }));
+    Solve { z, iterations: root.iterations, pruned }
+}

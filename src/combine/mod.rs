@@ -1,0 +1,317 @@
+//! The combiner: turns the policies' next-token logits into the MOD distribution.
+//!
+//! Pure Rust, no FFI. [`Combiner::combine`] writes, over the vocabulary all models share,
+//! scores whose softmax is the distribution to sample from (or whose argmax is the greedy
+//! choice), with −∞ for tokens left out.
+//!
+//! * **Reverse KL** has a closed form: `log p = (1 − S)·lp_ref + Σ_i w_i·lp_i − logsumexp`.
+//!   Each `lp_j = l_j − logsumexp(l_j)` differs from the raw logits `l_j` by a constant, and
+//!   constants vanish in the final normalisation, so the scores are the weighted sum of raw
+//!   logits — no per-policy normalisation at all. Any real weights; the reference runs only
+//!   when S ≠ 1.
+//! * **Other divergences** (see [`crate::divergence`]) normalise each policy, pick the
+//!   candidate tokens, and evaluate [`exact`] there in f64. Greedy decoding takes eq. 6 at
+//!   Z = 0 over the tokens that can win it: on the simplex π_ref·h(Σ w_i g(r_i)) lies between
+//!   min_i π_i and max_i π_i (h and g increase), so a token whose best expert probability is
+//!   below some token's worst expert probability cannot be the argmax. Sampling normalises
+//!   over the plausible set below.
+//! * **Plausibility** (sampling, every divergence): with τ > 0 only tokens to which some
+//!   positive-weight policy gives at least τ × its top probability can be drawn — the
+//!   DExperts / contrastive-decoding safeguard against a pole handing its mass to a token the
+//!   reference finds nearly impossible. τ = 0 keeps the whole vocabulary (exact).
+//!
+//! Scores of divergences other than reverse KL are `log p + Σ_i w_i·logsumexp(l_i)`: the
+//! experts' logit scale, so the repetition penalty acts on them as on reverse KL's.
+
+pub mod exact;
+
+use crate::divergence::Divergence;
+use anyhow::{bail, Result};
+pub use exact::Solve;
+
+/// Which policy a term applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The reference policy π_ref.
+    Reference,
+    /// Expert policy number `i` (0-based, in recipe order).
+    Expert(usize),
+}
+
+/// Default plausibility threshold τ.
+pub const DEFAULT_PLAUSIBILITY: f64 = 1e-4;
+
+/// Combines the next-token logits of the policies it names into MOD scores.
+#[derive(Debug, Clone)]
+pub struct Combiner {
+    divergence: Divergence,
+    /// The policies whose logits `combine` takes, in that order, with their coefficient:
+    /// for reverse KL c_ref = 1 − S and c_i = w_i (zeros left out); otherwise the reference
+    /// (coefficient 0, unused) then every expert of positive weight.
+    terms: Vec<(Role, f64)>,
+    plausibility: f64,
+    coeffs: Vec<f32>,
+    candidates: Vec<u32>,
+    lp_ref: Vec<f64>,
+    lp: Vec<Vec<f64>>,
+    scores: Vec<f64>,
+    last_solve: Option<Solve>,
+}
+
+impl Combiner {
+    /// A combiner for expert weights `weights`; the weights must already obey
+    /// [`Divergence::check_weights`]. `has_reference` says whether a reference policy exists.
+    pub fn new(
+        divergence: Divergence,
+        weights: &[f64],
+        has_reference: bool,
+        plausibility: f64,
+    ) -> Result<Self> {
+        if weights.is_empty() {
+            bail!("no experts: a recipe needs at least one [[expert]]");
+        }
+        if !(0.0..1.0).contains(&plausibility) {
+            bail!(
+                "--plausibility must be in [0, 1) (0 = the whole vocabulary), got {plausibility}"
+            );
+        }
+        divergence.check_weights(&mut weights.to_vec(), false)?;
+        let experts = weights
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w != 0.0)
+            .map(|(i, w)| (Role::Expert(i), *w));
+        let mut terms = Vec::with_capacity(weights.len() + 1);
+        if divergence == Divergence::ReverseKl {
+            let ref_coeff = 1.0 - weights.iter().sum::<f64>();
+            if ref_coeff.abs() > crate::divergence::UNIT_SUM_TOLERANCE {
+                if !has_reference {
+                    bail!(
+                        "the weights sum to {} (not 1), so reverse-KL MOD needs the reference \
+                         policy's factor π_ref^(1−S); add a [reference] to the recipe (or \
+                         --model), or make the weights sum to 1",
+                        1.0 - ref_coeff
+                    );
+                }
+                terms.push((Role::Reference, ref_coeff));
+            }
+        } else {
+            if !has_reference {
+                bail!(
+                    "{} needs the reference policy (π_ref does not cancel as in reverse-kl); \
+                     add a [reference] to the recipe (or --model)",
+                    divergence.name()
+                );
+            }
+            terms.push((Role::Reference, 0.0));
+        }
+        terms.extend(experts);
+        let coeffs = terms.iter().map(|(_, c)| *c as f32).collect();
+        Ok(Self {
+            divergence,
+            terms,
+            plausibility,
+            coeffs,
+            candidates: Vec::new(),
+            lp_ref: Vec::new(),
+            lp: Vec::new(),
+            scores: Vec::new(),
+            last_solve: None,
+        })
+    }
+
+    /// The policies `combine` needs logits from, in order.
+    pub fn terms(&self) -> &[(Role, f64)] {
+        &self.terms
+    }
+
+    /// Whether the policy with this role takes part.
+    pub fn uses(&self, role: Role) -> bool {
+        self.terms.iter().any(|(r, _)| *r == role)
+    }
+
+    /// The normaliser found at the last sampling step of a divergence that needs one.
+    pub fn last_solve(&self) -> Option<Solve> {
+        self.last_solve
+    }
+
+    /// Writes MOD scores for the vocabulary `0..out.len()` from `logits` (one slice per
+    /// term, each at least `out.len()` long). `greedy` selects eq. 6 at Z = 0 instead of the
+    /// normalised distribution.
+    pub fn combine(&mut self, logits: &[&[f32]], greedy: bool, out: &mut [f32]) {
+        assert_eq!(logits.len(), self.terms.len(), "one logits slice per term");
+        if self.divergence == Divergence::ReverseKl {
+            weighted_sum(&self.coeffs, logits, out);
+            if !greedy && self.plausibility > 0.0 {
+                let positive: Vec<&[f32]> = (0..logits.len())
+                    .filter(|&k| self.terms[k].1 > 0.0)
+                    .map(|k| logits[k])
+                    .collect();
+                mask_implausible(&positive, self.plausibility, out);
+            }
+            return;
+        }
+        let n = out.len();
+        let lse: Vec<f32> = logits.iter().map(|l| logsumexp(l) as f32).collect();
+        let experts = &logits[1..];
+        let expert_lse = &lse[1..];
+        self.candidates.clear();
+        if greedy {
+            eq6_candidates(experts, expert_lse, n, &mut self.candidates);
+        } else if self.plausibility > 0.0 {
+            plausible_candidates(experts, self.plausibility, n, &mut self.candidates);
+        } else {
+            self.candidates.extend(0..n as u32);
+        }
+        let gather = |l: &[f32], z: f32, dst: &mut Vec<f64>, cand: &[u32]| {
+            dst.clear();
+            dst.extend(cand.iter().map(|&v| f64::from(l[v as usize] - z)));
+        };
+        gather(logits[0], lse[0], &mut self.lp_ref, &self.candidates);
+        self.lp.resize_with(experts.len(), Vec::new);
+        for ((l, &z), dst) in experts.iter().zip(expert_lse).zip(self.lp.iter_mut()) {
+            gather(l, z, dst, &self.candidates);
+        }
+        let w: Vec<f64> = self.terms[1..].iter().map(|(_, w)| *w).collect();
+        let lps: Vec<&[f64]> = self.lp.iter().map(|v| &v[..]).collect();
+        if greedy {
+            exact::eq6_log_scores(self.divergence, &w, &self.lp_ref, &lps, &mut self.scores);
+        } else {
+            let solve =
+                exact::mod_log_probs(self.divergence, &w, &self.lp_ref, &lps, &mut self.scores);
+            self.last_solve = Some(solve);
+        }
+        let offset: f64 = w.iter().zip(expert_lse).map(|(w, z)| w * f64::from(*z)).sum();
+        out.fill(f32::NEG_INFINITY);
+        for (&v, &s) in self.candidates.iter().zip(&self.scores) {
+            out[v as usize] = (s + offset) as f32;
+        }
+    }
+}
+
+/// Tokens that can win eq. 6 (see the module documentation), with a small slack for f32
+/// rounding of the log-probabilities.
+fn eq6_candidates(experts: &[&[f32]], lse: &[f32], n: usize, out: &mut Vec<u32>) {
+    let mut bar = f32::NEG_INFINITY;
+    for v in 0..n {
+        let worst = experts.iter().zip(lse).map(|(l, z)| l[v] - z).fold(f32::INFINITY, f32::min);
+        bar = bar.max(worst);
+    }
+    let bar = bar - 1e-3;
+    out.extend(
+        (0..n).filter(|&v| experts.iter().zip(lse).any(|(l, z)| l[v] - z >= bar)).map(|v| v as u32),
+    );
+}
+
+/// Tokens to which some expert gives at least τ × its top probability.
+fn plausible_candidates(experts: &[&[f32]], tau: f64, n: usize, out: &mut Vec<u32>) {
+    let floors = plausibility_floors(experts, tau);
+    out.extend(
+        (0..n).filter(|&v| experts.iter().zip(&floors).any(|(l, f)| l[v] >= *f)).map(|v| v as u32),
+    );
+}
+
+fn plausibility_floors(policies: &[&[f32]], tau: f64) -> Vec<f32> {
+    policies
+        .iter()
+        .map(|l| l.iter().copied().fold(f32::NEG_INFINITY, f32::max) + tau.ln() as f32)
+        .collect()
+}
+
+/// Sets `scores[v] = −∞` for tokens no policy in `positive` finds plausible at level τ.
+fn mask_implausible(positive: &[&[f32]], tau: f64, scores: &mut [f32]) {
+    let floors = plausibility_floors(positive, tau);
+    for (v, s) in scores.iter_mut().enumerate() {
+        if !positive.iter().zip(&floors).any(|(l, f)| l[v] >= *f) {
+            *s = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// Writes `out[v] = Σ_j coeffs[j] · inputs[j][v]` over `out.len()` tokens.
+///
+/// `inputs[j]` may be longer than `out` (a policy with a larger vocabulary); only the common
+/// range is combined.
+pub fn weighted_sum(coeffs: &[f32], inputs: &[&[f32]], out: &mut [f32]) {
+    assert_eq!(coeffs.len(), inputs.len(), "one coefficient per input");
+    let n = out.len();
+    match (coeffs, inputs) {
+        ([c0], [x0]) => {
+            for (o, a) in out.iter_mut().zip(&x0[..n]) {
+                *o = c0 * a;
+            }
+        }
+        ([c0, c1], [x0, x1]) => {
+            for ((o, a), b) in out.iter_mut().zip(&x0[..n]).zip(&x1[..n]) {
+                *o = c0 * a + c1 * b;
+            }
+        }
+        _ => {
+            out.fill(0.0);
+            for (c, x) in coeffs.iter().zip(inputs) {
+                for (o, a) in out.iter_mut().zip(&x[..n]) {
+                    *o += c * a;
+                }
+            }
+        }
+    }
+}
+
+/// e^x for f32 in a form the compiler vectorises: x = n·ln 2 + r with |r| ≤ ln 2 / 2,
+/// e^r by its Taylor polynomial to degree 7 (relative error < 2e-8 on that interval), 2^n
+/// assembled in the exponent bits. Inputs below −87 give ≈ 1e-38 instead of 0.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// `log Σ_v exp(x_v)`: vectorised exponentials, sums of 256 in f32, totals in f64.
+/// Returns −∞ for an empty or all −∞ input, NaN if any input is NaN.
+pub fn logsumexp(x: &[f32]) -> f64 {
+    let max =
+        x.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a });
+    if max == f32::NEG_INFINITY || max.is_nan() {
+        return f64::from(max);
+    }
+    if max == f32::INFINITY {
+        return f64::INFINITY;
+    }
+    let mut total = 0.0f64;
+    for chunk in x.chunks(256) {
+        let mut lanes = [0.0f32; 8];
+        let mut it = chunk.chunks_exact(8);
+        for c in &mut it {
+            for (acc, &v) in lanes.iter_mut().zip(c) {
+                *acc += exp_f32(v - max);
+            }
+        }
+        let tail: f32 = it.remainder().iter().map(|&v| exp_f32(v - max)).sum();
+        total += f64::from(lanes.iter().sum::<f32>() + tail);
+    }
+    f64::from(max) + total.ln()
+}
+
+/// Turns logits into log-probabilities in place.
+pub fn log_softmax(x: &mut [f32]) {
+    let lse = logsumexp(x) as f32;
+    for v in x.iter_mut() {
+        *v -= lse;
+    }
+}
+
+#[cfg(test)]
+mod tests;
