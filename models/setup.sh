@@ -2,7 +2,8 @@
 # One-time set-up on a fresh Debian/Ubuntu machine, safe to run again:
 #   1. the build tools llama.cpp needs (cmake, libclang-dev for bindgen, a C++ compiler),
 #   2. the default model (models/fetch-default.sh),
-#   3. the small test models in models/fixtures/ (models/make-fixtures.py, needs PyPI `gguf`).
+#   3. the small test models in models/fixtures/ (models/make-fixtures.py, needs PyPI `gguf`),
+#   4. PyPI `mpmath`, for the tests' high-precision reference (tests/highprec.py).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -23,6 +24,10 @@ fi
 if ! python3 -c "import gguf" 2>/dev/null; then
     echo "setup: installing the gguf Python package (writes the test models)"
     python3 -m pip install --quiet --disable-pip-version-check "gguf>=0.17,<1"
+fi
+if ! python3 -c "import mpmath" 2>/dev/null; then
+    echo "setup: installing the mpmath Python package (high-precision test reference)"
+    python3 -m pip install --quiet --disable-pip-version-check "mpmath>=1.2,<2"
 fi
 python3 "$here/make-fixtures.py" "$here/fixtures"
 echo "setup: done"
