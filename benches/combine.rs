@@ -1,31 +1,91 @@
 //! Host-side cost of one decoding step at the default model's vocabulary (262,144 tokens):
-//! combining M policies' logits (reverse KL) and sampling from the result.
+//! the combiner for every divergence with M = 1, 2, 4 experts, greedy and sampling, and the
+//! sampler. Logits are synthetic but shaped like a language model's: a bulk around 0 and a
+//! few tokens 15–20 nats above it. Policies are variants of one model (as prompted experts
+//! are): a shared base plus noise of their own and a few boosted tokens of their own.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use mood::combine::{log_softmax, weighted_sum};
+use mood::combine::{logsumexp, Combiner, Role, DEFAULT_PLAUSIBILITY};
+use mood::divergence::Divergence;
 use mood::sample::{Rng, Sampler, SamplingParams};
 
 const VOCAB: usize = 262_144;
 
 fn logits(seed: u64) -> Vec<f32> {
     let mut rng = Rng::new(seed);
-    (0..VOCAB).map(|_| (rng.next_f64() * 30.0 - 20.0) as f32).collect()
+    let mut l: Vec<f32> = (0..VOCAB)
+        .map(|_| {
+            // Sum of 4 uniforms: roughly normal, σ ≈ 2.
+            let s: f64 = (0..4).map(|_| rng.next_f64()).sum();
+            ((s - 2.0) * 3.5) as f32
+        })
+        .collect();
+    for k in 0..20 {
+        let v = (rng.next_u64() % VOCAB as u64) as usize;
+        l[v] = 15.0 + (k % 6) as f32;
+    }
+    l
+}
+
+/// Policy `k`: the shared base, plus per-token noise (σ ≈ 0.5) and boosted tokens of its own.
+fn policy(base: &[f32], k: u64) -> Vec<f32> {
+    let own = logits(100 + k);
+    base.iter().zip(&own).map(|(b, o)| if *o > 10.0 { *o } else { b + 0.25 * o }).collect()
 }
 
 fn bench_combine(c: &mut Criterion) {
-    let mut group = c.benchmark_group("reverse_kl_combine");
-    for m in [1usize, 2, 4] {
-        let inputs: Vec<Vec<f32>> = (0..m as u64).map(logits).collect();
-        let views: Vec<&[f32]> = inputs.iter().map(|v| &v[..]).collect();
-        let coeffs = vec![1.0 / m as f32; m];
-        let mut out = vec![0f32; VOCAB];
-        group.bench_with_input(BenchmarkId::new("weighted_sum", m), &m, |b, _| {
-            b.iter(|| weighted_sum(black_box(&coeffs), black_box(&views), &mut out))
+    let base = logits(0);
+    let policies: Vec<Vec<f32>> = (0..5).map(|k| policy(&base, k)).collect();
+    let divergences = [
+        Divergence::ReverseKl,
+        Divergence::ForwardKl,
+        Divergence::Jsd,
+        Divergence::Alpha(0.5),
+        Divergence::Jeffreys,
+    ];
+    let mut out = vec![0f32; VOCAB];
+    for greedy in [true, false] {
+        let mode = if greedy { "greedy" } else { "sample" };
+        let mut group = c.benchmark_group(format!("combine_{mode}"));
+        for div in divergences {
+            for m in [1usize, 2, 4] {
+                let w = vec![1.0 / m as f64; m];
+                let mut comb = Combiner::new(div, &w, true, DEFAULT_PLAUSIBILITY).unwrap();
+                let inputs: Vec<&[f32]> = comb
+                    .terms()
+                    .iter()
+                    .map(|(r, _)| match r {
+                        Role::Reference => &policies[0][..],
+                        Role::Expert(i) => &policies[1 + i][..],
+                    })
+                    .collect();
+                group.bench_with_input(BenchmarkId::new(div.name(), m), &m, |b, _| {
+                    b.iter(|| comb.combine(black_box(&inputs), greedy, &mut out))
+                });
+            }
+        }
+        group.finish();
+    }
+    // Exact sampling over the whole vocabulary (--plausibility 0), M = 2.
+    let mut group = c.benchmark_group("combine_sample_whole_vocabulary");
+    group.sample_size(10);
+    for div in divergences {
+        let mut comb = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
+        let inputs: Vec<&[f32]> = comb
+            .terms()
+            .iter()
+            .map(|(r, _)| match r {
+                Role::Reference => &policies[0][..],
+                Role::Expert(i) => &policies[1 + i][..],
+            })
+            .collect();
+        group.bench_function(div.name(), |b| {
+            b.iter(|| comb.combine(black_box(&inputs), false, &mut out))
         });
     }
-    let mut x = logits(9);
-    group.bench_function("log_softmax", |b| b.iter(|| log_softmax(black_box(&mut x))));
     group.finish();
+    let x = logits(9);
+    c.bench_function("logsumexp_262k", |b| b.iter(|| logsumexp(black_box(&x))));
 }
 
 fn bench_sample(c: &mut Criterion) {

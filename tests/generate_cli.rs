@@ -164,3 +164,32 @@ fn a_tiny_model_decodes_alone() {
         mood_json(&["generate", "-m", a.to_str().unwrap(), "-p", "the cat", "-n", "6", "--json"]);
     assert!(tokens_of(&v).iter().all(|&t| t < 300));
 }
+
+#[test]
+fn presets_reduce_to_their_parts_at_trivial_weights() {
+    let root = root();
+    let preset =
+        |name: &str| root.join(format!("models/presets/{name}.toml")).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all =
+            vec!["generate", "-p", "The ocean", "-n", "16", "--repeat-penalty", "1", "--json"];
+        all.extend_from_slice(args);
+        tokens_of(&mood_json(&all))
+    };
+    let m = default_model();
+    let base = run(&["-m", m.to_str().unwrap()]);
+    // DExperts with α = 0 is the base model alone.
+    assert_eq!(run(&["-r", &preset("dexperts"), "-w", "0,0"]), base);
+    // CFG with γ = 1 is the conditioned model alone: the demo's poet.
+    let demo = demo_recipe();
+    assert_eq!(
+        run(&["-r", &preset("cfg"), "-w", "1"]),
+        run(&["-r", demo.to_str().unwrap(), "-w", "1,0"])
+    );
+    // The presets themselves steer away from the base model.
+    for name in ["cfg", "dexperts", "contrastive"] {
+        let t = run(&["-r", &preset(name)]);
+        assert_eq!(t.len(), 16, "{name}");
+        assert_ne!(t, base, "{name} should change the base model's output");
+    }
+}

@@ -52,6 +52,7 @@ pub struct Combiner {
     plausibility: f64,
     coeffs: Vec<f32>,
     candidates: Vec<u32>,
+    scratch: Vec<f32>,
     lp_ref: Vec<f64>,
     lp: Vec<Vec<f64>>,
     scores: Vec<f64>,
@@ -113,6 +114,7 @@ impl Combiner {
             plausibility,
             coeffs,
             candidates: Vec::new(),
+            scratch: Vec::new(),
             lp_ref: Vec::new(),
             lp: Vec::new(),
             scores: Vec::new(),
@@ -147,7 +149,12 @@ impl Combiner {
                     .filter(|&k| self.terms[k].1 > 0.0)
                     .map(|k| logits[k])
                     .collect();
-                mask_implausible(&positive, self.plausibility, out);
+                plausibility_margin(&positive, self.plausibility, out.len(), &mut self.scratch);
+                for (o, &m) in out.iter_mut().zip(&self.scratch) {
+                    if m < 0.0 {
+                        *o = f32::NEG_INFINITY;
+                    }
+                }
             }
             return;
         }
@@ -157,9 +164,11 @@ impl Combiner {
         let expert_lse = &lse[1..];
         self.candidates.clear();
         if greedy {
-            eq6_candidates(experts, expert_lse, n, &mut self.candidates);
+            eq6_candidates(experts, expert_lse, n, &mut self.scratch, &mut self.candidates);
         } else if self.plausibility > 0.0 {
-            plausible_candidates(experts, self.plausibility, n, &mut self.candidates);
+            plausibility_margin(experts, self.plausibility, n, &mut self.scratch);
+            let margin = self.scratch.iter().enumerate();
+            self.candidates.extend(margin.filter(|(_, &m)| m >= 0.0).map(|(v, _)| v as u32));
         } else {
             self.candidates.extend(0..n as u32);
         }
@@ -189,43 +198,45 @@ impl Combiner {
     }
 }
 
-/// Tokens that can win eq. 6 (see the module documentation), with a small slack for f32
-/// rounding of the log-probabilities.
-fn eq6_candidates(experts: &[&[f32]], lse: &[f32], n: usize, out: &mut Vec<u32>) {
-    let mut bar = f32::NEG_INFINITY;
-    for v in 0..n {
-        let worst = experts.iter().zip(lse).map(|(l, z)| l[v] - z).fold(f32::INFINITY, f32::min);
-        bar = bar.max(worst);
-    }
-    let bar = bar - 1e-3;
-    out.extend(
-        (0..n).filter(|&v| experts.iter().zip(lse).any(|(l, z)| l[v] - z >= bar)).map(|v| v as u32),
-    );
-}
-
-/// Tokens to which some expert gives at least τ × its top probability.
-fn plausible_candidates(experts: &[&[f32]], tau: f64, n: usize, out: &mut Vec<u32>) {
-    let floors = plausibility_floors(experts, tau);
-    out.extend(
-        (0..n).filter(|&v| experts.iter().zip(&floors).any(|(l, f)| l[v] >= *f)).map(|v| v as u32),
-    );
-}
-
-fn plausibility_floors(policies: &[&[f32]], tau: f64) -> Vec<f32> {
-    policies
-        .iter()
-        .map(|l| l.iter().copied().fold(f32::NEG_INFINITY, f32::max) + tau.ln() as f32)
-        .collect()
-}
-
-/// Sets `scores[v] = −∞` for tokens no policy in `positive` finds plausible at level τ.
-fn mask_implausible(positive: &[&[f32]], tau: f64, scores: &mut [f32]) {
-    let floors = plausibility_floors(positive, tau);
-    for (v, s) in scores.iter_mut().enumerate() {
-        if !positive.iter().zip(&floors).any(|(l, f)| l[v] >= *f) {
-            *s = f32::NEG_INFINITY;
+/// `out[v] = max_k (l_k[v] − shift_k)` (or min), elementwise over `0..n`, one policy at a
+/// time so that each pass vectorises.
+fn extreme_over_policies(
+    policies: &[&[f32]],
+    shifts: &[f32],
+    n: usize,
+    max: bool,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    out.resize(n, if max { f32::NEG_INFINITY } else { f32::INFINITY });
+    for (l, &z) in policies.iter().zip(shifts) {
+        for (o, &x) in out.iter_mut().zip(&l[..n]) {
+            let y = x - z;
+            *o = if max == (y > *o) { y } else { *o };
         }
     }
+}
+
+/// Tokens that can win eq. 6 (see the module documentation), with a small slack for f32
+/// rounding of the log-probabilities.
+fn eq6_candidates(
+    experts: &[&[f32]],
+    lse: &[f32],
+    n: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut Vec<u32>,
+) {
+    extreme_over_policies(experts, lse, n, false, scratch);
+    let bar = max_f32(scratch) - 1e-3;
+    extreme_over_policies(experts, lse, n, true, scratch);
+    out.extend(scratch.iter().enumerate().filter(|(_, &b)| b >= bar).map(|(v, _)| v as u32));
+}
+
+/// Per-token plausibility margin: `max_k (l_k[v] − floor_k)`, ≥ 0 where some policy gives the
+/// token at least τ × its top probability.
+fn plausibility_margin(policies: &[&[f32]], tau: f64, n: usize, scratch: &mut Vec<f32>) {
+    let floors: Vec<f32> = policies.iter().map(|l| max_f32(l) + tau.ln() as f32).collect();
+    extreme_over_policies(policies, &floors, n, true, scratch);
 }
 
 /// Writes `out[v] = Σ_j coeffs[j] · inputs[j][v]` over `out.len()` tokens.
@@ -258,32 +269,35 @@ pub fn weighted_sum(coeffs: &[f32], inputs: &[&[f32]], out: &mut [f32]) {
 }
 
 /// e^x for f32 in a form the compiler vectorises: x = n·ln 2 + r with |r| ≤ ln 2 / 2,
-/// e^r by its Taylor polynomial to degree 7 (relative error < 2e-8 on that interval), 2^n
-/// assembled in the exponent bits. Inputs below −87 give ≈ 1e-38 instead of 0.
+/// e^r by a degree-7 minimax polynomial (the classic single-precision one), 2^n put in the
+/// exponent bits. Only float and integer arithmetic, no branches or float-to-int
+/// conversions. Inputs below −87 give ≈ 1e-38 instead of 0.
 #[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    // Adding 1.5 · 2^23 rounds to an integer, which then sits in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // Minimax polynomial for (e^r − 1 − r)/r² on |r| ≤ ln 2 / 2 (about 1 ulp overall).
+    let q = ((((1.987_569_2e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let p = q * r * r + r + 1.0;
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     p * scale
 }
 
 /// `log Σ_v exp(x_v)`: vectorised exponentials, sums of 256 in f32, totals in f64.
 /// Returns −∞ for an empty or all −∞ input, NaN if any input is NaN.
 pub fn logsumexp(x: &[f32]) -> f64 {
-    let max =
-        x.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a || b.is_nan() { b } else { a });
+    let max = max_f32(x);
     if max == f32::NEG_INFINITY || max.is_nan() {
         return f64::from(max);
     }
@@ -292,17 +306,30 @@ pub fn logsumexp(x: &[f32]) -> f64 {
     }
     let mut total = 0.0f64;
     for chunk in x.chunks(256) {
-        let mut lanes = [0.0f32; 8];
-        let mut it = chunk.chunks_exact(8);
-        for c in &mut it {
-            for (acc, &v) in lanes.iter_mut().zip(c) {
-                *acc += exp_f32(v - max);
+        let (blocks, tail) = chunk.as_chunks::<4>();
+        let mut lanes = [0.0f32; 4];
+        for block in blocks {
+            for i in 0..4 {
+                lanes[i] += exp_f32(block[i] - max);
             }
         }
-        let tail: f32 = it.remainder().iter().map(|&v| exp_f32(v - max)).sum();
+        let tail: f32 = tail.iter().map(|&v| exp_f32(v - max)).sum();
         total += f64::from(lanes.iter().sum::<f32>() + tail);
     }
     f64::from(max) + total.ln()
+}
+
+/// The largest value (NaN ignored), in 8 independent lanes so that it vectorises.
+pub fn max_f32(x: &[f32]) -> f32 {
+    let (blocks, tail) = x.as_chunks::<8>();
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    for block in blocks {
+        for i in 0..8 {
+            lanes[i] = if block[i] > lanes[i] { block[i] } else { lanes[i] };
+        }
+    }
+    let tail = tail.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    lanes.iter().copied().fold(tail, f32::max)
 }
 
 /// Turns logits into log-probabilities in place.
