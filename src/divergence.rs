@@ -350,6 +350,29 @@ mod tests {
     }
 
     #[test]
+    fn stable_path_round_trips_every_ratio_from_1e_minus_30_to_1e30() {
+        // One expert of weight 1: MOD's h(g(r)) must give back r = π_1/π_ref, here evaluated
+        // the way the combiner does it (from log r, through the gap or Wright omega), which
+        // unlike the textbook g keeps full precision at both ends.
+        for d in all().into_iter().filter(|d| *d != Divergence::ReverseKl) {
+            let mut x = 1e-30f64;
+            while x <= 1e30 {
+                let t = x.ln();
+                let log_back = match d {
+                    Divergence::Jeffreys => -log_wright_omega(1.0 - d.score(&[1.0], &[t])),
+                    _ => d.log_h_gap(d.log_gap(&[1.0], &[t]).exp()),
+                };
+                assert!(
+                    (log_back - t).abs() < 1e-12 * t.abs().max(1.0),
+                    "{d}: ratio {x:e} → {}",
+                    log_back.exp()
+                );
+                x *= 7.3;
+            }
+        }
+    }
+
+    #[test]
     fn gap_forms_equal_the_direct_formulas_where_those_are_accurate() {
         let w = [0.3, 0.7];
         for d in

@@ -417,3 +417,51 @@ fn fast_logsumexp_matches_f64() {
     assert_eq!(y[1], 0.0);
     assert_eq!(y[2], f32::NEG_INFINITY);
 }
+
+#[test]
+fn plausibility_zero_samples_the_exact_distribution() {
+    // χ² goodness of fit of 40,000 draws against exact MOD probabilities over a whole
+    // (small) vocabulary, for reverse KL with S ≠ 1 and for a pole divergence.
+    let logits = pole_case();
+    let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
+    let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+    for (div, w) in [(Divergence::ReverseKl, [0.7, 0.6]), (Divergence::ForwardKl, [0.5, 0.5])] {
+        let mut c = Combiner::new(div, &w, true, 0.0).unwrap();
+        let k = c.terms().len();
+        let mut out = vec![0f32; 50];
+        c.combine(&inputs[3 - k..], false, &mut out);
+        let p = mod_probs(div, &w, &to64(&logits[0]), &[to64(&logits[1]), to64(&logits[2])]);
+        let mut sampler = crate::sample::Sampler::new(crate::sample::SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            repeat_last_n: 0,
+            seed: 77,
+        });
+        let n = 40_000;
+        let mut counts = vec![0usize; 50];
+        for _ in 0..n {
+            counts[sampler.sample(&mut out.clone(), &[]) as usize] += 1;
+        }
+        // Pool tokens with expected count < 5 into one cell.
+        let (mut chi2, mut cells, mut rare_e, mut rare_o) = (0.0, 0, 0.0, 0.0);
+        for v in 0..50 {
+            let e = p[v] * n as f64;
+            if e < 5.0 {
+                rare_e += e;
+                rare_o += counts[v] as f64;
+            } else {
+                chi2 += (counts[v] as f64 - e).powi(2) / e;
+                cells += 1;
+            }
+        }
+        if rare_e > 0.0 {
+            chi2 += (rare_o - rare_e).powi(2) / rare_e.max(1.0);
+            cells += 1;
+        }
+        // 99.9th percentile of χ² with ≤ 50 degrees of freedom is below 90.
+        assert!(chi2 < 90.0, "{div}: χ² = {chi2} over {cells} cells");
+    }
+}
