@@ -41,6 +41,14 @@ pub struct Timings {
     pub decode_ms: f64,
     /// Generated tokens per second of decode time.
     pub tokens_per_second: f64,
+    /// Of the decode time: the policies' forward passes (all in parallel), the combiner, and
+    /// the sampler.
+    pub forward_ms: f64,
+    pub combine_ms: f64,
+    pub sample_ms: f64,
+    /// The strategy the session used, and its llama.cpp contexts.
+    pub strategy: &'static str,
+    pub contexts: usize,
 }
 
 /// The result of one generation.
@@ -109,10 +117,27 @@ pub fn generate(
     let mut stream = TextStream::new(&settings.stops);
     let mut tokens: Vec<u32> = Vec::new();
     let mut piece = Vec::new();
+    let (mut forward, mut combining, mut sampling) = (0.0, 0.0, 0.0);
     let finish_reason = loop {
-        let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
-        combiner.combine(&inputs, greedy, &mut combined);
+        let t0 = Instant::now();
+        // The policies' logits, gathered without a heap allocation for up to 8 policies.
+        let mut few: [&[f32]; 8] = [&[]; 8];
+        let many: Vec<&[f32]>;
+        let inputs: &[&[f32]] = if members.len() <= few.len() {
+            for (k, slot) in few.iter_mut().enumerate().take(members.len()) {
+                *slot = session.logits(k);
+            }
+            &few[..members.len()]
+        } else {
+            many = (0..members.len()).map(|k| session.logits(k)).collect();
+            &many
+        };
+        combiner.combine(inputs, greedy, &mut combined);
+        let t1 = Instant::now();
         let token = sampler.sample(&mut combined, &tokens);
+        let t2 = Instant::now();
+        combining += (t1 - t0).as_secs_f64();
+        sampling += (t2 - t1).as_secs_f64();
         if engine.is_eog(token) {
             break FinishReason::Eog;
         }
@@ -126,7 +151,9 @@ pub fn generate(
         if tokens.len() >= settings.max_tokens || !session.has_room() {
             break FinishReason::Length;
         }
+        let t3 = Instant::now();
         session.append(LlamaToken(token as i32))?;
+        forward += t3.elapsed().as_secs_f64();
     };
     on_text(&stream.finish());
     let decode_ms = decode_started.elapsed().as_secs_f64() * 1e3;
@@ -144,6 +171,11 @@ pub fn generate(
             prompt_ms,
             decode_ms,
             tokens_per_second: tokens.len() as f64 / (decode_ms / 1e3).max(1e-9),
+            forward_ms: forward * 1e3,
+            combine_ms: combining * 1e3,
+            sample_ms: sampling * 1e3,
+            strategy: session.strategy().name(),
+            contexts: session.n_contexts(),
         },
         tokens,
     })

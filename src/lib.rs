@@ -4,8 +4,10 @@
 //! [`recipe`] (which policies, which weights) → [`engine`] (llama.cpp models, contexts and
 //! worker threads) → [`combine`] (the MOD distribution; pure math) → [`sample`] (the next
 //! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
-//! token bytes into printable text. [`divergence`] names the regulariser.
+//! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
+//! MOD against single models.
 
+pub mod bench;
 pub mod combine;
 pub mod decode;
 pub mod divergence;

@@ -193,3 +193,39 @@ fn presets_reduce_to_their_parts_at_trivial_weights() {
         assert_ne!(t, base, "{name} should change the base model's output");
     }
 }
+
+#[test]
+fn bench_reports_speed_breakdown_and_shared_weights() {
+    let demo = demo_recipe();
+    let v = mood_json(&[
+        "bench",
+        "-r",
+        demo.to_str().unwrap(),
+        "-n",
+        "6",
+        "--rounds",
+        "1",
+        "--memory",
+        "1,2",
+        "--json",
+        "-p",
+        "The ocean",
+    ]);
+    assert_eq!(v["single"].as_array().unwrap().len(), 1, "one distinct model file");
+    let mods = v["mod"].as_array().unwrap();
+    assert_eq!(mods.len(), 2);
+    for (m, strategy, contexts) in [(&mods[0], "threads", 2), (&mods[1], "batched", 1)] {
+        assert_eq!(m["strategy"], strategy);
+        assert_eq!(m["policies"], 2, "weights (0.5, 0.5) skip the reference");
+        assert_eq!(m["contexts"], contexts);
+        assert!(m["ratio"].as_f64().unwrap() > 0.0);
+        assert!(m["forward_ms"].as_f64().unwrap() > m["combine_ms"].as_f64().unwrap());
+    }
+    // Two prompted experts on one file hold one copy of the 253 MB weights: a second copy
+    // would add at least ~240 MB of peak memory.
+    let mem = v["memory"].as_array().unwrap();
+    let (one, two) =
+        (mem[0]["peak_rss_mb"].as_f64().unwrap(), mem[1]["peak_rss_mb"].as_f64().unwrap());
+    assert!(one > 240.0, "the model's weights are resident: {one} MB");
+    assert!(two - one < 150.0, "second policy added {} MB", two - one);
+}

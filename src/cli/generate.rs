@@ -18,7 +18,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         stops: args.stop.clone(),
         sampling: sampling_params(&args.sampling),
         plausibility: args.sampling.plausibility,
-        session: session_options(&args.run),
+        session: session_options(&args.run)?,
     };
     settings.sampling.validate()?;
     if settings.max_tokens == 0 {
@@ -107,9 +107,13 @@ pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
     }
 }
 
-pub fn session_options(args: &RunArgs) -> SessionOptions {
+pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    SessionOptions { threads: args.threads.map_or(cores, usize::from), ctx_size: args.ctx_size }
+    Ok(SessionOptions {
+        threads: args.threads.map_or(cores, usize::from),
+        ctx_size: args.ctx_size,
+        strategy: args.strategy.parse()?,
+    })
 }
 
 fn random_seed() -> u64 {

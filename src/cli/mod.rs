@@ -1,5 +1,6 @@
 //! Command-line front end: every flag and its help text, in one place.
 
+mod bench;
 mod generate;
 
 use clap::{Args, Parser, Subcommand};
@@ -18,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Decode one prompt with the policies of a recipe combined by MOD; streams the text.
     Generate(GenerateArgs),
+    /// Measure MOD's decode speed against each model alone (same process, threads, prompt),
+    /// for every strategy, with the per-token breakdown and peak memory.
+    Bench(BenchArgs),
 }
 
 /// Which policies take part: a recipe file, or the shorthand flags.
@@ -109,6 +113,12 @@ pub struct RunArgs {
     /// Context length of each policy in tokens (prompt + prefix + generated text).
     #[arg(short, long, default_value_t = 4096, value_name = "N")]
     pub ctx_size: u32,
+
+    /// How policies share llama.cpp contexts: threads (a context per policy, decoded
+    /// concurrently), batched (a context per model file, its policies one batch per step), or
+    /// auto (the faster on this hardware: threads on a CPU).
+    #[arg(long, default_value = "auto", value_name = "NAME")]
+    pub strategy: String,
 }
 
 #[derive(Args, Debug)]
@@ -144,9 +154,59 @@ pub struct GenerateArgs {
     pub run: RunArgs,
 }
 
+const BENCH_PROMPT: &str = "The harbour town woke slowly. Fishing boats rocked against the \
+    stone quay while gulls argued over the morning catch, and the baker on the corner pulled \
+    the first loaves from his oven. Children ran down the narrow lanes toward the school, past \
+    the chandler's shop and the old church whose bell had not rung in years. Out beyond the \
+    breakwater, the sea was grey and calm, and a single sail was moving slowly toward the \
+    horizon. Everyone in town agreed that the ocean";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// The prompt every run continues (the default is a paragraph of about 100 tokens, so
+    /// that prompt speed means something).
+    #[arg(short, long, default_value = BENCH_PROMPT, value_name = "TEXT")]
+    pub prompt: String,
+
+    /// Tokens generated per run (end-of-generation tokens and stop strings are ignored).
+    #[arg(short = 'n', long, default_value_t = 128, value_name = "N")]
+    pub max_tokens: usize,
+
+    /// Rounds of (each model alone, MOD per strategy); medians are reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub rounds: usize,
+
+    /// Strategies to measure MOD with (comma-separated).
+    #[arg(long, default_value = "threads,batched", value_name = "LIST")]
+    pub strategies: String,
+
+    /// Numbers of prompted experts to measure peak memory with (comma-separated; empty to
+    /// skip).
+    #[arg(long, default_value = "1,2,4", value_name = "LIST")]
+    pub memory: String,
+
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Internal: measure peak memory with K prompted experts in this process and print it.
+    #[arg(long, hide = true, value_name = "K")]
+    pub memory_probe: Option<usize>,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

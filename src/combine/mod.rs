@@ -51,8 +51,12 @@ pub struct Combiner {
     terms: Vec<(Role, f64)>,
     plausibility: f64,
     coeffs: Vec<f32>,
+    /// Weights of the experts in `terms` (divergences other than reverse KL).
+    weights: Vec<f64>,
     candidates: Vec<u32>,
     scratch: Vec<f32>,
+    lse: Vec<f32>,
+    floors: Vec<f32>,
     lp_ref: Vec<f64>,
     lp: Vec<Vec<f64>>,
     scores: Vec<f64>,
@@ -108,13 +112,18 @@ impl Combiner {
         }
         terms.extend(experts);
         let coeffs = terms.iter().map(|(_, c)| *c as f32).collect();
+        let weights =
+            terms.iter().filter(|(r, _)| *r != Role::Reference).map(|(_, w)| *w).collect();
         Ok(Self {
             divergence,
             terms,
             plausibility,
             coeffs,
+            weights,
             candidates: Vec::new(),
             scratch: Vec::new(),
+            lse: Vec::new(),
+            floors: Vec::new(),
             lp_ref: Vec::new(),
             lp: Vec::new(),
             scores: Vec::new(),
@@ -145,11 +154,17 @@ impl Combiner {
         if self.divergence == Divergence::ReverseKl {
             weighted_sum(&self.coeffs, logits, out);
             if !greedy && self.plausibility > 0.0 {
-                let positive: Vec<&[f32]> = (0..logits.len())
-                    .filter(|&k| self.terms[k].1 > 0.0)
-                    .map(|k| logits[k])
-                    .collect();
-                plausibility_margin(&positive, self.plausibility, out.len(), &mut self.scratch);
+                // Only positively weighted policies vouch for a token (a floor of +∞ never
+                // passes).
+                self.floors.clear();
+                self.floors.extend(logits.iter().zip(&self.terms).map(|(l, (_, c))| {
+                    if *c > 0.0 {
+                        plausibility_floor(l, self.plausibility)
+                    } else {
+                        f32::INFINITY
+                    }
+                }));
+                extreme_over_policies(logits, &self.floors, out.len(), true, &mut self.scratch);
                 for (o, &m) in out.iter_mut().zip(&self.scratch) {
                     if m < 0.0 {
                         *o = f32::NEG_INFINITY;
@@ -159,14 +174,17 @@ impl Combiner {
             return;
         }
         let n = out.len();
-        let lse: Vec<f32> = logits.iter().map(|l| logsumexp(l) as f32).collect();
+        self.lse.clear();
+        self.lse.extend(logits.iter().map(|l| logsumexp(l) as f32));
         let experts = &logits[1..];
-        let expert_lse = &lse[1..];
+        let expert_lse = &self.lse[1..];
         self.candidates.clear();
         if greedy {
             eq6_candidates(experts, expert_lse, n, &mut self.scratch, &mut self.candidates);
         } else if self.plausibility > 0.0 {
-            plausibility_margin(experts, self.plausibility, n, &mut self.scratch);
+            self.floors.clear();
+            self.floors.extend(experts.iter().map(|l| plausibility_floor(l, self.plausibility)));
+            extreme_over_policies(experts, &self.floors, n, true, &mut self.scratch);
             let margin = self.scratch.iter().enumerate();
             self.candidates.extend(margin.filter(|(_, &m)| m >= 0.0).map(|(v, _)| v as u32));
         } else {
@@ -176,18 +194,18 @@ impl Combiner {
             dst.clear();
             dst.extend(cand.iter().map(|&v| f64::from(l[v as usize] - z)));
         };
-        gather(logits[0], lse[0], &mut self.lp_ref, &self.candidates);
+        gather(logits[0], self.lse[0], &mut self.lp_ref, &self.candidates);
         self.lp.resize_with(experts.len(), Vec::new);
         for ((l, &z), dst) in experts.iter().zip(expert_lse).zip(self.lp.iter_mut()) {
             gather(l, z, dst, &self.candidates);
         }
-        let w: Vec<f64> = self.terms[1..].iter().map(|(_, w)| *w).collect();
+        let w = &self.weights;
         let lps: Vec<&[f64]> = self.lp.iter().map(|v| &v[..]).collect();
         if greedy {
-            exact::eq6_log_scores(self.divergence, &w, &self.lp_ref, &lps, &mut self.scores);
+            exact::eq6_log_scores(self.divergence, w, &self.lp_ref, &lps, &mut self.scores);
         } else {
             let solve =
-                exact::mod_log_probs(self.divergence, &w, &self.lp_ref, &lps, &mut self.scores);
+                exact::mod_log_probs(self.divergence, w, &self.lp_ref, &lps, &mut self.scores);
             self.last_solve = Some(solve);
         }
         let offset: f64 = w.iter().zip(expert_lse).map(|(w, z)| w * f64::from(*z)).sum();
@@ -232,11 +250,10 @@ fn eq6_candidates(
     out.extend(scratch.iter().enumerate().filter(|(_, &b)| b >= bar).map(|(v, _)| v as u32));
 }
 
-/// Per-token plausibility margin: `max_k (l_k[v] − floor_k)`, ≥ 0 where some policy gives the
-/// token at least τ × its top probability.
-fn plausibility_margin(policies: &[&[f32]], tau: f64, n: usize, scratch: &mut Vec<f32>) {
-    let floors: Vec<f32> = policies.iter().map(|l| max_f32(l) + tau.ln() as f32).collect();
-    extreme_over_policies(policies, &floors, n, true, scratch);
+/// The logit a token needs to reach τ × the policy's top probability. A token is plausible
+/// where `max_k (l_k[v] − floor_k) ≥ 0`.
+fn plausibility_floor(logits: &[f32], tau: f64) -> f32 {
+    max_f32(logits) + tau.ln() as f32
 }
 
 /// Writes `out[v] = Σ_j coeffs[j] · inputs[j][v]` over `out.len()` tokens.

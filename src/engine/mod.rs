@@ -7,7 +7,7 @@
 mod session;
 pub mod vocab;
 
-pub use session::{Session, SessionOptions};
+pub use session::{Session, SessionOptions, Strategy};
 
 use crate::recipe::Policy;
 use anyhow::{anyhow, bail, Context, Result};

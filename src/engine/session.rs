@@ -1,9 +1,13 @@
-//! A decoding session: one llama.cpp context per policy, driven by persistent worker threads.
+//! A decoding session: policies in llama.cpp contexts, driven by persistent worker threads.
 //!
-//! Policies are spread over `min(policies, threads)` workers; each worker gets an equal share
-//! of the llama.cpp thread budget, so the cores are never oversubscribed. A step hands the
-//! same token to every worker; they decode concurrently and hand back each policy's logits in
-//! buffers that travel back and forth, so nothing is allocated per step.
+//! Policies are placed in *groups*: one llama.cpp context each, holding one sequence per
+//! policy of the group (all on the same model). The [`Strategy`] decides the grouping:
+//! `threads` gives every policy a context of its own, `batched` puts all policies of a model
+//! file in one context and decodes them as one batch per step. Groups are spread over
+//! `min(groups, threads)` workers, each with an equal share of the llama.cpp thread budget,
+//! so the cores are never oversubscribed. A step hands the same token to every worker; they
+//! decode concurrently and hand back each policy's logits in buffers that travel back and
+//! forth, so nothing is allocated per step.
 
 use anyhow::{anyhow, bail, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -16,6 +20,52 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// How policies are laid out over llama.cpp contexts.
+///
+/// Measured on a 2-core CPU with the default model (`mood bench`): one context per policy
+/// on its own thread beats one batched context at 2, 3 and 4 policies (the 262k-token output
+/// layer makes a multi-token batch cost nearly as much per token as separate passes), so
+/// `Auto` picks `Threads` on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The better one for the hardware: `threads` on the CPU.
+    Auto,
+    /// One context per policy; contexts decode concurrently on worker threads.
+    Threads,
+    /// One context per model file, one sequence per policy, one batch per step.
+    Batched,
+}
+
+impl Strategy {
+    /// The strategy `Auto` stands for.
+    pub fn resolve(self) -> Strategy {
+        match self {
+            Strategy::Auto => Strategy::Threads,
+            s => s,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Auto => "auto",
+            Strategy::Threads => "threads",
+            Strategy::Batched => "batched",
+        }
+    }
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Strategy::Auto),
+            "threads" => Ok(Strategy::Threads),
+            "batched" => Ok(Strategy::Batched),
+            _ => bail!("unknown strategy '{s}'; available: auto, threads, batched"),
+        }
+    }
+}
+
 /// How a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionOptions {
@@ -23,10 +73,14 @@ pub struct SessionOptions {
     pub threads: usize,
     /// Context length of each policy (prompt + generated tokens).
     pub ctx_size: u32,
+    pub strategy: Strategy,
 }
 
-/// Prompt tokens are decoded in chunks of this many.
+/// Prompt tokens are decoded in chunks of at most this many.
 const PREFILL_CHUNK: usize = 512;
+/// llama.cpp's physical batch: smaller than the chunk to keep each context's compute buffer
+/// and sliding-window cache small (it costs little prompt speed on a CPU).
+const UBATCH: usize = 256;
 
 /// llama.cpp contexts must be created one at a time.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
@@ -39,6 +93,15 @@ enum Job {
 struct Reply {
     logits: Vec<Vec<f32>>,
     result: std::result::Result<(), String>,
+}
+
+/// What a worker thread decodes: groups of session members, each group one context.
+struct WorkerPlan {
+    model_of_group: Vec<Arc<LlamaModel>>,
+    /// For each group, how many sequences (members) it holds.
+    group_sizes: Vec<usize>,
+    threads: usize,
+    ctx_size: u32,
 }
 
 struct Worker {
@@ -58,6 +121,8 @@ pub struct Session {
     place: Vec<(usize, usize)>,
     positions: Vec<usize>,
     n_ctx: u32,
+    strategy: Strategy,
+    n_contexts: usize,
 }
 
 impl Session {
@@ -69,26 +134,29 @@ impl Session {
             bail!("--ctx-size must be at least 8 tokens, got {}", options.ctx_size);
         }
         let threads = options.threads.max(1);
-        let n_workers = models.len().min(threads);
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); n_workers];
-        for m in 0..models.len() {
-            groups[m % n_workers].push(m);
+        let strategy = options.strategy.resolve();
+        let groups = plan_groups(&models, strategy);
+        let n_workers = groups.len().min(threads);
+        let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
+        for (g, group) in groups.into_iter().enumerate() {
+            by_worker[g % n_workers].push(group);
         }
         let mut workers = Vec::with_capacity(n_workers);
         let mut ready = Vec::with_capacity(n_workers);
-        for (w, members) in groups.into_iter().enumerate() {
-            let share = threads / n_workers + usize::from(w < threads % n_workers);
-            let worker_models: Vec<Arc<LlamaModel>> =
-                members.iter().map(|&m| Arc::clone(&models[m])).collect();
+        for (w, worker_groups) in by_worker.into_iter().enumerate() {
+            let plan = WorkerPlan {
+                model_of_group: worker_groups.iter().map(|g| Arc::clone(&models[g[0]])).collect(),
+                group_sizes: worker_groups.iter().map(Vec::len).collect(),
+                threads: threads / n_workers + usize::from(w < threads % n_workers),
+                ctx_size: options.ctx_size,
+            };
+            let members: Vec<usize> = worker_groups.into_iter().flatten().collect();
             let (job_tx, job_rx) = channel();
             let (reply_tx, reply_rx) = channel();
             let (ready_tx, ready_rx) = channel();
-            let ctx_size = options.ctx_size;
             let thread = std::thread::Builder::new()
                 .name(format!("mood-policy-{w}"))
-                .spawn(move || {
-                    run_worker(worker_models, share, ctx_size, job_rx, reply_tx, ready_tx)
-                })
+                .spawn(move || run_worker(plan, job_rx, reply_tx, ready_tx))
                 .map_err(|e| anyhow!("cannot start a worker thread: {e}"))?;
             ready.push(ready_rx);
             let logits = vec![Vec::new(); members.len()];
@@ -106,8 +174,18 @@ impl Session {
                 place[m] = (w, slot);
             }
         }
-        let session =
-            Session { workers, place, positions: vec![0; models.len()], n_ctx: options.ctx_size };
+        let n_contexts = match strategy {
+            Strategy::Batched => plan_groups(&models, strategy).len(),
+            _ => models.len(),
+        };
+        let session = Session {
+            workers,
+            place,
+            positions: vec![0; models.len()],
+            n_ctx: options.ctx_size,
+            strategy,
+            n_contexts,
+        };
         for r in ready {
             r.recv()
                 .map_err(|_| anyhow!("a policy worker stopped while starting"))?
@@ -124,6 +202,21 @@ impl Session {
     /// Always false: a session has at least one policy.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
+    }
+
+    /// The strategy in use (never `Auto`).
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Number of llama.cpp contexts the session holds.
+    pub fn n_contexts(&self) -> usize {
+        self.n_contexts
+    }
+
+    /// Number of worker threads.
+    pub fn n_workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// The context length of each policy.
@@ -227,44 +320,74 @@ impl Drop for Session {
     }
 }
 
+/// Groups of member indices, one llama.cpp context each.
+fn plan_groups(models: &[Arc<LlamaModel>], strategy: Strategy) -> Vec<Vec<usize>> {
+    match strategy {
+        Strategy::Batched => {
+            let mut groups: Vec<Vec<usize>> = Vec::new();
+            for m in 0..models.len() {
+                match groups.iter_mut().find(|g| Arc::ptr_eq(&models[g[0]], &models[m])) {
+                    Some(g) => g.push(m),
+                    None => groups.push(vec![m]),
+                }
+            }
+            groups
+        }
+        _ => (0..models.len()).map(|m| vec![m]).collect(),
+    }
+}
+
 /// A worker thread: creates its contexts (one at a time, process-wide), signals `ready`,
 /// then serves jobs until the session drops its sender.
 fn run_worker(
-    models: Vec<Arc<LlamaModel>>,
-    threads: usize,
-    ctx_size: u32,
+    plan: WorkerPlan,
     jobs: Receiver<Job>,
     replies: Sender<Reply>,
     ready: Sender<std::result::Result<(), String>>,
 ) {
-    let contexts = match create_contexts(&models, threads, ctx_size) {
+    let mut groups = match create_contexts(&plan) {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let mut contexts = contexts;
-    let mut batch = LlamaBatch::new(PREFILL_CHUNK, 1);
+    let max_seqs = plan.group_sizes.iter().copied().max().unwrap_or(1);
+    let mut batch = LlamaBatch::new(PREFILL_CHUNK.max(max_seqs), 1);
     if ready.send(Ok(())).is_err() {
         return;
     }
     while let Ok(job) = jobs.recv() {
         let (logits, result) = match job {
             Job::Prefill { prompts, mut logits } => {
-                let r = contexts
-                    .iter_mut()
-                    .zip(&prompts)
-                    .zip(logits.iter_mut())
-                    .try_for_each(|((ctx, prompt), out)| prefill(ctx, &mut batch, prompt, out));
+                let mut r = Ok(());
+                let mut slot = 0;
+                for g in &mut groups {
+                    let n = g.positions.len();
+                    r = prefill(
+                        g,
+                        &mut batch,
+                        &prompts[slot..slot + n],
+                        &mut logits[slot..slot + n],
+                    );
+                    slot += n;
+                    if r.is_err() {
+                        break;
+                    }
+                }
                 (logits, r)
             }
             Job::Append { token, mut logits } => {
-                let r = contexts.iter_mut().zip(logits.iter_mut()).try_for_each(|(ctx, out)| {
-                    let pos = ctx.position;
-                    ctx.position += 1;
-                    decode_chunk(ctx, &mut batch, &[token], pos, Some(out))
-                });
+                let mut r = Ok(());
+                let mut slot = 0;
+                for g in &mut groups {
+                    let n = g.positions.len();
+                    r = append(g, &mut batch, token, &mut logits[slot..slot + n]);
+                    slot += n;
+                    if r.is_err() {
+                        break;
+                    }
+                }
                 (logits, r)
             }
         };
@@ -274,73 +397,103 @@ fn run_worker(
     }
 }
 
-/// A context and the number of tokens in its KV cache.
-struct PolicyContext<'m> {
+/// A context and, for each of its sequences, the number of tokens in the KV cache.
+struct GroupContext<'m> {
     ctx: LlamaContext<'m>,
-    position: usize,
+    positions: Vec<usize>,
 }
 
-fn create_contexts(
-    models: &[Arc<LlamaModel>],
-    threads: usize,
-    ctx_size: u32,
-) -> std::result::Result<Vec<PolicyContext<'_>>, String> {
+fn create_contexts(plan: &WorkerPlan) -> std::result::Result<Vec<GroupContext<'_>>, String> {
     let backend = super::backend().map_err(|e| e.to_string())?;
-    let threads = i32::try_from(threads).unwrap_or(i32::MAX);
+    let threads = i32::try_from(plan.threads).unwrap_or(i32::MAX);
     let _one_at_a_time = CONTEXT_CREATION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    models
+    plan.model_of_group
         .iter()
-        .map(|model| {
+        .zip(&plan.group_sizes)
+        .map(|(model, &seqs)| {
+            // Each sequence gets ctx_size tokens of the context's cache.
+            let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
             let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(ctx_size))
-                .with_n_batch(PREFILL_CHUNK as u32)
-                .with_n_ubatch(PREFILL_CHUNK as u32)
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(PREFILL_CHUNK.max(seqs) as u32)
+                .with_n_ubatch(UBATCH.max(seqs) as u32)
+                .with_n_seq_max(seqs as u32)
+                // Sliding-window layers keep only their window (Gemma 3: 5 of every 6
+                // layers); sessions never roll tokens back, which is what a full cache allows.
+                .with_swa_full(false)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
             model
                 .new_context(backend, params)
-                .map(|ctx| PolicyContext { ctx, position: 0 })
-                .map_err(|e| format!("cannot create a llama.cpp context of {ctx_size} tokens: {e}"))
+                .map(|ctx| GroupContext { ctx, positions: vec![0; seqs] })
+                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))
         })
         .collect()
 }
 
+/// Decodes the sequences' prompts, packed into batches of up to PREFILL_CHUNK tokens, and
+/// copies each sequence's last-token logits into `out`.
 fn prefill(
-    pc: &mut PolicyContext<'_>,
+    g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
-    prompt: &[LlamaToken],
-    out: &mut Vec<f32>,
+    prompts: &[Vec<LlamaToken>],
+    out: &mut [Vec<f32>],
 ) -> std::result::Result<(), String> {
-    pc.ctx.clear_kv_cache();
-    pc.position = 0;
-    let n_chunks = prompt.len().div_ceil(PREFILL_CHUNK);
-    for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
-        let pos = pc.position;
-        pc.position += chunk.len();
-        let want = (i + 1 == n_chunks).then_some(&mut *out);
-        decode_chunk(pc, batch, chunk, pos, want)?;
+    g.ctx.clear_kv_cache();
+    // (sequence, batch index) of last tokens in the pending batch.
+    let mut wanted: Vec<(usize, i32)> = Vec::new();
+    batch.clear();
+    for (s, prompt) in prompts.iter().enumerate() {
+        for (i, &t) in prompt.iter().enumerate() {
+            let last = i + 1 == prompt.len();
+            if last {
+                wanted.push((s, batch.n_tokens()));
+            }
+            batch.add(t, i as i32, &[s as i32], last).map_err(|e| e.to_string())?;
+            if batch.n_tokens() as usize == PREFILL_CHUNK {
+                decode_and_copy(g, batch, &mut wanted, out)?;
+            }
+        }
+        g.positions[s] = prompt.len();
+    }
+    if batch.n_tokens() > 0 {
+        decode_and_copy(g, batch, &mut wanted, out)?;
     }
     Ok(())
 }
 
-/// Decodes `tokens` at positions `pos..`; with `out`, copies the last one's logits there.
-fn decode_chunk(
-    pc: &mut PolicyContext<'_>,
+fn decode_and_copy(
+    g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
-    tokens: &[LlamaToken],
-    pos: usize,
-    out: Option<&mut Vec<f32>>,
+    wanted: &mut Vec<(usize, i32)>,
+    out: &mut [Vec<f32>],
+) -> std::result::Result<(), String> {
+    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+    for &(s, i) in wanted.iter() {
+        out[s].clear();
+        out[s].extend_from_slice(g.ctx.get_logits_ith(i));
+    }
+    wanted.clear();
+    batch.clear();
+    Ok(())
+}
+
+/// Feeds `token` to every sequence of the group in one batch and copies their logits.
+fn append(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    token: LlamaToken,
+    out: &mut [Vec<f32>],
 ) -> std::result::Result<(), String> {
     batch.clear();
-    let last = tokens.len() - 1;
-    for (i, &t) in tokens.iter().enumerate() {
-        let want = i == last && out.is_some();
-        batch.add(t, (pos + i) as i32, &[0], want).map_err(|e| e.to_string())?;
+    for (s, pos) in g.positions.iter_mut().enumerate() {
+        batch.add(token, *pos as i32, &[s as i32], true).map_err(|e| e.to_string())?;
+        *pos += 1;
     }
-    pc.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
-    if let Some(out) = out {
-        out.clear();
-        out.extend_from_slice(pc.ctx.get_logits_ith(last as i32));
+    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+    for (s, o) in out.iter_mut().enumerate() {
+        o.clear();
+        o.extend_from_slice(g.ctx.get_logits_ith(s as i32));
     }
     Ok(())
 }

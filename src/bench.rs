@@ -1,0 +1,277 @@
+//! End-to-end speed and memory of MOD next to a single model, measured in one process with
+//! the same threads, prompt and token count: what `mood bench` reports.
+//!
+//! Runs alternate (each round: every single model, then MOD with every strategy) so that a
+//! noisy machine affects all of them alike; medians are reported. Peak memory is the
+//! process's peak resident set (Linux `VmHWM`), reset before each measurement.
+
+use crate::decode::{self, Generation, Settings};
+use crate::engine::{Engine, Strategy};
+use crate::recipe::{Policy, Recipe};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Decode speed of one model file decoding alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct SingleRun {
+    pub model: String,
+    pub prompt_tokens_per_second: f64,
+    pub tokens_per_second: f64,
+}
+
+/// Decode speed of the recipe under one strategy.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModRun {
+    pub strategy: &'static str,
+    /// Policies that run (zero-coefficient ones are skipped) and llama.cpp contexts.
+    pub policies: usize,
+    pub contexts: usize,
+    pub prompt_tokens_per_second: f64,
+    pub tokens_per_second: f64,
+    /// MOD tokens/s ÷ the slowest of its models decoding alone.
+    pub ratio: f64,
+    /// Per generated token: forward passes (all policies in parallel), combiner, sampler.
+    pub forward_ms: f64,
+    pub combine_ms: f64,
+    pub sample_ms: f64,
+}
+
+/// Peak resident memory with `policies` prompted experts on one model file.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryRun {
+    pub policies: usize,
+    pub peak_rss_mb: f64,
+    /// ÷ the peak with one policy.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub prompt: String,
+    pub max_tokens: usize,
+    pub threads: usize,
+    pub rounds: usize,
+    pub single: Vec<SingleRun>,
+    pub r#mod: Vec<ModRun>,
+    pub memory: Vec<MemoryRun>,
+}
+
+/// What to measure.
+pub struct Plan<'a> {
+    pub recipe: &'a Recipe,
+    pub prompt: &'a str,
+    pub settings: Settings,
+    pub strategies: Vec<Strategy>,
+    pub rounds: usize,
+}
+
+/// Runs the speed part of the plan (memory is measured by [`memory_probe`] in separate
+/// processes); `progress` receives a line per finished run.
+pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in plan.recipe.policies() {
+        if !files.contains(&p.model) {
+            files.push(p.model.clone());
+        }
+    }
+    let mut single: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
+    let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
+    let mut mod_policies = vec![0; plan.strategies.len()];
+    for round in 0..plan.rounds.max(1) {
+        for (i, file) in files.iter().enumerate() {
+            let alone = alone_recipe(file);
+            let g = generate(&alone, plan, Strategy::Threads)?;
+            progress(&format!(
+                "round {}: {} alone: {:.1} tok/s",
+                round + 1,
+                short(file),
+                g.timings.tokens_per_second
+            ));
+            single[i].push(g);
+        }
+        for (s, &strategy) in plan.strategies.iter().enumerate() {
+            let (g, policies) = generate_counted(plan.recipe, plan, strategy)?;
+            progress(&format!(
+                "round {}: MOD, {}: {:.1} tok/s",
+                round + 1,
+                strategy.resolve().name(),
+                g.timings.tokens_per_second
+            ));
+            mod_policies[s] = policies;
+            mods[s].push(g);
+        }
+    }
+    let single: Vec<SingleRun> = files
+        .iter()
+        .zip(&single)
+        .map(|(f, runs)| SingleRun {
+            model: short(f),
+            prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
+            tokens_per_second: median(runs.iter().map(|g| g.timings.tokens_per_second).collect()),
+        })
+        .collect();
+    let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
+    let r#mod = mods
+        .iter()
+        .zip(&plan.strategies)
+        .zip(&mod_policies)
+        .map(|((runs, strategy), &policies)| {
+            let per_token = |f: &dyn Fn(&Generation) -> f64| {
+                median(runs.iter().map(|g| f(g) / g.tokens.len().max(1) as f64).collect())
+            };
+            let tps = median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
+            ModRun {
+                strategy: strategy.resolve().name(),
+                policies,
+                contexts: runs[0].timings.contexts,
+                prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
+                tokens_per_second: tps,
+                ratio: tps / slowest,
+                forward_ms: per_token(&|g| g.timings.forward_ms),
+                combine_ms: per_token(&|g| g.timings.combine_ms),
+                sample_ms: per_token(&|g| g.timings.sample_ms),
+            }
+        })
+        .collect();
+    Ok(Report {
+        prompt: plan.prompt.to_string(),
+        max_tokens: plan.settings.max_tokens,
+        threads: plan.settings.session.threads,
+        rounds: plan.rounds.max(1),
+        single,
+        r#mod,
+        memory: Vec::new(),
+    })
+}
+
+/// Decodes with `k` prompted experts on the first expert's model file and returns this
+/// process's peak resident memory in MB. Meant to run in a fresh process per `k` (as
+/// `mood bench` does), so that nothing else has touched the process's memory.
+pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
+    let Some(first) = plan.recipe.experts.first() else { return Ok(None) };
+    let experts: Vec<Policy> = (0..k)
+        .map(|i| {
+            let source = &plan.recipe.experts[i % plan.recipe.experts.len()];
+            Policy {
+                name: format!("expert{}", i + 1),
+                model: first.model.clone(),
+                prefix: format!("{}({})\n", source.prefix, i + 1),
+            }
+        })
+        .collect();
+    let recipe = Recipe {
+        divergence: crate::divergence::Divergence::ReverseKl,
+        reference: None,
+        weights: vec![1.0 / k as f64; k],
+        experts,
+    };
+    generate(&recipe, plan, Strategy::Auto)?;
+    Ok(peak_rss_mb())
+}
+
+fn alone_recipe(file: &PathBuf) -> Recipe {
+    Recipe {
+        divergence: crate::divergence::Divergence::ReverseKl,
+        reference: None,
+        experts: vec![Policy { name: "alone".into(), model: file.clone(), prefix: String::new() }],
+        weights: vec![1.0],
+    }
+}
+
+fn generate(recipe: &Recipe, plan: &Plan, strategy: Strategy) -> Result<Generation> {
+    generate_counted(recipe, plan, strategy).map(|(g, _)| g)
+}
+
+/// Generates once; also returns how many policies ran.
+fn generate_counted(
+    recipe: &Recipe,
+    plan: &Plan,
+    strategy: Strategy,
+) -> Result<(Generation, usize)> {
+    let policies: Vec<Policy> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies)?;
+    let mut settings = plan.settings.clone();
+    settings.session.strategy = strategy;
+    // The stop strings and end-of-generation token could cut runs short; the speed of
+    // a fixed number of steps is wanted.
+    settings.stops.clear();
+    let g = decode::generate(&engine, recipe, plan.prompt, &settings, &mut |_| {})?;
+    let running = crate::combine::Combiner::new(
+        recipe.divergence,
+        &recipe.weights,
+        recipe.reference.is_some(),
+        settings.plausibility,
+    )?
+    .terms()
+    .len();
+    Ok((g, running))
+}
+
+fn prompt_rate(g: &Generation) -> f64 {
+    let tokens: usize = g.prompt_tokens.iter().map(|(_, n)| n).max().copied().unwrap_or(0);
+    tokens as f64 / (g.timings.prompt_ms / 1e3).max(1e-9)
+}
+
+fn short(p: &std::path::Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The median (mean of the middle two for an even count); 0 for none.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Resets the kernel's peak-RSS counter of this process; false where that is unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Fills in each run's ratio to the first (one policy).
+pub fn memory_runs(peaks: &[(usize, f64)]) -> Vec<MemoryRun> {
+    let base = peaks.first().map_or(1.0, |p| p.1);
+    peaks
+        .iter()
+        .map(|&(k, mb)| MemoryRun { policies: k, peak_rss_mb: mb, ratio: mb / base })
+        .collect()
+}
+
+/// This process's peak resident set since start or the last reset, in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peak_rss_grows_with_a_touched_allocation_after_reset() {
+        assert!(reset_peak_rss());
+        let before = peak_rss_mb().unwrap();
+        let block = vec![1u8; 64 << 20];
+        std::hint::black_box(&block);
+        let after = peak_rss_mb().unwrap();
+        assert!(after - before > 50.0, "{before} → {after}");
+    }
+}

@@ -1,0 +1,136 @@
+//! `mood bench`: wires flags to [`mood::bench`] and prints its report as tables or JSON.
+
+use super::generate::{build_recipe, sampling_params, session_options};
+use super::BenchArgs;
+use anyhow::{bail, Context, Result};
+use mood::bench::{self, Plan};
+use mood::decode::Settings;
+use mood::engine::Strategy;
+use std::io::{IsTerminal, Write};
+use std::process::Command;
+
+/// Runs this same command line in a fresh process with `--memory-probe K` and reads the peak
+/// memory it prints.
+fn probe_in_child(k: usize) -> Result<Option<f64>> {
+    let exe = std::env::current_exe().context("cannot find the mood executable")?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--memory-probe".into());
+    args.push(k.to_string());
+    let out = Command::new(exe).args(&args).output().context("cannot run the memory probe")?;
+    if !out.status.success() {
+        bail!(
+            "memory probe with {k} experts failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.trim().parse::<f64>().ok().filter(|v| v.is_finite()))
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let recipe = build_recipe(&args.policies)?;
+    let settings = Settings {
+        max_tokens: args.max_tokens,
+        stops: Vec::new(),
+        sampling: sampling_params(&args.sampling),
+        plausibility: args.sampling.plausibility,
+        session: session_options(&args.run)?,
+    };
+    settings.sampling.validate()?;
+    if args.max_tokens < 2 {
+        bail!("--max-tokens must be at least 2 for a speed measurement");
+    }
+    let strategies = args
+        .strategies
+        .split(',')
+        .map(|s| s.trim().parse::<Strategy>().context("--strategies"))
+        .collect::<Result<Vec<_>>>()?;
+    let memory_policies = args
+        .memory
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<usize>().ok().filter(|k| *k > 0))
+        .collect::<Option<Vec<_>>>()
+        .context("--memory takes positive numbers, e.g. 1,2,4")?;
+    let plan =
+        Plan { recipe: &recipe, prompt: &args.prompt, settings, strategies, rounds: args.rounds };
+    if let Some(k) = args.memory_probe {
+        let peak = bench::memory_probe(&plan, k)?;
+        println!("{}", peak.unwrap_or(f64::NAN));
+        return Ok(());
+    }
+    let show_progress = std::io::stderr().is_terminal() || !args.json;
+    let mut progress = |line: &str| {
+        if show_progress {
+            eprintln!("{line}");
+        }
+    };
+    let mut report = bench::run(&plan, &mut progress)?;
+    let mut peaks = Vec::new();
+    for &k in &memory_policies {
+        match probe_in_child(k)? {
+            Some(mb) => {
+                progress(&format!("peak memory with {k} prompted experts: {mb:.0} MB"));
+                peaks.push((k, mb));
+            }
+            None => {
+                progress("peak memory: not measurable on this system");
+                break;
+            }
+        }
+    }
+    report.memory = bench::memory_runs(&peaks);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n{} tokens of {:?}, {} threads, median of {} rounds\n",
+        report.max_tokens, report.prompt, report.threads, report.rounds
+    )?;
+    writeln!(out, "{:<34} {:>12} {:>12}", "model alone", "prompt t/s", "decode t/s")?;
+    for s in &report.single {
+        writeln!(
+            out,
+            "{:<34} {:>12.1} {:>12.1}",
+            s.model, s.prompt_tokens_per_second, s.tokens_per_second
+        )?;
+    }
+    writeln!(
+        out,
+        "\n{:<10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10}",
+        "MOD",
+        "policies",
+        "contexts",
+        "prompt t/s",
+        "decode t/s",
+        "ratio",
+        "forward ms",
+        "combine ms",
+        "sample ms"
+    )?;
+    for m in &report.r#mod {
+        writeln!(
+            out,
+            "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
+            m.strategy,
+            m.policies,
+            m.contexts,
+            m.prompt_tokens_per_second,
+            m.tokens_per_second,
+            m.ratio,
+            m.forward_ms,
+            m.combine_ms,
+            m.sample_ms
+        )?;
+    }
+    if !report.memory.is_empty() {
+        writeln!(out, "\n{:<18} {:>12} {:>8}", "prompted experts", "peak RSS MB", "ratio")?;
+        for m in &report.memory {
+            writeln!(out, "{:<18} {:>12.0} {:>8.2}", m.policies, m.peak_rss_mb, m.ratio)?;
+        }
+    }
+    Ok(())
+}
