@@ -170,11 +170,15 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
     Ok(peak_rss_mb())
 }
 
-fn alone_recipe(file: &PathBuf) -> Recipe {
+fn alone_recipe(file: &std::path::Path) -> Recipe {
     Recipe {
         divergence: crate::divergence::Divergence::ReverseKl,
         reference: None,
-        experts: vec![Policy { name: "alone".into(), model: file.clone(), prefix: String::new() }],
+        experts: vec![Policy {
+            name: "alone".into(),
+            model: file.to_path_buf(),
+            prefix: String::new(),
+        }],
         weights: vec![1.0],
     }
 }
