@@ -18,6 +18,10 @@ pub struct SingleRun {
     pub model: String,
     pub prompt_tokens_per_second: f64,
     pub tokens_per_second: f64,
+    /// The same with only the thread share one MOD policy gets (threads ÷ policies): the
+    /// physical floor of a MOD step is the slowest policy's forward pass at that share.
+    pub share_threads: usize,
+    pub tokens_per_second_at_share: f64,
 }
 
 /// Decode speed of the recipe under one strategy.
@@ -31,6 +35,8 @@ pub struct ModRun {
     pub tokens_per_second: f64,
     /// MOD tokens/s ÷ the slowest of its models decoding alone.
     pub ratio: f64,
+    /// MOD tokens/s ÷ the slowest of its models alone at one policy's thread share.
+    pub floor_ratio: f64,
     /// Per generated token: forward passes (all policies in parallel), combiner, sampler.
     pub forward_ms: f64,
     pub combine_ms: f64,
@@ -76,8 +82,11 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         }
     }
     let mut single: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
+    let mut at_share: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
     let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
     let mut mod_policies = vec![0; plan.strategies.len()];
+    let threads = plan.settings.session.threads.max(1);
+    let share = (threads / running_policies(plan.recipe, plan)?).max(1);
     for round in 0..plan.rounds.max(1) {
         for (i, file) in files.iter().enumerate() {
             let alone = alone_recipe(file);
@@ -89,6 +98,16 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 g.timings.tokens_per_second
             ));
             single[i].push(g);
+            let mut shared = plan.settings.clone();
+            shared.session.threads = share;
+            let g = generate_with(&alone, plan, &shared, Strategy::Threads)?;
+            progress(&format!(
+                "round {}: {} alone on {share} thread(s): {:.1} tok/s",
+                round + 1,
+                short(file),
+                g.timings.tokens_per_second
+            ));
+            at_share[i].push(g);
         }
         for (s, &strategy) in plan.strategies.iter().enumerate() {
             let (g, policies) = generate_counted(plan.recipe, plan, strategy)?;
@@ -102,16 +121,21 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             mods[s].push(g);
         }
     }
+    let rate =
+        |runs: &[Generation]| median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
     let single: Vec<SingleRun> = files
         .iter()
-        .zip(&single)
-        .map(|(f, runs)| SingleRun {
+        .zip(single.iter().zip(&at_share))
+        .map(|(f, (runs, shared))| SingleRun {
             model: short(f),
             prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
-            tokens_per_second: median(runs.iter().map(|g| g.timings.tokens_per_second).collect()),
+            tokens_per_second: rate(runs),
+            share_threads: share,
+            tokens_per_second_at_share: rate(shared),
         })
         .collect();
     let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
+    let floor = single.iter().map(|s| s.tokens_per_second_at_share).fold(f64::INFINITY, f64::min);
     let r#mod = mods
         .iter()
         .zip(&plan.strategies)
@@ -128,6 +152,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
                 tokens_per_second: tps,
                 ratio: tps / slowest,
+                floor_ratio: tps / floor,
                 forward_ms: per_token(&|g| g.timings.forward_ms),
                 combine_ms: per_token(&|g| g.timings.combine_ms),
                 sample_ms: per_token(&|g| g.timings.sample_ms),
@@ -184,7 +209,22 @@ fn alone_recipe(file: &std::path::Path) -> Recipe {
 }
 
 fn generate(recipe: &Recipe, plan: &Plan, strategy: Strategy) -> Result<Generation> {
-    generate_counted(recipe, plan, strategy).map(|(g, _)| g)
+    generate_with(recipe, plan, &plan.settings, strategy)
+}
+
+fn generate_with(
+    recipe: &Recipe,
+    plan: &Plan,
+    settings: &Settings,
+    strategy: Strategy,
+) -> Result<Generation> {
+    let policies: Vec<Policy> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies)?;
+    let mut settings = settings.clone();
+    settings.session.strategy = strategy;
+    // Stop strings would cut runs short; the speed of a fixed number of steps is wanted.
+    settings.stops.clear();
+    decode::generate(&engine, recipe, plan.prompt, &settings, &mut |_| {})
 }
 
 /// Generates once; also returns how many policies ran.
@@ -193,23 +233,18 @@ fn generate_counted(
     plan: &Plan,
     strategy: Strategy,
 ) -> Result<(Generation, usize)> {
-    let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies)?;
-    let mut settings = plan.settings.clone();
-    settings.session.strategy = strategy;
-    // The stop strings and end-of-generation token could cut runs short; the speed of
-    // a fixed number of steps is wanted.
-    settings.stops.clear();
-    let g = decode::generate(&engine, recipe, plan.prompt, &settings, &mut |_| {})?;
-    let running = crate::combine::Combiner::new(
+    Ok((generate(recipe, plan, strategy)?, running_policies(recipe, plan)?))
+}
+
+/// How many policies MOD runs for the recipe (zero coefficients are skipped).
+fn running_policies(recipe: &Recipe, plan: &Plan) -> Result<usize> {
+    let combiner = crate::combine::Combiner::new(
         recipe.divergence,
         &recipe.weights,
         recipe.reference.is_some(),
-        settings.plausibility,
-    )?
-    .terms()
-    .len();
-    Ok((g, running))
+        plan.settings.plausibility,
+    )?;
+    Ok(combiner.terms().len())
 }
 
 fn prompt_rate(g: &Generation) -> f64 {

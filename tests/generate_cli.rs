@@ -218,7 +218,7 @@ fn bench_reports_speed_breakdown_and_shared_weights() {
         assert_eq!(m["strategy"], strategy);
         assert_eq!(m["policies"], 2, "weights (0.5, 0.5) skip the reference");
         assert_eq!(m["contexts"], contexts);
-        assert!(m["ratio"].as_f64().unwrap() > 0.0);
+        assert!(m["ratio"].as_f64().unwrap() > 0.0 && m["floor_ratio"].as_f64().unwrap() > 0.0);
         assert!(m["forward_ms"].as_f64().unwrap() > m["combine_ms"].as_f64().unwrap());
     }
     // Two prompted experts on one file hold one copy of the 253 MB weights: a second copy

@@ -85,28 +85,38 @@ pub fn run(args: BenchArgs) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string(&report)?)?;
         return Ok(());
     }
+    let prompt: String = report.prompt.chars().take(40).collect();
     writeln!(
         out,
-        "\n{} tokens of {:?}, {} threads, median of {} rounds\n",
-        report.max_tokens, report.prompt, report.threads, report.rounds
+        "\n{} tokens after {:?}…, {} threads, median of {} rounds\n",
+        report.max_tokens, prompt, report.threads, report.rounds
     )?;
-    writeln!(out, "{:<34} {:>12} {:>12}", "model alone", "prompt t/s", "decode t/s")?;
+    writeln!(
+        out,
+        "{:<34} {:>12} {:>12} {:>22}",
+        "model alone", "prompt t/s", "decode t/s", "decode t/s at share"
+    )?;
     for s in &report.single {
         writeln!(
             out,
-            "{:<34} {:>12.1} {:>12.1}",
-            s.model, s.prompt_tokens_per_second, s.tokens_per_second
+            "{:<34} {:>12.1} {:>12.1} {:>12.1} ({} thr)",
+            s.model,
+            s.prompt_tokens_per_second,
+            s.tokens_per_second,
+            s.tokens_per_second_at_share,
+            s.share_threads
         )?;
     }
     writeln!(
         out,
-        "\n{:<10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10}",
+        "\n{:<10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
         "MOD",
         "policies",
         "contexts",
         "prompt t/s",
         "decode t/s",
         "ratio",
+        "floor",
         "forward ms",
         "combine ms",
         "sample ms"
@@ -114,18 +124,24 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for m in &report.r#mod {
         writeln!(
             out,
-            "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
+            "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
             m.strategy,
             m.policies,
             m.contexts,
             m.prompt_tokens_per_second,
             m.tokens_per_second,
             m.ratio,
+            m.floor_ratio,
             m.forward_ms,
             m.combine_ms,
             m.sample_ms
         )?;
     }
+    writeln!(
+        out,
+        "ratio: MOD ÷ the slowest model alone on all threads; floor: MOD ÷ that model alone on \
+         one policy's thread share. Times are per generated token."
+    )?;
     if !report.memory.is_empty() {
         writeln!(out, "\n{:<18} {:>12} {:>8}", "prompted experts", "peak RSS MB", "ratio")?;
         for m in &report.memory {

@@ -171,7 +171,8 @@ pub struct BenchArgs {
     #[arg(short, long, default_value = BENCH_PROMPT, value_name = "TEXT")]
     pub prompt: String,
 
-    /// Tokens generated per run (end-of-generation tokens and stop strings are ignored).
+    /// Tokens generated per run (stop strings are ignored; an end-of-generation token ends
+    /// a run early).
     #[arg(short = 'n', long, default_value_t = 128, value_name = "N")]
     pub max_tokens: usize,
 
