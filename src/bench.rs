@@ -18,8 +18,9 @@ pub struct SingleRun {
     pub model: String,
     pub prompt_tokens_per_second: f64,
     pub tokens_per_second: f64,
-    /// The same with only the thread share one MOD policy gets (threads ÷ policies): the
-    /// physical floor of a MOD step is the slowest policy's forward pass at that share.
+    /// The same with only the thread share one MOD policy gets (threads ÷ policies, at
+    /// least 1). A MOD step cannot beat the slowest policy's forward pass at that share,
+    /// repeated ⌈policies ÷ threads⌉ times where policies outnumber threads.
     pub share_threads: usize,
     pub tokens_per_second_at_share: f64,
 }
@@ -35,7 +36,7 @@ pub struct ModRun {
     pub tokens_per_second: f64,
     /// MOD tokens/s ÷ the slowest of its models decoding alone.
     pub ratio: f64,
-    /// MOD tokens/s ÷ the slowest of its models alone at one policy's thread share.
+    /// MOD tokens/s ÷ that physical floor (see [`SingleRun::tokens_per_second_at_share`]).
     pub floor_ratio: f64,
     /// Per generated token: forward passes (all policies in parallel), combiner, sampler.
     pub forward_ms: f64,
@@ -86,7 +87,9 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
     let mut mod_policies = vec![0; plan.strategies.len()];
     let threads = plan.settings.session.threads.max(1);
-    let share = (threads / running_policies(plan.recipe, plan)?).max(1);
+    let running = running_policies(plan.recipe, plan)?;
+    let share = (threads / running).max(1);
+    let passes_per_worker = running.div_ceil(threads) as f64;
     for round in 0..plan.rounds.max(1) {
         for (i, file) in files.iter().enumerate() {
             let alone = alone_recipe(file);
@@ -135,7 +138,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         })
         .collect();
     let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
-    let floor = single.iter().map(|s| s.tokens_per_second_at_share).fold(f64::INFINITY, f64::min);
+    let floor = single.iter().map(|s| s.tokens_per_second_at_share).fold(f64::INFINITY, f64::min)
+        / passes_per_worker;
     let r#mod = mods
         .iter()
         .zip(&plan.strategies)

@@ -139,8 +139,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "ratio: MOD ÷ the slowest model alone on all threads; floor: MOD ÷ that model alone on \
-         one policy's thread share. Times are per generated token."
+        "ratio: MOD ÷ the slowest model alone on all threads; floor: MOD ÷ the physical floor, \
+         that model alone on one policy's thread share (÷ passes per thread where policies \
+         outnumber threads). Times are per generated token."
     )?;
     if !report.memory.is_empty() {
         writeln!(out, "\n{:<18} {:>12} {:>8}", "prompted experts", "peak RSS MB", "ratio")?;
