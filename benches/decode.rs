@@ -33,6 +33,7 @@ fn main() {
         },
         strategies: vec![Strategy::Threads, Strategy::Batched],
         rounds: 3,
+        load: Default::default(),
     };
     let report = bench::run(&plan, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| {
         eprintln!("decode bench: {e:#}");

@@ -3,7 +3,8 @@
 #   1. the build tools llama.cpp needs (cmake, libclang-dev for bindgen, a C++ compiler),
 #   2. the default model (models/fetch-default.sh),
 #   3. the small test models in models/fixtures/ (models/make-fixtures.py, needs PyPI `gguf`),
-#   4. PyPI `mpmath`, for the tests' high-precision reference (tests/highprec.py).
+#   4. a random test LoRA adapter for the default model (models/make-lora.py),
+#   5. PyPI `mpmath`, for the tests' high-precision reference (tests/highprec.py).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -30,4 +31,5 @@ if ! python3 -c "import mpmath" 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check "mpmath>=1.2,<2"
 fi
 python3 "$here/make-fixtures.py" "$here/fixtures"
+python3 "$here/make-lora.py" "$here/gemma-3-270m-q4_k_m.gguf" "$here/fixtures/test-lora.gguf"
 echo "setup: done"

@@ -6,7 +6,7 @@
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
 use crate::decode::{self, Generation, Settings};
-use crate::engine::{Engine, Strategy};
+use crate::engine::{Engine, LoadOptions, Strategy};
 use crate::recipe::{Policy, Recipe};
 use anyhow::Result;
 use serde::Serialize;
@@ -71,6 +71,7 @@ pub struct Plan<'a> {
     pub settings: Settings,
     pub strategies: Vec<Strategy>,
     pub rounds: usize,
+    pub load: LoadOptions,
 }
 
 /// Runs the speed part of the plan (memory is measured by [`memory_probe`] in separate
@@ -117,7 +118,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             progress(&format!(
                 "round {}: MOD, {}: {:.1} tok/s",
                 round + 1,
-                strategy.resolve().name(),
+                g.timings.strategy,
                 g.timings.tokens_per_second
             ));
             mod_policies[s] = policies;
@@ -142,15 +143,14 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         / passes_per_worker;
     let r#mod = mods
         .iter()
-        .zip(&plan.strategies)
         .zip(&mod_policies)
-        .map(|((runs, strategy), &policies)| {
+        .map(|(runs, &policies)| {
             let per_token = |f: &dyn Fn(&Generation) -> f64| {
                 median(runs.iter().map(|g| f(g) / g.tokens.len().max(1) as f64).collect())
             };
             let tps = median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
             ModRun {
-                strategy: strategy.resolve().name(),
+                strategy: runs[0].timings.strategy,
                 policies,
                 contexts: runs[0].timings.contexts,
                 prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
@@ -184,8 +184,8 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
             let source = &plan.recipe.experts[i % plan.recipe.experts.len()];
             Policy {
                 name: format!("expert{}", i + 1),
-                model: first.model.clone(),
                 prefix: format!("{}({})\n", source.prefix, i + 1),
+                ..first.clone()
             }
         })
         .collect();
@@ -206,7 +206,7 @@ fn alone_recipe(file: &std::path::Path) -> Recipe {
         experts: vec![Policy {
             name: "alone".into(),
             model: file.to_path_buf(),
-            prefix: String::new(),
+            ..Policy::default()
         }],
         weights: vec![1.0],
     }
@@ -223,7 +223,7 @@ fn generate_with(
     strategy: Strategy,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies)?;
+    let engine = Engine::load(&policies, plan.load)?;
     let mut settings = settings.clone();
     settings.session.strategy = strategy;
     // Stop strings would cut runs short; the speed of a fixed number of steps is wanted.

@@ -9,8 +9,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// One policy: a GGUF model file and the text placed before the prompt.
-#[derive(Debug, Clone, PartialEq)]
+/// One policy: a GGUF model file, optionally a LoRA adapter on it, and the text placed
+/// before the prompt.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Policy {
     /// Name used in messages and output (`reference`, or the expert's name).
     pub name: String,
@@ -18,6 +19,10 @@ pub struct Policy {
     pub model: PathBuf,
     /// Text placed before the prompt (a "prompted expert"); may be empty.
     pub prefix: String,
+    /// A LoRA adapter (GGUF) applied to this policy only, and its scale.
+    pub lora: Option<(PathBuf, f32)>,
+    /// Layers of the model to offload to the GPU; `None` takes the command line's value.
+    pub n_gpu_layers: Option<u32>,
 }
 
 /// A set of policies with weights: what `mood` decodes with.
@@ -45,6 +50,9 @@ struct ReferenceEntry {
     model: PathBuf,
     #[serde(default)]
     prefix: String,
+    lora: Option<PathBuf>,
+    lora_scale: Option<f32>,
+    n_gpu_layers: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +63,29 @@ struct ExpertEntry {
     #[serde(default)]
     prefix: String,
     weight: Option<f64>,
+    lora: Option<PathBuf>,
+    lora_scale: Option<f32>,
+    n_gpu_layers: Option<u32>,
+}
+
+/// The LoRA setting of an entry: `lora_scale` without `lora` is an error.
+fn lora_of(
+    name: &str,
+    lora: Option<PathBuf>,
+    scale: Option<f32>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<(PathBuf, f32)>> {
+    match (lora, scale) {
+        (None, Some(_)) => bail!("policy '{name}' has lora_scale but no lora adapter"),
+        (None, None) => Ok(None),
+        (Some(path), scale) => {
+            let scale = scale.unwrap_or(1.0);
+            if !scale.is_finite() {
+                bail!("policy '{name}': lora_scale must be a finite number");
+            }
+            Ok(Some((resolve(&path), scale)))
+        }
+    }
 }
 
 impl Recipe {
@@ -74,11 +105,16 @@ impl Recipe {
             None => Divergence::default(),
         };
         let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { dir.join(p) };
-        let reference = file.reference.map(|r| Policy {
-            name: "reference".into(),
-            model: resolve(&r.model),
-            prefix: r.prefix,
-        });
+        let reference = match file.reference {
+            Some(r) => Some(Policy {
+                lora: lora_of("reference", r.lora, r.lora_scale, &resolve)?,
+                name: "reference".into(),
+                model: resolve(&r.model),
+                prefix: r.prefix,
+                n_gpu_layers: r.n_gpu_layers,
+            }),
+            None => None,
+        };
         if file.expert.is_empty() {
             bail!("no [[expert]] entries: a recipe needs at least one expert");
         }
@@ -96,12 +132,17 @@ impl Recipe {
             .expert
             .into_iter()
             .enumerate()
-            .map(|(i, e)| Policy {
-                name: e.name.unwrap_or_else(|| format!("expert{}", i + 1)),
-                model: resolve(&e.model),
-                prefix: e.prefix,
+            .map(|(i, e)| {
+                let name = e.name.unwrap_or_else(|| format!("expert{}", i + 1));
+                Ok(Policy {
+                    lora: lora_of(&name, e.lora, e.lora_scale, &resolve)?,
+                    name,
+                    model: resolve(&e.model),
+                    prefix: e.prefix,
+                    n_gpu_layers: e.n_gpu_layers,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         let recipe = Recipe { divergence, reference, experts, weights };
         recipe.check()?;
         Ok(recipe)
@@ -118,22 +159,16 @@ impl Recipe {
         if !prefixes.is_empty() && model.is_none() {
             bail!("--prefix needs --model: the model file the prompted experts run on");
         }
-        let mut experts: Vec<Policy> = expert_files
-            .iter()
-            .map(|f| Policy { name: String::new(), model: f.clone(), prefix: String::new() })
-            .collect();
+        let mut experts: Vec<Policy> =
+            expert_files.iter().map(|f| Policy { model: f.clone(), ..Policy::default() }).collect();
         if let Some(model) = model {
             experts.extend(prefixes.iter().map(|p| Policy {
-                name: String::new(),
                 model: model.to_path_buf(),
                 prefix: p.clone(),
+                ..Policy::default()
             }));
             if experts.is_empty() {
-                experts.push(Policy {
-                    name: String::new(),
-                    model: model.to_path_buf(),
-                    prefix: String::new(),
-                });
+                experts.push(Policy { model: model.to_path_buf(), ..Policy::default() });
             }
         }
         if experts.is_empty() {
@@ -145,7 +180,7 @@ impl Recipe {
         let reference = model.map(|m| Policy {
             name: "reference".into(),
             model: m.to_path_buf(),
-            prefix: String::new(),
+            ..Policy::default()
         });
         let m = experts.len();
         let recipe = Recipe {
@@ -256,6 +291,21 @@ weight = 0.75
         assert_eq!(r.experts[1].model, PathBuf::from("/abs/other.gguf"));
         assert_eq!(r.weights, vec![0.25, 0.75]);
         assert_eq!(r.policies().count(), 3);
+    }
+
+    #[test]
+    fn lora_and_offload_keys() {
+        let text = "[reference]\nmodel='b.gguf'\nn_gpu_layers=99\n[[expert]]\nmodel='b.gguf'\nlora='l.gguf'\n\
+                    [[expert]]\nmodel='b.gguf'\nlora='/x/l.gguf'\nlora_scale=0.5\n";
+        let r = Recipe::parse(text, Path::new("m")).unwrap();
+        assert_eq!(r.reference.as_ref().unwrap().n_gpu_layers, Some(99));
+        assert_eq!(r.experts[0].lora, Some((PathBuf::from("m/l.gguf"), 1.0)));
+        assert_eq!(r.experts[1].lora, Some((PathBuf::from("/x/l.gguf"), 0.5)));
+        assert_eq!(r.experts[1].n_gpu_layers, None);
+        let e = Recipe::parse("[[expert]]\nmodel='b'\nlora_scale=2\n", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lora_scale but no lora"), "{e}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ fn check_closed_form(weights: &[f64]) {
     let mut recipe = Recipe::load(&demo_recipe()).unwrap();
     recipe.set_weights(weights.to_vec()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies).unwrap();
+    let engine = Engine::load(&policies, Default::default()).unwrap();
     assert_eq!(engine.n_models(), 1, "three policies on one file share one model");
     let mut combiner = Combiner::new(Divergence::ReverseKl, &recipe.weights, true, 0.0).unwrap();
     let members = engine_members(&recipe, combiner.terms());
@@ -142,7 +142,7 @@ fn reference_is_skipped_when_weights_sum_to_one() {
 fn threads_and_batched_strategies_give_the_same_distributions() {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies).unwrap();
+    let engine = Engine::load(&policies, Default::default()).unwrap();
     let members = [0usize, 1, 2];
     let prompts: Vec<_> = members
         .iter()

@@ -1,6 +1,6 @@
 //! `mood bench`: wires flags to [`mood::bench`] and prints its report as tables or JSON.
 
-use super::generate::{build_recipe, sampling_params, session_options};
+use super::generate::{build_recipe, load_options, sampling_params, session_options};
 use super::BenchArgs;
 use anyhow::{bail, Context, Result};
 use mood::bench::{self, Plan};
@@ -52,8 +52,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .map(|s| s.trim().parse::<usize>().ok().filter(|k| *k > 0))
         .collect::<Option<Vec<_>>>()
         .context("--memory takes positive numbers, e.g. 1,2,4")?;
-    let plan =
-        Plan { recipe: &recipe, prompt: &args.prompt, settings, strategies, rounds: args.rounds };
+    let plan = Plan {
+        recipe: &recipe,
+        prompt: &args.prompt,
+        settings,
+        strategies,
+        rounds: args.rounds,
+        load: load_options(&args.run),
+    };
     if let Some(k) = args.memory_probe {
         let peak = bench::memory_probe(&plan, k)?;
         println!("{}", peak.unwrap_or(f64::NAN));

@@ -4,7 +4,7 @@
 use super::{GenerateArgs, PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Context, Result};
 use mood::decode::{self, Settings};
-use mood::engine::{Engine, SessionOptions};
+use mood::engine::{Engine, LoadOptions, SessionOptions};
 use mood::recipe::{parse_weights, Recipe};
 use mood::sample::SamplingParams;
 use serde_json::json;
@@ -28,7 +28,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
     }
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies)?;
+    let engine = Engine::load(&policies, load_options(&args.run))?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -105,6 +105,10 @@ pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
         repeat_last_n: args.repeat_last_n,
         seed: args.seed.unwrap_or_else(random_seed),
     }
+}
+
+pub fn load_options(args: &RunArgs) -> LoadOptions {
+    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu }
 }
 
 pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod info;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -22,6 +23,21 @@ pub enum Command {
     /// Measure MOD's decode speed against each model alone (same process, threads, prompt),
     /// for every strategy, with the per-token breakdown and peak memory.
     Bench(BenchArgs),
+    /// Show the build's backends and devices, and for each GGUF file its architecture,
+    /// size, quantization, vocabulary and special tokens; with several files, whether they
+    /// can be combined.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// GGUF model files to describe.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Which policies take part: a recipe file, or the shorthand flags.
@@ -114,9 +130,18 @@ pub struct RunArgs {
     #[arg(short, long, default_value_t = 4096, value_name = "N")]
     pub ctx_size: u32,
 
+    /// Offload this many layers of each model to the GPU (policies may set n_gpu_layers in
+    /// the recipe); needs a build with --features cuda, metal or vulkan.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub n_gpu_layers: u32,
+
+    /// The GPU that holds the model when several are present.
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    pub main_gpu: i32,
+
     /// How policies share llama.cpp contexts: threads (a context per policy, decoded
     /// concurrently), batched (a context per model file, its policies one batch per step), or
-    /// auto (the faster on this hardware: threads on a CPU).
+    /// auto (the faster on this hardware: threads on a CPU, batched with GPU offload).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub strategy: String,
 }
@@ -209,5 +234,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Info(args) => info::run(args),
     }
 }

@@ -4,20 +4,23 @@
 //!
 //! It knows nothing of the command line or of how distributions are combined.
 
+pub mod info;
 mod session;
 pub mod vocab;
 
 pub use session::{Session, SessionOptions, Strategy};
 
+use session::MemberSpec;
+
 use crate::recipe::Policy;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use vocab::VocabView;
 
 /// The process-wide llama.cpp backend (llama.cpp allows one initialisation per process).
@@ -35,45 +38,86 @@ pub fn backend() -> Result<&'static LlamaBackend> {
         .map_err(|e| anyhow!("cannot initialise llama.cpp: {e}"))
 }
 
+/// How models are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Layers to offload to the GPU for policies that do not set `n_gpu_layers` themselves.
+    pub n_gpu_layers: u32,
+    /// The GPU that holds the model when several are present.
+    pub main_gpu: i32,
+}
+
 /// One loaded GGUF file.
 struct LoadedModel {
     path: PathBuf,
+    n_gpu_layers: u32,
     model: Arc<LlamaModel>,
 }
 
-/// Loaded models and the policies that run on them.
+/// An index into the engine's adapters, and the scale a policy applies it with.
+type AdapterUse = (usize, f32);
+
+/// One loaded LoRA adapter (freed by llama.cpp with its model).
+struct LoadedAdapter {
+    path: PathBuf,
+    model: usize,
+    adapter: Arc<Mutex<LlamaLoraAdapter>>,
+}
+
+/// Loaded models and adapters, and the policies that run on them.
 pub struct Engine {
+    // Adapters before models: fields drop in order, and an adapter belongs to its model.
+    adapters: Vec<LoadedAdapter>,
     models: Vec<LoadedModel>,
     /// For each policy, the index of its model in `models`.
     policy_model: Vec<usize>,
+    /// For each policy, its adapter in `adapters` and the scale.
+    policy_adapter: Vec<Option<AdapterUse>>,
     policies: Vec<Policy>,
     n_common: usize,
 }
 
 impl Engine {
-    /// Loads every distinct model file named by `policies` and checks that all vocabularies
-    /// are compatible (DESIGN.md §2).
-    pub fn load(policies: &[Policy]) -> Result<Self> {
+    /// Loads every distinct model file named by `policies` once (and every distinct LoRA
+    /// adapter once per model), and checks that all vocabularies are compatible
+    /// (DESIGN.md §2).
+    pub fn load(policies: &[Policy], options: LoadOptions) -> Result<Self> {
         if policies.is_empty() {
             bail!("no policies to load");
         }
         let backend = backend()?;
+        let layers_of = |p: &Policy| p.n_gpu_layers.unwrap_or(options.n_gpu_layers);
+        if policies.iter().any(|p| layers_of(p) > 0) && !backend.supports_gpu_offload() {
+            bail!(
+                "--n-gpu-layers / n_gpu_layers asks for GPU offload, but this build of mood has \
+                 no GPU backend; rebuild with --features cuda (or metal, vulkan), or drop the \
+                 option to run on the CPU"
+            );
+        }
+        let mut paths = Vec::with_capacity(policies.len());
+        for policy in policies {
+            paths.push(check_gguf_file(&policy.model, "model file")?);
+        }
         let mut models: Vec<LoadedModel> = Vec::new();
         let mut policy_model = Vec::with_capacity(policies.len());
-        for policy in policies {
-            let path = check_model_file(&policy.model)?;
-            let index = match models.iter().position(|m| m.path == path) {
-                Some(i) => i,
+        for (policy, path) in policies.iter().zip(&paths) {
+            let index = match models.iter().position(|m| &m.path == path) {
+                Some(i) => {
+                    if models[i].n_gpu_layers != layers_of(policy) {
+                        bail!(
+                            "policies on {} ask for different n_gpu_layers ({} and {}); one \
+                             loaded copy of a model has one offload setting",
+                            policy.model.display(),
+                            models[i].n_gpu_layers,
+                            layers_of(policy)
+                        );
+                    }
+                    i
+                }
                 None => {
-                    let params = LlamaModelParams::default();
-                    let model = LlamaModel::load_from_file(backend, &path, &params).map_err(|_| {
-                        anyhow!(
-                            "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
-                             architecture this build does not know)",
-                            policy.model.display()
-                        )
-                    })?;
-                    models.push(LoadedModel { path, model: Arc::new(model) });
+                    let layers = layers_of(policy);
+                    let model = load_model(backend, &policy.model, path, layers, options.main_gpu)?;
+                    models.push(model);
                     models.len() - 1
                 }
             };
@@ -84,7 +128,26 @@ impl Engine {
             vocab::check_compatible(&views[0], other)?;
         }
         let n_common = views.iter().map(|v| v.n_tokens()).min().unwrap_or(0);
-        Ok(Self { models, policy_model, policies: policies.to_vec(), n_common })
+        drop(views);
+        let (adapters, policy_adapter) = load_adapters(policies, &policy_model, &mut models)?;
+        Ok(Self {
+            adapters,
+            models,
+            policy_model,
+            policy_adapter,
+            policies: policies.to_vec(),
+            n_common,
+        })
+    }
+
+    /// Number of distinct LoRA adapters loaded.
+    pub fn n_adapters(&self) -> usize {
+        self.adapters.len()
+    }
+
+    /// Whether any model has layers offloaded to a GPU.
+    pub fn offloads(&self) -> bool {
+        self.models.iter().any(|m| m.n_gpu_layers > 0)
     }
 
     /// The policies, in the order given to [`Engine::load`].
@@ -130,10 +193,19 @@ impl Engine {
 
     /// Opens a session in which the policies `members` (indices into [`Engine::policies`])
     /// decode side by side.
+    /// With offload, `Strategy::Auto` becomes one batched context per model (one pass over
+    /// the weights per step); on the CPU it becomes a context per policy.
     pub fn session(&self, members: &[usize], options: SessionOptions) -> Result<Session> {
-        let models =
-            members.iter().map(|&p| Arc::clone(&self.models[self.policy_model[p]].model)).collect();
-        Session::start(models, options)
+        let specs = members
+            .iter()
+            .map(|&p| MemberSpec {
+                model: Arc::clone(&self.models[self.policy_model[p]].model),
+                lora: self.policy_adapter[p]
+                    .map(|(a, scale)| (Arc::clone(&self.adapters[a].adapter), scale)),
+            })
+            .collect();
+        let strategy = options.strategy.resolve(self.offloads());
+        Session::start(specs, SessionOptions { strategy, ..options })
     }
 
     fn model(&self, p: usize) -> &LlamaModel {
@@ -141,27 +213,86 @@ impl Engine {
     }
 }
 
-/// Checks that `path` is a readable GGUF file; returns its canonical path.
-fn check_model_file(path: &Path) -> Result<PathBuf> {
+/// Loads one model file with its offload setting.
+fn load_model(
+    backend: &LlamaBackend,
+    shown: &Path,
+    path: &Path,
+    n_gpu_layers: u32,
+    main_gpu: i32,
+) -> Result<LoadedModel> {
+    let params =
+        LlamaModelParams::default().with_n_gpu_layers(n_gpu_layers).with_main_gpu(main_gpu);
+    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|_| {
+        anyhow!(
+            "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
+             architecture this build does not know)",
+            shown.display()
+        )
+    })?;
+    Ok(LoadedModel { path: path.to_path_buf(), n_gpu_layers, model: Arc::new(model) })
+}
+
+/// Loads each distinct (model, adapter file) pair once. Needs the models before any context
+/// exists (llama.cpp takes the model mutably).
+fn load_adapters(
+    policies: &[Policy],
+    policy_model: &[usize],
+    models: &mut [LoadedModel],
+) -> Result<(Vec<LoadedAdapter>, Vec<Option<AdapterUse>>)> {
+    let mut adapters: Vec<LoadedAdapter> = Vec::new();
+    let mut policy_adapter = Vec::with_capacity(policies.len());
+    for (policy, &m) in policies.iter().zip(policy_model) {
+        let Some((lora, scale)) = &policy.lora else {
+            policy_adapter.push(None);
+            continue;
+        };
+        let path = check_gguf_file(lora, "LoRA adapter")?;
+        let index = match adapters.iter().position(|a| a.path == path && a.model == m) {
+            Some(i) => i,
+            None => {
+                let model = Arc::get_mut(&mut models[m].model).ok_or_else(|| {
+                    anyhow!("internal: model shared before its adapters were loaded")
+                })?;
+                let adapter = model.lora_adapter_init(&path).map_err(|_| {
+                    anyhow!(
+                        "cannot load LoRA adapter {} for model {}: llama.cpp rejected it (not \
+                         an adapter, or made for another model)",
+                        lora.display(),
+                        policy.model.display()
+                    )
+                })?;
+                let adapter = Arc::new(Mutex::new(adapter));
+                adapters.push(LoadedAdapter { path, model: m, adapter });
+                adapters.len() - 1
+            }
+        };
+        policy_adapter.push(Some((index, *scale)));
+    }
+    Ok((adapters, policy_adapter))
+}
+
+/// Checks that `path` is a readable GGUF file; returns its canonical path. `what` names it
+/// in messages ("model file", "LoRA adapter").
+fn check_gguf_file(path: &Path, what: &str) -> Result<PathBuf> {
     let shown = path.display();
     let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            anyhow!(
-                "model file {shown} not found (run models/fetch-default.sh for the default model)"
-            )
+        std::io::ErrorKind::NotFound if what == "model file" => {
+            anyhow!("{what} {shown} not found (run models/fetch-default.sh for the default model)")
         }
-        _ => anyhow!("cannot open model file {shown}: {e}"),
+        std::io::ErrorKind::NotFound => anyhow!("{what} {shown} not found"),
+        _ => anyhow!("cannot open {what} {shown}: {e}"),
     })?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        bail!("model file {shown} is a folder; give the path of a .gguf file");
+        bail!("{what} {shown} is a folder; give the path of a .gguf file");
     }
     let mut magic = [0u8; 4];
     file.read_exact(&mut magic)
-        .map_err(|_| anyhow!("model file {shown} is not a GGUF file (too short)"))?;
+        .map_err(|_| anyhow!("{what} {shown} is not a GGUF file (too short)"))?;
     if &magic != b"GGUF" {
-        bail!("model file {shown} is not a GGUF file (wrong magic bytes)");
+        bail!("{what} {shown} is not a GGUF file (wrong magic bytes)");
     }
-    path.canonicalize().with_context(|| format!("cannot resolve model file {shown}"))
+    path.canonicalize().with_context(|| format!("cannot resolve {what} {shown}"))
 }
 
 /// A loaded model's vocabulary, as the compatibility check sees it.

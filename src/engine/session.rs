@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 /// `Auto` picks `Threads` on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// The better one for the hardware: `threads` on the CPU.
+    /// The better one for the hardware: `threads` on the CPU, `batched` with GPU offload.
     Auto,
     /// One context per policy; contexts decode concurrently on worker threads.
     Threads,
@@ -37,9 +37,10 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The strategy `Auto` stands for.
-    pub fn resolve(self) -> Strategy {
+    /// The strategy `Auto` stands for, with or without GPU offload.
+    pub fn resolve(self, offload: bool) -> Strategy {
         match self {
+            Strategy::Auto if offload => Strategy::Batched,
             Strategy::Auto => Strategy::Threads,
             s => s,
         }
@@ -95,8 +96,28 @@ struct Reply {
     result: std::result::Result<(), String>,
 }
 
+/// One session member: the model it runs on and its LoRA adapter with the scale.
+pub(super) struct MemberSpec {
+    pub model: Arc<LlamaModel>,
+    pub lora: Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>,
+}
+
+impl MemberSpec {
+    /// Whether two members can share one context (same model, same adapter and scale).
+    fn same_setup(&self, other: &MemberSpec) -> bool {
+        let lora_eq = match (&self.lora, &other.lora) {
+            (None, None) => true,
+            (Some((a, s)), Some((b, t))) => Arc::ptr_eq(a, b) && s == t,
+            _ => false,
+        };
+        Arc::ptr_eq(&self.model, &other.model) && lora_eq
+    }
+}
+
 /// What a worker thread decodes: groups of session members, each group one context.
 struct WorkerPlan {
+    // Adapters before models: fields drop in order, and an adapter belongs to its model.
+    lora_of_group: Vec<Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>>,
     model_of_group: Vec<Arc<LlamaModel>>,
     /// For each group, how many sequences (members) it holds.
     group_sizes: Vec<usize>,
@@ -126,7 +147,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub(super) fn start(models: Vec<Arc<LlamaModel>>, options: SessionOptions) -> Result<Self> {
+    pub(super) fn start(models: Vec<MemberSpec>, options: SessionOptions) -> Result<Self> {
         if models.is_empty() {
             bail!("a session needs at least one policy");
         }
@@ -134,7 +155,7 @@ impl Session {
             bail!("--ctx-size must be at least 8 tokens, got {}", options.ctx_size);
         }
         let threads = options.threads.max(1);
-        let strategy = options.strategy.resolve();
+        let strategy = options.strategy.resolve(false);
         let groups = plan_groups(&models, strategy);
         let n_workers = groups.len().min(threads);
         let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
@@ -145,7 +166,14 @@ impl Session {
         let mut ready = Vec::with_capacity(n_workers);
         for (w, worker_groups) in by_worker.into_iter().enumerate() {
             let plan = WorkerPlan {
-                model_of_group: worker_groups.iter().map(|g| Arc::clone(&models[g[0]])).collect(),
+                lora_of_group: worker_groups
+                    .iter()
+                    .map(|g| models[g[0]].lora.as_ref().map(|(a, s)| (Arc::clone(a), *s)))
+                    .collect(),
+                model_of_group: worker_groups
+                    .iter()
+                    .map(|g| Arc::clone(&models[g[0]].model))
+                    .collect(),
                 group_sizes: worker_groups.iter().map(Vec::len).collect(),
                 threads: threads / n_workers + usize::from(w < threads % n_workers),
                 ctx_size: options.ctx_size,
@@ -320,13 +348,14 @@ impl Drop for Session {
     }
 }
 
-/// Groups of member indices, one llama.cpp context each.
-fn plan_groups(models: &[Arc<LlamaModel>], strategy: Strategy) -> Vec<Vec<usize>> {
+/// Groups of member indices, one llama.cpp context each. Batched groups join members with
+/// the same model and adapter (a context applies one adapter to all its sequences).
+fn plan_groups(models: &[MemberSpec], strategy: Strategy) -> Vec<Vec<usize>> {
     match strategy {
         Strategy::Batched => {
             let mut groups: Vec<Vec<usize>> = Vec::new();
             for m in 0..models.len() {
-                match groups.iter_mut().find(|g| Arc::ptr_eq(&models[g[0]], &models[m])) {
+                match groups.iter_mut().find(|g| models[g[0]].same_setup(&models[m])) {
                     Some(g) => g.push(m),
                     None => groups.push(vec![m]),
                 }
@@ -410,7 +439,8 @@ fn create_contexts(plan: &WorkerPlan) -> std::result::Result<Vec<GroupContext<'_
     plan.model_of_group
         .iter()
         .zip(&plan.group_sizes)
-        .map(|(model, &seqs)| {
+        .zip(&plan.lora_of_group)
+        .map(|((model, &seqs), lora)| {
             // Each sequence gets ctx_size tokens of the context's cache.
             let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
             let params = LlamaContextParams::default()
@@ -423,10 +453,15 @@ fn create_contexts(plan: &WorkerPlan) -> std::result::Result<Vec<GroupContext<'_
                 .with_swa_full(false)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
-            model
+            let mut ctx = model
                 .new_context(backend, params)
-                .map(|ctx| GroupContext { ctx, positions: vec![0; seqs] })
-                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))
+                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))?;
+            if let Some((adapter, scale)) = lora {
+                let mut adapter = adapter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                ctx.lora_adapter_set(&mut adapter, *scale)
+                    .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
+            }
+            Ok(GroupContext { ctx, positions: vec![0; seqs] })
         })
         .collect()
 }
