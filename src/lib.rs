@@ -5,8 +5,9 @@
 //! worker threads) → [`combine`] (the MOD distribution; pure math) → [`sample`] (the next
 //! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
 //! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
-//! MOD against single models.
+//! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files.
 
+pub mod batch;
 pub mod bench;
 pub mod combine;
 pub mod decode;
@@ -14,4 +15,5 @@ pub mod divergence;
 pub mod engine;
 pub mod recipe;
 pub mod sample;
+pub mod score;
 pub mod text;

@@ -7,7 +7,6 @@ use mood::decode::{self, Settings};
 use mood::engine::{Engine, LoadOptions, SessionOptions};
 use mood::recipe::{parse_weights, Recipe};
 use mood::sample::SamplingParams;
-use serde_json::json;
 use std::io::{Read, Write};
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -42,20 +41,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let generation = decode::generate(&engine, &recipe, &prompt, &settings, &mut print)?;
 
     if args.json {
-        let prompt_tokens: serde_json::Map<String, serde_json::Value> =
-            generation.prompt_tokens.iter().map(|(n, c)| (n.clone(), json!(c))).collect();
-        let value = json!({
-            "text": generation.text,
-            "tokens": generation.tokens,
-            "finish_reason": generation.finish_reason,
-            "weights": recipe.weights,
-            "experts": recipe.experts.iter().map(|e| &e.name).collect::<Vec<_>>(),
-            "divergence": recipe.divergence.name(),
-            "seed": settings.sampling.seed,
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": generation.tokens.len(),
-            "timings": generation.timings,
-        });
+        let value = mood::batch::generation_json(&recipe, &settings, &generation);
         writeln!(out, "{value}").context("cannot write to standard output")?;
     } else {
         let _ = writeln!(out);

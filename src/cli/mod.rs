@@ -1,5 +1,6 @@
 //! Command-line front end: every flag and its help text, in one place.
 
+mod batch;
 mod bench;
 mod generate;
 mod info;
@@ -27,6 +28,79 @@ pub enum Command {
     /// size, quantization, vocabulary and special tokens; with several files, whether they
     /// can be combined.
     Info(InfoArgs),
+    /// Decode a JSONL file of prompts (one object per line: id, prompt, optional overrides)
+    /// into a JSONL file of generations, line by line; resumable.
+    Batch(BatchArgs),
+    /// Score JSONL prompt/response pairs: each policy's log-likelihood of the response and
+    /// each expert's implicit reward β·log(π_i/π_ref).
+    Score(ScoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// Input JSONL: {"id": …, "prompt": "…"} per line, optionally with weights, divergence,
+    /// max_tokens, temperature, top_p, top_k, seed, stop.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// Output JSONL, written and flushed line by line.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Keep the output file and skip the lines it already holds (a line cut short by a
+    /// crash is detected and redone); without it an existing output file is an error.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Stop at the first bad line (exit 1) instead of writing an error record and going on.
+    #[arg(long)]
+    pub fail_fast: bool,
+
+    /// Add each policy's log-likelihood and each expert's implicit reward to every record.
+    #[arg(long)]
+    pub score: bool,
+
+    /// β of the implicit rewards β·log(π_i/π_ref).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+
+    /// Default generated-token limit per line.
+    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+
+    /// Default stop string (repeatable).
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// Input JSONL: {"id": …, "prompt": "…", "response": "…"} per line.
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// Output JSONL (default: standard output).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// β of the implicit rewards β·log(π_i/π_ref).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -235,5 +309,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
+        Command::Batch(args) => batch::run_batch(args),
+        Command::Score(args) => batch::run_score(args),
     }
 }

@@ -175,6 +175,11 @@ impl Engine {
         self.model(p).vocab().tokenize(text.as_bytes(), true, false)
     }
 
+    /// Tokenizes text that continues a prompt (no BOS).
+    pub fn tokenize_continuation(&self, p: usize, text: &str) -> Vec<LlamaToken> {
+        self.model(p).vocab().tokenize(text.as_bytes(), false, false)
+    }
+
     /// Whether `token` ends generation (EOS, end-of-turn, …).
     pub fn is_eog(&self, token: u32) -> bool {
         self.models[0].model.vocab().is_eog(LlamaToken(token as i32))

@@ -87,12 +87,24 @@ const UBATCH: usize = 256;
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
 enum Job {
-    Prefill { prompts: Vec<Vec<LlamaToken>>, logits: Vec<Vec<f32>> },
-    Append { token: LlamaToken, logits: Vec<Vec<f32>> },
+    Prefill {
+        prompts: Vec<Vec<LlamaToken>>,
+        logits: Vec<Vec<f32>>,
+    },
+    Append {
+        token: LlamaToken,
+        logits: Vec<Vec<f32>>,
+    },
+    /// Log-likelihood of each member's (prompt, continuation); clears the caches.
+    Score {
+        texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>,
+        logits: Vec<Vec<f32>>,
+    },
 }
 
 struct Reply {
     logits: Vec<Vec<f32>>,
+    scores: Vec<f64>,
     result: std::result::Result<(), String>,
 }
 
@@ -297,6 +309,51 @@ impl Session {
         Ok(())
     }
 
+    /// Each member's log-likelihood of `continuations[m]` after `prompts[m]` (natural log,
+    /// summed over the continuation's tokens), from one forward pass over prompt and
+    /// continuation per member, all members in parallel. Clears the session's state: call
+    /// [`Session::prefill`] before decoding again.
+    pub fn score(
+        &mut self,
+        prompts: &[Vec<LlamaToken>],
+        continuations: &[Vec<LlamaToken>],
+    ) -> Result<Vec<f64>> {
+        if prompts.len() != self.len() || continuations.len() != self.len() {
+            bail!("score needs one prompt and one continuation per policy");
+        }
+        for (p, c) in prompts.iter().zip(continuations) {
+            if p.is_empty() {
+                bail!("the prompt is empty");
+            }
+            if p.len() + c.len() > self.n_ctx as usize {
+                bail!(
+                    "prompt and response are {} tokens but the context holds {}; raise --ctx-size",
+                    p.len() + c.len(),
+                    self.n_ctx
+                );
+            }
+        }
+        let mut scores = vec![0.0; self.len()];
+        self.run_collect(
+            |members, logits| Job::Score {
+                texts: members
+                    .iter()
+                    .map(|&m| (prompts[m].clone(), continuations[m].clone()))
+                    .collect(),
+                logits,
+            },
+            |members, worker_scores| {
+                for (&m, &s) in members.iter().zip(worker_scores) {
+                    scores[m] = s;
+                }
+            },
+        )?;
+        for pos in &mut self.positions {
+            *pos = self.n_ctx as usize; // no room until the next prefill
+        }
+        Ok(scores)
+    }
+
     /// Member `m`'s latest next-token logits (its model's whole vocabulary).
     pub fn logits(&self, m: usize) -> &[f32] {
         let (w, slot) = self.place[m];
@@ -305,6 +362,15 @@ impl Session {
 
     /// Sends one job to every worker, then waits for all of them.
     fn run(&mut self, make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job) -> Result<()> {
+        self.run_collect(make, |_, _| {})
+    }
+
+    /// As [`Session::run`], handing each worker's scores (with its members) to `collect`.
+    fn run_collect(
+        &mut self,
+        make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job,
+        mut collect: impl FnMut(&[usize], &[f64]),
+    ) -> Result<()> {
         for worker in &mut self.workers {
             let logits = std::mem::take(&mut worker.logits);
             let job = make(&worker.members, logits);
@@ -318,6 +384,7 @@ impl Session {
             match worker.replies.recv() {
                 Ok(reply) => {
                     worker.logits = reply.logits;
+                    collect(&worker.members, &reply.scores);
                     if let Err(e) = reply.result {
                         first_error.get_or_insert(e);
                     }
@@ -387,7 +454,26 @@ fn run_worker(
         return;
     }
     while let Ok(job) = jobs.recv() {
+        let mut scores = Vec::new();
         let (logits, result) = match job {
+            Job::Score { texts, logits } => {
+                let mut r = Ok(());
+                let mut slot = 0;
+                for g in &mut groups {
+                    let n = g.positions.len();
+                    for (s, (prompt, cont)) in texts[slot..slot + n].iter().enumerate() {
+                        match score(g, &mut batch, s, prompt, cont) {
+                            Ok(v) => scores.push(v),
+                            Err(e) => r = Err(e),
+                        }
+                    }
+                    slot += n;
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                (logits, r)
+            }
             Job::Prefill { prompts, mut logits } => {
                 let mut r = Ok(());
                 let mut slot = 0;
@@ -420,7 +506,7 @@ fn run_worker(
                 (logits, r)
             }
         };
-        if replies.send(Reply { logits, result }).is_err() {
+        if replies.send(Reply { logits, scores, result }).is_err() {
             return;
         }
     }
@@ -531,4 +617,40 @@ fn append(
         o.extend_from_slice(g.ctx.get_logits_ith(s as i32));
     }
     Ok(())
+}
+
+/// Log-likelihood of `cont` after `prompt` for sequence `s` of the group: one pass over both
+/// (in chunks), logits only where a continuation token is predicted.
+fn score(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    s: usize,
+    prompt: &[LlamaToken],
+    cont: &[LlamaToken],
+) -> std::result::Result<f64, String> {
+    g.ctx.clear_kv_cache();
+    g.positions.iter_mut().for_each(|p| *p = 0);
+    let all: Vec<LlamaToken> = prompt.iter().chain(cont).copied().collect();
+    let first_predicting = prompt.len() - 1;
+    let mut total = 0.0;
+    for (c, chunk) in all.chunks(PREFILL_CHUNK).enumerate() {
+        let start = c * PREFILL_CHUNK;
+        batch.clear();
+        let mut wanted = Vec::new();
+        for (i, &t) in chunk.iter().enumerate() {
+            let pos = start + i;
+            let want = pos >= first_predicting && pos + 1 < all.len();
+            if want {
+                wanted.push((batch.n_tokens(), all[pos + 1]));
+            }
+            batch.add(t, pos as i32, &[s as i32], want).map_err(|e| e.to_string())?;
+        }
+        g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+        for (i, next) in wanted {
+            let logits = g.ctx.get_logits_ith(i);
+            let lse = crate::combine::logsumexp(logits);
+            total += f64::from(logits[next.0 as usize]) - lse;
+        }
+    }
+    Ok(total)
 }

@@ -1,0 +1,408 @@
+//! Scripted batch decoding: JSONL prompts in, JSONL generations out, one line each.
+//!
+//! Each input line is an object with `id` and `prompt`, and optionally `weights` (an array,
+//! or an object by expert name), `divergence`, `max_tokens`, `temperature`, `top_p`, `top_k`,
+//! `seed` and `stop` (a string or an array) overriding the defaults for that line. Output is
+//! written line by line and flushed, so a crash or a kill loses nothing already written;
+//! resuming skips what the output already holds. A bad line gets an error record with its
+//! line number and the batch goes on.
+
+use crate::decode::{self, Generation, Settings};
+use crate::engine::Engine;
+use crate::recipe::Recipe;
+use crate::score::{self, Response};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+/// One line's request, after applying its overrides.
+pub struct Request {
+    pub id: Value,
+    pub prompt: String,
+    pub recipe: Recipe,
+    pub settings: Settings,
+}
+
+const KEYS: [&str; 10] = [
+    "id",
+    "prompt",
+    "weights",
+    "divergence",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "stop",
+];
+
+/// Parses one input line into a request, applying its overrides to the defaults.
+pub fn parse_line(
+    line: &str,
+    recipe: &Recipe,
+    defaults: &Settings,
+    normalize: bool,
+) -> Result<Request> {
+    let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+    let obj = v.as_object().ok_or_else(|| anyhow!("a line must be a JSON object"))?;
+    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        bail!("unknown key '{k}' (known: {})", KEYS.join(", "));
+    }
+    let id = obj.get("id").cloned().ok_or_else(|| anyhow!("missing 'id'"))?;
+    if !(id.is_string() || id.is_number()) {
+        bail!("'id' must be a string or a number");
+    }
+    let prompt = match obj.get("prompt") {
+        Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
+        Some(Value::String(_)) => bail!("'prompt' is empty"),
+        Some(_) => bail!("'prompt' must be a string"),
+        None => bail!("missing 'prompt'"),
+    };
+    let mut recipe = recipe.clone();
+    if let Some(d) = obj.get("divergence") {
+        recipe.divergence =
+            d.as_str().ok_or_else(|| anyhow!("'divergence' must be a string"))?.parse()?;
+    }
+    if let Some(w) = obj.get("weights") {
+        recipe.set_weights(weights_of(w, &recipe)?)?;
+    }
+    recipe.apply_weight_rules(normalize)?;
+    let mut settings = defaults.clone();
+    let num = |k: &str| -> Result<Option<f64>> {
+        match obj.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| anyhow!("'{k}' must be a number")),
+        }
+    };
+    let whole = |k: &str| -> Result<Option<u64>> {
+        match obj.get(k) {
+            None => Ok(None),
+            Some(v) => {
+                v.as_u64().map(Some).ok_or_else(|| anyhow!("'{k}' must be a whole number ≥ 0"))
+            }
+        }
+    };
+    if let Some(n) = whole("max_tokens")? {
+        if n == 0 {
+            bail!("'max_tokens' must be at least 1");
+        }
+        settings.max_tokens = n as usize;
+    }
+    if let Some(t) = num("temperature")? {
+        settings.sampling.temperature = t as f32;
+    }
+    if let Some(p) = num("top_p")? {
+        settings.sampling.top_p = p as f32;
+    }
+    if let Some(k) = whole("top_k")? {
+        settings.sampling.top_k = k as usize;
+    }
+    if let Some(s) = whole("seed")? {
+        settings.sampling.seed = s;
+    }
+    match obj.get("stop") {
+        None => {}
+        Some(Value::String(s)) => settings.stops = vec![s.clone()],
+        Some(Value::Array(a)) => {
+            settings.stops = a
+                .iter()
+                .map(|s| {
+                    s.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow!("'stop' entries must be strings"))
+                })
+                .collect::<Result<_>>()?;
+        }
+        Some(_) => bail!("'stop' must be a string or an array of strings"),
+    }
+    settings.sampling.validate().map_err(|e| anyhow!("{}", e.to_string().replace("--", "")))?;
+    Ok(Request { id, prompt, recipe, settings })
+}
+
+/// `weights` as an array (one per expert) or an object by expert name (others keep their
+/// recipe weight).
+fn weights_of(v: &Value, recipe: &Recipe) -> Result<Vec<f64>> {
+    let number = |x: &Value| x.as_f64().ok_or_else(|| anyhow!("weights must be numbers"));
+    match v {
+        Value::Array(a) => a.iter().map(number).collect(),
+        Value::Object(m) => {
+            let mut w = recipe.weights.clone();
+            for (name, x) in m {
+                let i = recipe.experts.iter().position(|e| &e.name == name).ok_or_else(|| {
+                    anyhow!("'weights' names '{name}', which is not an expert of the recipe")
+                })?;
+                w[i] = number(x)?;
+            }
+            Ok(w)
+        }
+        _ => bail!("'weights' must be an array or an object by expert name"),
+    }
+}
+
+/// The output object of one generation: what `generate --json` prints, plus `id`, `line`
+/// and the settings used.
+pub fn record(req: &Request, line: usize, g: &Generation) -> Value {
+    let mut obj = Map::new();
+    obj.insert("id".into(), req.id.clone());
+    obj.insert("line".into(), json!(line));
+    if let Value::Object(fields) = generation_json(&req.recipe, &req.settings, g) {
+        obj.extend(fields);
+    }
+    let s = &req.settings;
+    obj.insert(
+        "settings".into(),
+        json!({
+            "max_tokens": s.max_tokens,
+            "temperature": s.sampling.temperature,
+            "top_k": s.sampling.top_k,
+            "top_p": s.sampling.top_p,
+            "min_p": s.sampling.min_p,
+            "repeat_penalty": s.sampling.repeat_penalty,
+            "seed": s.sampling.seed,
+            "stop": s.stops,
+            "plausibility": s.plausibility,
+        }),
+    );
+    Value::Object(obj)
+}
+
+/// The JSON object of one generation (the `generate --json` format).
+pub fn generation_json(recipe: &Recipe, settings: &Settings, g: &Generation) -> Value {
+    let prompt_tokens: Map<String, Value> =
+        g.prompt_tokens.iter().map(|(n, c)| (n.clone(), json!(c))).collect();
+    json!({
+        "text": g.text,
+        "tokens": g.tokens,
+        "finish_reason": g.finish_reason,
+        "weights": recipe.weights,
+        "experts": recipe.experts.iter().map(|e| &e.name).collect::<Vec<_>>(),
+        "divergence": recipe.divergence.name(),
+        "seed": settings.sampling.seed,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": g.tokens.len(),
+        "timings": g.timings,
+    })
+}
+
+/// What an existing output file already holds, for resuming.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Ids (as JSON text) of lines with a record.
+    pub ids: HashSet<String>,
+    /// Input line numbers with a record (errors included).
+    pub lines: HashSet<usize>,
+}
+
+/// Reads `path` (if it exists), cuts off a last line that a kill left incomplete, and
+/// returns what it holds.
+pub fn scan_output(path: &Path) -> Result<Done> {
+    let mut done = Done::default();
+    let Ok(bytes) = std::fs::read(path) else { return Ok(done) };
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut keep = 0;
+    for raw in bytes[..complete].split_inclusive(|&b| b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(raw) else { break };
+        if let Some(line) = v.get("line").and_then(Value::as_u64) {
+            done.lines.insert(line as usize);
+        }
+        if let Some(id) = v.get("id") {
+            done.ids.insert(id.to_string());
+        }
+        keep += raw.len();
+    }
+    if keep < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} to repair it", path.display()))?;
+        f.set_len(keep as u64).with_context(|| format!("cannot truncate {}", path.display()))?;
+    }
+    Ok(done)
+}
+
+/// Options of a batch run.
+pub struct Options {
+    /// What the output already holds (see [`scan_output`]); those lines are skipped.
+    pub done: Done,
+    pub normalize: bool,
+    pub fail_fast: bool,
+    /// Implicit rewards with this β added to each record.
+    pub score_beta: Option<f64>,
+}
+
+/// Counts of a finished run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    pub done: usize,
+    pub skipped: usize,
+    pub errors: usize,
+    pub tokens: usize,
+}
+
+/// Decodes every line of `input` into `output`; `progress(summary, total_lines)` is called
+/// after each line.
+pub fn run(
+    engine: &Engine,
+    recipe: &Recipe,
+    defaults: &Settings,
+    input: &mut dyn BufRead,
+    output: &mut dyn Write,
+    options: &Options,
+    progress: &mut dyn FnMut(&Summary),
+) -> Result<Summary> {
+    let done = &options.done;
+    let mut summary = Summary::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, line) in input.lines().enumerate() {
+        let number = i + 1;
+        let line = line.with_context(|| format!("cannot read input line {number}"))?;
+        if line.trim().is_empty() || done.lines.contains(&number) {
+            summary.skipped += usize::from(!line.trim().is_empty());
+            continue;
+        }
+        let outcome = parse_line(&line, recipe, defaults, options.normalize).and_then(|req| {
+            let key = req.id.to_string();
+            if done.ids.contains(&key) {
+                return Ok(None);
+            }
+            if !seen.insert(key) {
+                bail!("duplicate id {}", req.id);
+            }
+            let g = decode::generate(engine, &req.recipe, &req.prompt, &req.settings, &mut |_| {})?;
+            let mut rec = record(&req, number, &g);
+            if let Some(beta) = options.score_beta {
+                let s = score::score(
+                    engine,
+                    &req.recipe,
+                    &req.prompt,
+                    Response::Tokens(&g.tokens),
+                    beta,
+                    req.settings.session,
+                )?;
+                rec.as_object_mut().expect("an object").insert("scores".into(), json!(s));
+            }
+            Ok(Some((rec, g.tokens.len())))
+        });
+        match outcome {
+            Ok(None) => summary.skipped += 1,
+            Ok(Some((rec, tokens))) => {
+                write_line(output, &rec)?;
+                summary.done += 1;
+                summary.tokens += tokens;
+            }
+            Err(e) => {
+                let id =
+                    serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("id").cloned());
+                let msg = format!("{e:#}");
+                write_line(output, &json!({ "id": id, "line": number, "error": msg }))?;
+                summary.errors += 1;
+                if options.fail_fast {
+                    bail!("input line {number}: {msg}");
+                }
+            }
+        }
+        progress(&summary);
+    }
+    Ok(summary)
+}
+
+fn write_line(out: &mut dyn Write, v: &Value) -> Result<()> {
+    let mut text = v.to_string();
+    text.push('\n');
+    out.write_all(text.as_bytes()).context("cannot write the output")?;
+    out.flush().context("cannot write the output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{SessionOptions, Strategy};
+    use crate::sample::SamplingParams;
+    use std::path::PathBuf;
+
+    fn recipe() -> Recipe {
+        Recipe::parse(
+            "[reference]\nmodel='m'\n[[expert]]\nname='a'\nmodel='m'\nweight=0.5\n[[expert]]\nname='b'\nmodel='m'\nweight=0.5\n",
+            Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn defaults() -> Settings {
+        Settings {
+            max_tokens: 16,
+            stops: vec![],
+            sampling: SamplingParams::default(),
+            plausibility: 1e-4,
+            session: SessionOptions { threads: 1, ctx_size: 64, strategy: Strategy::Auto },
+        }
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let r = parse_line(
+            r#"{"id": 7, "prompt": "x", "weights": {"b": 0.9}, "max_tokens": 3, "temperature": 0.5, "top_k": 2, "seed": 9, "stop": ["."], "top_p": 0.5}"#,
+            &recipe(),
+            &defaults(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.id, json!(7));
+        assert_eq!(r.recipe.weights, vec![0.5, 0.9]);
+        assert_eq!(r.settings.max_tokens, 3);
+        assert_eq!(r.settings.sampling.temperature, 0.5);
+        assert_eq!((r.settings.sampling.top_k, r.settings.sampling.seed), (2, 9));
+        assert_eq!(r.settings.stops, vec!["."]);
+        let r = parse_line(
+            r#"{"id":"a","prompt":"x","weights":[1,3],"divergence":"jsd"}"#,
+            &recipe(),
+            &defaults(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(r.recipe.weights, vec![0.25, 0.75]);
+    }
+
+    #[test]
+    fn bad_lines_say_why() {
+        let cases = [
+            ("{", "invalid JSON"),
+            ("[1]", "JSON object"),
+            (r#"{"prompt":"x"}"#, "missing 'id'"),
+            (r#"{"id":1}"#, "missing 'prompt'"),
+            (r#"{"id":1,"prompt":""}"#, "empty"),
+            (r#"{"id":1,"prompt":"x","temprature":1}"#, "unknown key 'temprature'"),
+            (r#"{"id":1,"prompt":"x","weights":[1]}"#, "1 value(s)"),
+            (r#"{"id":1,"prompt":"x","weights":{"zz":1}}"#, "'zz'"),
+            (r#"{"id":1,"prompt":"x","top_p":2}"#, "top-p"),
+            (r#"{"id":1,"prompt":"x","max_tokens":0}"#, "max_tokens"),
+            (r#"{"id":1,"prompt":"x","divergence":"tv"}"#, "barrier"),
+            (r#"{"id":1,"prompt":"x","stop":3}"#, "'stop'"),
+        ];
+        for (line, want) in cases {
+            let e = format!("{:#}", parse_line(line, &recipe(), &defaults(), false).err().unwrap());
+            assert!(e.contains(want), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn scanning_repairs_a_truncated_last_line() {
+        let dir = std::env::temp_dir().join(format!("mood-batch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path: PathBuf = dir.join("out.jsonl");
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"line\":1}\n{\"id\":2,\"line\":3,\"error\":\"x\"}\n{\"id\":\"c\",\"li",
+        )
+        .unwrap();
+        let done = scan_output(&path).unwrap();
+        assert!(
+            done.ids.contains("\"a\"") && done.ids.contains("2") && !done.ids.contains("\"c\"")
+        );
+        assert_eq!(done.lines, [1, 3].into_iter().collect());
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("\"error\":\"x\"}\n"));
+        assert!(scan_output(&dir.join("missing.jsonl")).unwrap().ids.is_empty());
+    }
+}

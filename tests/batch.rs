@@ -1,0 +1,231 @@
+//! `mood batch` and `mood score` end to end: equality with `generate`, kill and resume, bad
+//! lines, and implicit rewards against an independent log-likelihood.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mood-batch-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn read_jsonl(p: &PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn batch(input: &PathBuf, output: &PathBuf, extra: &[&str]) -> std::process::Output {
+    let demo = demo_recipe();
+    let mut args = vec![
+        "batch",
+        "-r",
+        demo.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mood(&args)
+}
+
+#[test]
+fn batch_records_equal_generate_json() {
+    let input = scratch("eq-in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"prompt\": \"The ocean\"}\n{\"id\": \"moon\", \"prompt\": \"The moon\", \"weights\": [0.8, 0.2], \"max_tokens\": 9, \"stop\": \"\\n\\n\"}\n",
+    )
+    .unwrap();
+    let output = scratch("eq-out.jsonl");
+    let out = batch(&input, &output, &["-n", "14"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = read_jsonl(&output);
+    assert_eq!(recs.len(), 2);
+    let demo = demo_recipe();
+    let d = demo.to_str().unwrap();
+    let g1 = mood_json(&["generate", "-r", d, "-p", "The ocean", "-n", "14", "--json"]);
+    let g2 = mood_json(&[
+        "generate", "-r", d, "-p", "The moon", "-w", "0.8,0.2", "-n", "9", "--stop", "\n\n",
+        "--json",
+    ]);
+    for (r, g) in recs.iter().zip([&g1, &g2]) {
+        for k in ["text", "tokens", "finish_reason", "weights", "prompt_tokens"] {
+            assert_eq!(r[k], g[k], "{k} of {}", r["id"]);
+        }
+    }
+    assert_eq!(recs[1]["settings"]["max_tokens"], 9);
+    assert_eq!(recs[1]["id"], "moon");
+}
+
+#[test]
+fn killed_batch_resumes_to_the_uninterrupted_result() {
+    let input = scratch("kill-in.jsonl");
+    let prompts = ["The ocean", "The moon", "A river", "The forest", "My town", "The sky"];
+    let lines: String = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{{\"id\": {i}, \"prompt\": \"{p}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let full = scratch("kill-full.jsonl");
+    assert!(batch(&input, &full, &["-n", "40"]).status.success());
+
+    let output = scratch("kill-out.jsonl");
+    let demo = demo_recipe();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args([
+            "batch",
+            "-r",
+            demo.to_str().unwrap(),
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "-n",
+            "40",
+        ])
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) once a record or two are out, well before the end.
+    let started = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 2 || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&output).unwrap().lines().count();
+    assert!(partial < prompts.len(), "the run finished before it could be killed");
+    // A line cut short, as a kill mid-write would leave it.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&output).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"id\": 99, \"text\": \"cut sh").unwrap();
+    drop(f);
+
+    let out = batch(&input, &output, &["-n", "40", "--resume"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got = read_jsonl(&output);
+    got.sort_by_key(|r| r["id"].as_u64());
+    let want = read_jsonl(&full);
+    assert_eq!(got.len(), prompts.len(), "every id exactly once");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["id"], w["id"]);
+        assert_eq!(g["tokens"], w["tokens"], "id {}", g["id"]);
+    }
+}
+
+#[test]
+fn bad_lines_get_error_records_and_fail_fast_stops() {
+    let input = scratch("bad-in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": 1, \"prompt\": \"The ocean\"}\nnot json\n{\"id\": 1, \"prompt\": \"again\"}\n{\"id\": 3}\n{\"id\": 4, \"prompt\": \"x\", \"top_p\": 5}\n{\"id\": 5, \"prompt\": \"The sky\"}\n",
+    )
+    .unwrap();
+    let output = scratch("bad-out.jsonl");
+    let out = batch(&input, &output, &["-n", "4"]);
+    assert!(out.status.success());
+    let recs = read_jsonl(&output);
+    assert_eq!(recs.len(), 6);
+    let errors: Vec<(u64, &str)> = recs
+        .iter()
+        .filter_map(|r| r.get("error").map(|e| (r["line"].as_u64().unwrap(), e.as_str().unwrap())))
+        .collect();
+    assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    assert!(errors[0].1.contains("invalid JSON"));
+    assert!(errors[1].1.contains("duplicate id"));
+    assert!(errors[2].1.contains("missing 'prompt'"));
+    assert!(errors[3].1.contains("top-p"));
+    assert!(recs[5]["text"].is_string(), "the line after the errors completes");
+
+    let output = scratch("bad-ff.jsonl");
+    let out = batch(&input, &output, &["-n", "4", "--fail-fast"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("input line 2"));
+    assert_eq!(read_jsonl(&output).len(), 2, "the good first line and the error record");
+}
+
+/// Log-likelihood of `response` after `prompt` in a plain llama.cpp context: prompt and
+/// response decoded in one batch (as llama.cpp's perplexity tool does), every position's
+/// logits read, the response tokens' log-probabilities summed in f64.
+fn plain_log_likelihood(
+    model: &llama_cpp_2::model::LlamaModel,
+    prompt: &str,
+    response: &str,
+) -> f64 {
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    let p = model.vocab().tokenize(prompt.as_bytes(), true, false);
+    let r = model.vocab().tokenize(response.as_bytes(), false, false);
+    let all: Vec<_> = p.iter().chain(&r).copied().collect();
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(256))
+        .with_n_threads(2)
+        .with_n_threads_batch(2);
+    let mut ctx = model.new_context(mood::engine::backend().unwrap(), params).unwrap();
+    let mut batch = LlamaBatch::new(all.len(), 1);
+    for (i, t) in all.iter().enumerate() {
+        batch.add(*t, i as i32, &[0], true).unwrap();
+    }
+    ctx.decode(&mut batch).unwrap();
+    (p.len() - 1..all.len() - 1)
+        .map(|i| log_softmax64(ctx.get_logits_ith(i as i32))[all[i + 1].0 as usize])
+        .sum()
+}
+
+#[test]
+fn implicit_rewards_equal_independent_log_likelihoods() {
+    let input = scratch("score-in.jsonl");
+    let response = " is a beautiful place, full of fish and waves.";
+    std::fs::write(
+        &input,
+        format!("{{\"id\": 1, \"prompt\": \"The ocean\", \"response\": \"{response}\"}}\n"),
+    )
+    .unwrap();
+    let output = scratch("score-out.jsonl");
+    let demo = demo_recipe();
+    let out = mood(&[
+        "score",
+        "-r",
+        demo.to_str().unwrap(),
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--beta",
+        "0.5",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = &read_jsonl(&output)[0];
+    let s = &rec["scores"];
+    let model = load_model(&default_model());
+    let ll_ref = plain_log_likelihood(&model, "The ocean", response);
+    let ll_poet = plain_log_likelihood(&model, &format!("{POET}The ocean"), response);
+    let ll_sci = plain_log_likelihood(&model, &format!("{SCIENTIST}The ocean"), response);
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b.abs().max(1.0);
+    assert!(close(s["log_likelihood"]["reference"].as_f64().unwrap(), ll_ref), "{s} vs {ll_ref}");
+    assert!(close(s["log_likelihood"]["poet"].as_f64().unwrap(), ll_poet), "{s} vs {ll_poet}");
+    assert!(close(s["rewards"]["poet"].as_f64().unwrap(), 0.5 * (ll_poet - ll_ref)), "{s}");
+    assert!(close(s["rewards"]["scientist"].as_f64().unwrap(), 0.5 * (ll_sci - ll_ref)), "{s}");
+
+    // batch --score carries the same fields.
+    let binput = scratch("score-batch-in.jsonl");
+    std::fs::write(&binput, "{\"id\": 1, \"prompt\": \"The ocean\"}\n").unwrap();
+    let boutput = scratch("score-batch-out.jsonl");
+    assert!(batch(&binput, &boutput, &["-n", "6", "--score"]).status.success());
+    let r = &read_jsonl(&boutput)[0];
+    assert!(
+        r["scores"]["rewards"]["poet"].is_number()
+            && r["scores"]["rewards"]["scientist"].is_number()
+    );
+}
