@@ -51,6 +51,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     let bar = progress_bar(total as u64);
     let started = Instant::now();
     let options = Options {
+        done,
         normalize: args.policies.normalize_weights,
         fail_fast: args.fail_fast,
         score_beta: args.score.then_some(args.beta),
