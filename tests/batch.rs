@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,11 @@ fn scratch(name: &str) -> PathBuf {
     p
 }
 
-fn read_jsonl(p: &PathBuf) -> Vec<Value> {
+fn read_jsonl(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn batch(input: &PathBuf, output: &PathBuf, extra: &[&str]) -> std::process::Output {
+fn batch(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
     let demo = demo_recipe();
     let mut args = vec![
         "batch",
