@@ -28,6 +28,7 @@ pub mod exact;
 use crate::divergence::Divergence;
 use anyhow::{bail, Result};
 pub use exact::Solve;
+use rayon::prelude::*;
 
 /// Which policy a term applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +175,9 @@ impl Combiner {
             return;
         }
         let n = out.len();
-        self.lse.clear();
-        self.lse.extend(logits.iter().map(|l| logsumexp(l) as f32));
+        // The policies' normalisers are independent 262k-token passes: run them on all cores
+        // (the decoding workers are idle while the host combines).
+        logits.par_iter().map(|l| logsumexp(l) as f32).collect_into_vec(&mut self.lse);
         let experts = &logits[1..];
         let expert_lse = &self.lse[1..];
         self.candidates.clear();
