@@ -7,6 +7,7 @@
 pub mod info;
 mod session;
 pub mod vocab;
+mod worker;
 
 pub use session::{Session, SessionOptions, Strategy};
 
@@ -201,6 +202,17 @@ impl Engine {
     /// With offload, `Strategy::Auto` becomes one batched context per model (one pass over
     /// the weights per step); on the CPU it becomes a context per policy.
     pub fn session(&self, members: &[usize], options: SessionOptions) -> Result<Session> {
+        self.session_lanes(members, 1, options)
+    }
+
+    /// A session with `lanes` independent streams (prompts decoded side by side, each lane
+    /// with its own tokens); every member takes part in every lane.
+    pub fn session_lanes(
+        &self,
+        members: &[usize],
+        lanes: usize,
+        options: SessionOptions,
+    ) -> Result<Session> {
         let specs = members
             .iter()
             .map(|&p| MemberSpec {
@@ -210,7 +222,7 @@ impl Engine {
             })
             .collect();
         let strategy = options.strategy.resolve(self.offloads());
-        Session::start(specs, SessionOptions { strategy, ..options })
+        Session::start(specs, SessionOptions { strategy, ..options }, lanes)
     }
 
     fn model(&self, p: usize) -> &LlamaModel {

@@ -1,7 +1,8 @@
-//! A decoding session: policies in llama.cpp contexts, driven by persistent worker threads.
+//! A decoding session: policies in llama.cpp contexts, driven by persistent worker threads
+//! (see [`super::worker`]), in one or more independent *lanes* (streams of tokens).
 //!
 //! Policies are placed in *groups*: one llama.cpp context each, holding one sequence per
-//! policy of the group (all on the same model). The [`Strategy`] decides the grouping:
+//! policy of the group and lane (all on the same model). The [`Strategy`] decides the grouping:
 //! `threads` gives every policy a context of its own, `batched` puts all policies of a model
 //! file in one context and decodes them as one batch per step. Groups are spread over
 //! `min(groups, threads)` workers, each with an equal share of the llama.cpp thread budget,
@@ -9,15 +10,12 @@
 //! decode concurrently and hand back each policy's logits in buffers that travel back and
 //! forth, so nothing is allocated per step.
 
+use super::worker::{self, Job, Lora};
 use anyhow::{anyhow, bail, Result};
-use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use std::num::NonZeroU32;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// How policies are laid out over llama.cpp contexts.
@@ -77,41 +75,10 @@ pub struct SessionOptions {
     pub strategy: Strategy,
 }
 
-/// Prompt tokens are decoded in chunks of at most this many.
-const PREFILL_CHUNK: usize = 512;
-/// llama.cpp's physical batch: smaller than the chunk to keep each context's compute buffer
-/// and sliding-window cache small (it costs little prompt speed on a CPU).
-const UBATCH: usize = 256;
-
-/// llama.cpp contexts must be created one at a time.
-static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
-
-enum Job {
-    Prefill {
-        prompts: Vec<Vec<LlamaToken>>,
-        logits: Vec<Vec<f32>>,
-    },
-    Append {
-        token: LlamaToken,
-        logits: Vec<Vec<f32>>,
-    },
-    /// Log-likelihood of each member's (prompt, continuation); clears the caches.
-    Score {
-        texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>,
-        logits: Vec<Vec<f32>>,
-    },
-}
-
-struct Reply {
-    logits: Vec<Vec<f32>>,
-    scores: Vec<f64>,
-    result: std::result::Result<(), String>,
-}
-
 /// One session member: the model it runs on and its LoRA adapter with the scale.
 pub(super) struct MemberSpec {
     pub model: Arc<LlamaModel>,
-    pub lora: Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>,
+    pub lora: Option<Lora>,
 }
 
 impl MemberSpec {
@@ -126,32 +93,23 @@ impl MemberSpec {
     }
 }
 
-/// What a worker thread decodes: groups of session members, each group one context.
-struct WorkerPlan {
-    // Adapters before models: fields drop in order, and an adapter belongs to its model.
-    lora_of_group: Vec<Option<(Arc<Mutex<LlamaLoraAdapter>>, f32)>>,
-    model_of_group: Vec<Arc<LlamaModel>>,
-    /// For each group, how many sequences (members) it holds.
-    group_sizes: Vec<usize>,
-    threads: usize,
-    ctx_size: u32,
-}
-
 struct Worker {
     jobs: Option<Sender<Job>>,
-    replies: Receiver<Reply>,
+    replies: Receiver<worker::Reply>,
     thread: Option<JoinHandle<()>>,
     /// Session member indices this worker decodes, in its slot order.
     members: Vec<usize>,
-    /// The logits buffers while the worker is idle.
+    /// The logits buffers while the worker is idle: index `slot · lanes + lane`.
     logits: Vec<Vec<f32>>,
 }
 
-/// Policies decoding the same continuation side by side.
+/// Policies decoding side by side, in one or more lanes.
 pub struct Session {
     workers: Vec<Worker>,
     /// For each member: (worker, slot within the worker).
     place: Vec<(usize, usize)>,
+    lanes: usize,
+    /// Tokens in each (member, lane)'s cache: index `member · lanes + lane`.
     positions: Vec<usize>,
     n_ctx: u32,
     strategy: Strategy,
@@ -159,9 +117,16 @@ pub struct Session {
 }
 
 impl Session {
-    pub(super) fn start(models: Vec<MemberSpec>, options: SessionOptions) -> Result<Self> {
+    pub(super) fn start(
+        models: Vec<MemberSpec>,
+        options: SessionOptions,
+        lanes: usize,
+    ) -> Result<Self> {
         if models.is_empty() {
             bail!("a session needs at least one policy");
+        }
+        if lanes == 0 {
+            bail!("a session needs at least one lane");
         }
         if options.ctx_size < 8 {
             bail!("--ctx-size must be at least 8 tokens, got {}", options.ctx_size);
@@ -169,6 +134,7 @@ impl Session {
         let threads = options.threads.max(1);
         let strategy = options.strategy.resolve(false);
         let groups = plan_groups(&models, strategy);
+        let n_contexts = groups.len();
         let n_workers = groups.len().min(threads);
         let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
         for (g, group) in groups.into_iter().enumerate() {
@@ -177,7 +143,7 @@ impl Session {
         let mut workers = Vec::with_capacity(n_workers);
         let mut ready = Vec::with_capacity(n_workers);
         for (w, worker_groups) in by_worker.into_iter().enumerate() {
-            let plan = WorkerPlan {
+            let plan = worker::Plan {
                 lora_of_group: worker_groups
                     .iter()
                     .map(|g| models[g[0]].lora.as_ref().map(|(a, s)| (Arc::clone(a), *s)))
@@ -187,6 +153,7 @@ impl Session {
                     .map(|g| Arc::clone(&models[g[0]].model))
                     .collect(),
                 group_sizes: worker_groups.iter().map(Vec::len).collect(),
+                lanes,
                 threads: threads / n_workers + usize::from(w < threads % n_workers),
                 ctx_size: options.ctx_size,
             };
@@ -196,10 +163,10 @@ impl Session {
             let (ready_tx, ready_rx) = channel();
             let thread = std::thread::Builder::new()
                 .name(format!("mood-policy-{w}"))
-                .spawn(move || run_worker(plan, job_rx, reply_tx, ready_tx))
+                .spawn(move || worker::run(plan, job_rx, reply_tx, ready_tx))
                 .map_err(|e| anyhow!("cannot start a worker thread: {e}"))?;
             ready.push(ready_rx);
-            let logits = vec![Vec::new(); members.len()];
+            let logits = vec![Vec::new(); members.len() * lanes];
             workers.push(Worker {
                 jobs: Some(job_tx),
                 replies: reply_rx,
@@ -214,14 +181,11 @@ impl Session {
                 place[m] = (w, slot);
             }
         }
-        let n_contexts = match strategy {
-            Strategy::Batched => plan_groups(&models, strategy).len(),
-            _ => models.len(),
-        };
         let session = Session {
             workers,
             place,
-            positions: vec![0; models.len()],
+            lanes,
+            positions: vec![0; models.len() * lanes],
             n_ctx: options.ctx_size,
             strategy,
             n_contexts,
@@ -244,6 +208,11 @@ impl Session {
         self.place.is_empty()
     }
 
+    /// Number of lanes (independent token streams).
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
     /// The strategy in use (never `Auto`).
     pub fn strategy(&self) -> Strategy {
         self.strategy
@@ -259,19 +228,33 @@ impl Session {
         self.workers.len()
     }
 
-    /// The context length of each policy.
+    /// The context length of each policy in each lane.
     pub fn n_ctx(&self) -> u32 {
         self.n_ctx
     }
 
-    /// True while every policy has room for one more token.
+    /// True while every policy of lane 0 has room for one more token.
     pub fn has_room(&self) -> bool {
-        self.positions.iter().all(|&p| p < self.n_ctx as usize)
+        self.has_room_in(0)
     }
 
-    /// Decodes each member's prompt (all in parallel); afterwards [`Session::logits`] holds
-    /// each member's next-token logits. Any earlier state is cleared.
+    /// True while every policy of `lane` has room for one more token.
+    pub fn has_room_in(&self, lane: usize) -> bool {
+        (0..self.len()).all(|m| self.positions[m * self.lanes + lane] < self.n_ctx as usize)
+    }
+
+    /// Decodes each member's prompt in lane 0 (see [`Session::prefill_lane`]).
     pub fn prefill(&mut self, prompts: &[Vec<LlamaToken>]) -> Result<()> {
+        self.prefill_lane(0, prompts)
+    }
+
+    /// Decodes each member's prompt in `lane`, all members in parallel, dropping whatever
+    /// the lane held; afterwards [`Session::logits_in`] holds each member's next-token
+    /// logits for the lane.
+    pub fn prefill_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<()> {
+        if lane >= self.lanes {
+            bail!("lane {lane} of {}", self.lanes);
+        }
         if prompts.len() != self.len() {
             bail!("{} prompts for {} policies", prompts.len(), self.len());
         }
@@ -288,31 +271,49 @@ impl Session {
             }
         }
         self.run(|members, logits| Job::Prefill {
+            lane,
             prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
             logits,
         })?;
-        for (pos, p) in self.positions.iter_mut().zip(prompts) {
-            *pos = p.len();
+        for (m, p) in prompts.iter().enumerate() {
+            self.positions[m * self.lanes + lane] = p.len();
         }
         Ok(())
     }
 
-    /// Feeds `token` to every member (concurrently) and fetches their next logits.
+    /// Feeds `token` to every member of lane 0 and fetches their next logits.
     pub fn append(&mut self, token: LlamaToken) -> Result<()> {
-        if !self.has_room() {
-            bail!("the context is full ({} tokens)", self.n_ctx);
+        let mut tokens = vec![None; self.lanes];
+        tokens[0] = Some(token);
+        self.step(&tokens)
+    }
+
+    /// Feeds each lane its token (`None`: the lane sits out), every member of a lane the
+    /// same token, all in one pass per context; fetches the next logits.
+    pub fn step(&mut self, tokens: &[Option<LlamaToken>]) -> Result<()> {
+        if tokens.len() != self.lanes {
+            bail!("{} tokens for {} lanes", tokens.len(), self.lanes);
         }
-        self.run(|_, logits| Job::Append { token, logits })?;
-        for pos in &mut self.positions {
-            *pos += 1;
+        for (lane, t) in tokens.iter().enumerate() {
+            if t.is_some() && !self.has_room_in(lane) {
+                bail!("the context of lane {lane} is full ({} tokens)", self.n_ctx);
+            }
+        }
+        self.run(|_, logits| Job::Step { tokens: tokens.to_vec(), logits })?;
+        for (lane, t) in tokens.iter().enumerate() {
+            if t.is_some() {
+                for m in 0..self.len() {
+                    self.positions[m * self.lanes + lane] += 1;
+                }
+            }
         }
         Ok(())
     }
 
     /// Each member's log-likelihood of `continuations[m]` after `prompts[m]` (natural log,
     /// summed over the continuation's tokens), from one forward pass over prompt and
-    /// continuation per member, all members in parallel. Clears the session's state: call
-    /// [`Session::prefill`] before decoding again.
+    /// continuation per member, all members in parallel. Clears the session's state: prefill
+    /// before decoding again.
     pub fn score(
         &mut self,
         prompts: &[Vec<LlamaToken>],
@@ -348,16 +349,20 @@ impl Session {
                 }
             },
         )?;
-        for pos in &mut self.positions {
-            *pos = self.n_ctx as usize; // no room until the next prefill
-        }
+        // No room anywhere until the next prefill.
+        self.positions.iter_mut().for_each(|p| *p = self.n_ctx as usize);
         Ok(scores)
     }
 
-    /// Member `m`'s latest next-token logits (its model's whole vocabulary).
+    /// Member `m`'s latest next-token logits in lane 0 (its model's whole vocabulary).
     pub fn logits(&self, m: usize) -> &[f32] {
+        self.logits_in(m, 0)
+    }
+
+    /// Member `m`'s latest next-token logits in `lane`.
+    pub fn logits_in(&self, m: usize, lane: usize) -> &[f32] {
         let (w, slot) = self.place[m];
-        &self.workers[w].logits[slot]
+        &self.workers[w].logits[slot * self.lanes + lane]
     }
 
     /// Sends one job to every worker, then waits for all of them.
@@ -431,226 +436,4 @@ fn plan_groups(models: &[MemberSpec], strategy: Strategy) -> Vec<Vec<usize>> {
         }
         _ => (0..models.len()).map(|m| vec![m]).collect(),
     }
-}
-
-/// A worker thread: creates its contexts (one at a time, process-wide), signals `ready`,
-/// then serves jobs until the session drops its sender.
-fn run_worker(
-    plan: WorkerPlan,
-    jobs: Receiver<Job>,
-    replies: Sender<Reply>,
-    ready: Sender<std::result::Result<(), String>>,
-) {
-    let mut groups = match create_contexts(&plan) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let max_seqs = plan.group_sizes.iter().copied().max().unwrap_or(1);
-    let mut batch = LlamaBatch::new(PREFILL_CHUNK.max(max_seqs), 1);
-    if ready.send(Ok(())).is_err() {
-        return;
-    }
-    while let Ok(job) = jobs.recv() {
-        let mut scores = Vec::new();
-        let (logits, result) = match job {
-            Job::Score { texts, logits } => {
-                let mut r = Ok(());
-                let mut slot = 0;
-                for g in &mut groups {
-                    let n = g.positions.len();
-                    for (s, (prompt, cont)) in texts[slot..slot + n].iter().enumerate() {
-                        match score(g, &mut batch, s, prompt, cont) {
-                            Ok(v) => scores.push(v),
-                            Err(e) => r = Err(e),
-                        }
-                    }
-                    slot += n;
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                (logits, r)
-            }
-            Job::Prefill { prompts, mut logits } => {
-                let mut r = Ok(());
-                let mut slot = 0;
-                for g in &mut groups {
-                    let n = g.positions.len();
-                    r = prefill(
-                        g,
-                        &mut batch,
-                        &prompts[slot..slot + n],
-                        &mut logits[slot..slot + n],
-                    );
-                    slot += n;
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                (logits, r)
-            }
-            Job::Append { token, mut logits } => {
-                let mut r = Ok(());
-                let mut slot = 0;
-                for g in &mut groups {
-                    let n = g.positions.len();
-                    r = append(g, &mut batch, token, &mut logits[slot..slot + n]);
-                    slot += n;
-                    if r.is_err() {
-                        break;
-                    }
-                }
-                (logits, r)
-            }
-        };
-        if replies.send(Reply { logits, scores, result }).is_err() {
-            return;
-        }
-    }
-}
-
-/// A context and, for each of its sequences, the number of tokens in the KV cache.
-struct GroupContext<'m> {
-    ctx: LlamaContext<'m>,
-    positions: Vec<usize>,
-}
-
-fn create_contexts(plan: &WorkerPlan) -> std::result::Result<Vec<GroupContext<'_>>, String> {
-    let backend = super::backend().map_err(|e| e.to_string())?;
-    let threads = i32::try_from(plan.threads).unwrap_or(i32::MAX);
-    let _one_at_a_time = CONTEXT_CREATION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    plan.model_of_group
-        .iter()
-        .zip(&plan.group_sizes)
-        .zip(&plan.lora_of_group)
-        .map(|((model, &seqs), lora)| {
-            // Each sequence gets ctx_size tokens of the context's cache.
-            let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
-            let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new(n_ctx))
-                .with_n_batch(PREFILL_CHUNK.max(seqs) as u32)
-                .with_n_ubatch(UBATCH.max(seqs) as u32)
-                .with_n_seq_max(seqs as u32)
-                // Sliding-window layers keep only their window (Gemma 3: 5 of every 6
-                // layers); sessions never roll tokens back, which is what a full cache allows.
-                .with_swa_full(false)
-                .with_n_threads(threads)
-                .with_n_threads_batch(threads);
-            let mut ctx = model
-                .new_context(backend, params)
-                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))?;
-            if let Some((adapter, scale)) = lora {
-                let mut adapter = adapter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                ctx.lora_adapter_set(&mut adapter, *scale)
-                    .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
-            }
-            Ok(GroupContext { ctx, positions: vec![0; seqs] })
-        })
-        .collect()
-}
-
-/// Decodes the sequences' prompts, packed into batches of up to PREFILL_CHUNK tokens, and
-/// copies each sequence's last-token logits into `out`.
-fn prefill(
-    g: &mut GroupContext<'_>,
-    batch: &mut LlamaBatch,
-    prompts: &[Vec<LlamaToken>],
-    out: &mut [Vec<f32>],
-) -> std::result::Result<(), String> {
-    g.ctx.clear_kv_cache();
-    // (sequence, batch index) of last tokens in the pending batch.
-    let mut wanted: Vec<(usize, i32)> = Vec::new();
-    batch.clear();
-    for (s, prompt) in prompts.iter().enumerate() {
-        for (i, &t) in prompt.iter().enumerate() {
-            let last = i + 1 == prompt.len();
-            if last {
-                wanted.push((s, batch.n_tokens()));
-            }
-            batch.add(t, i as i32, &[s as i32], last).map_err(|e| e.to_string())?;
-            if batch.n_tokens() as usize == PREFILL_CHUNK {
-                decode_and_copy(g, batch, &mut wanted, out)?;
-            }
-        }
-        g.positions[s] = prompt.len();
-    }
-    if batch.n_tokens() > 0 {
-        decode_and_copy(g, batch, &mut wanted, out)?;
-    }
-    Ok(())
-}
-
-fn decode_and_copy(
-    g: &mut GroupContext<'_>,
-    batch: &mut LlamaBatch,
-    wanted: &mut Vec<(usize, i32)>,
-    out: &mut [Vec<f32>],
-) -> std::result::Result<(), String> {
-    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
-    for &(s, i) in wanted.iter() {
-        out[s].clear();
-        out[s].extend_from_slice(g.ctx.get_logits_ith(i));
-    }
-    wanted.clear();
-    batch.clear();
-    Ok(())
-}
-
-/// Feeds `token` to every sequence of the group in one batch and copies their logits.
-fn append(
-    g: &mut GroupContext<'_>,
-    batch: &mut LlamaBatch,
-    token: LlamaToken,
-    out: &mut [Vec<f32>],
-) -> std::result::Result<(), String> {
-    batch.clear();
-    for (s, pos) in g.positions.iter_mut().enumerate() {
-        batch.add(token, *pos as i32, &[s as i32], true).map_err(|e| e.to_string())?;
-        *pos += 1;
-    }
-    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
-    for (s, o) in out.iter_mut().enumerate() {
-        o.clear();
-        o.extend_from_slice(g.ctx.get_logits_ith(s as i32));
-    }
-    Ok(())
-}
-
-/// Log-likelihood of `cont` after `prompt` for sequence `s` of the group: one pass over both
-/// (in chunks), logits only where a continuation token is predicted.
-fn score(
-    g: &mut GroupContext<'_>,
-    batch: &mut LlamaBatch,
-    s: usize,
-    prompt: &[LlamaToken],
-    cont: &[LlamaToken],
-) -> std::result::Result<f64, String> {
-    g.ctx.clear_kv_cache();
-    g.positions.iter_mut().for_each(|p| *p = 0);
-    let all: Vec<LlamaToken> = prompt.iter().chain(cont).copied().collect();
-    let first_predicting = prompt.len() - 1;
-    let mut total = 0.0;
-    for (c, chunk) in all.chunks(PREFILL_CHUNK).enumerate() {
-        let start = c * PREFILL_CHUNK;
-        batch.clear();
-        let mut wanted = Vec::new();
-        for (i, &t) in chunk.iter().enumerate() {
-            let pos = start + i;
-            let want = pos >= first_predicting && pos + 1 < all.len();
-            if want {
-                wanted.push((batch.n_tokens(), all[pos + 1]));
-            }
-            batch.add(t, pos as i32, &[s as i32], want).map_err(|e| e.to_string())?;
-        }
-        g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
-        for (i, next) in wanted {
-            let logits = g.ctx.get_logits_ith(i);
-            let lse = crate::combine::logsumexp(logits);
-            total += f64::from(logits[next.0 as usize]) - lse;
-        }
-    }
-    Ok(total)
 }

@@ -1,0 +1,292 @@
+//! A worker thread of a [`super::Session`]: it owns some llama.cpp contexts (groups), and
+//! decodes prompts, steps and scores for them on request.
+//!
+//! A group is one context holding `members × lanes` sequences: sequence `j·lanes + l` is
+//! member `j` of the group in lane `l`. Lanes are independent streams (different prompts and
+//! tokens); members of a lane receive the same tokens.
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use std::num::NonZeroU32;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+/// Prompt tokens are decoded in chunks of at most this many.
+pub(super) const PREFILL_CHUNK: usize = 512;
+/// llama.cpp's physical batch: smaller than the chunk to keep each context's compute buffer
+/// and sliding-window cache small (it costs little prompt speed on a CPU).
+const UBATCH: usize = 256;
+
+/// llama.cpp contexts must be created one at a time.
+static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
+/// A LoRA adapter and the scale a context applies it with.
+pub(super) type Lora = (Arc<Mutex<LlamaLoraAdapter>>, f32);
+
+pub(super) enum Job {
+    /// Decode each member's prompt in lane `lane` (its earlier tokens are dropped).
+    Prefill { lane: usize, prompts: Vec<Vec<LlamaToken>>, logits: Vec<Vec<f32>> },
+    /// Feed each lane its token (`None`: the lane sits out this step).
+    Step { tokens: Vec<Option<LlamaToken>>, logits: Vec<Vec<f32>> },
+    /// Log-likelihood of each member's (prompt, continuation) in lane 0; clears the caches.
+    Score { texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>, logits: Vec<Vec<f32>> },
+}
+
+pub(super) struct Reply {
+    /// One buffer per (member slot, lane): index `slot · lanes + lane`.
+    pub logits: Vec<Vec<f32>>,
+    pub scores: Vec<f64>,
+    pub result: Result<(), String>,
+}
+
+/// What a worker thread decodes: groups of session members, each group one context.
+pub(super) struct Plan {
+    // Adapters before models: fields drop in order, and an adapter belongs to its model.
+    pub lora_of_group: Vec<Option<Lora>>,
+    pub model_of_group: Vec<Arc<LlamaModel>>,
+    /// For each group, how many members it holds.
+    pub group_sizes: Vec<usize>,
+    pub lanes: usize,
+    pub threads: usize,
+    pub ctx_size: u32,
+}
+
+/// The thread body: creates the contexts (one at a time, process-wide), signals `ready`,
+/// then serves jobs until the session drops its sender.
+pub(super) fn run(
+    plan: Plan,
+    jobs: Receiver<Job>,
+    replies: Sender<Reply>,
+    ready: Sender<Result<(), String>>,
+) {
+    let mut groups = match create_contexts(&plan) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let max_seqs = plan.group_sizes.iter().copied().max().unwrap_or(1) * plan.lanes;
+    let mut batch = LlamaBatch::new(PREFILL_CHUNK.max(max_seqs), 1);
+    if ready.send(Ok(())).is_err() {
+        return;
+    }
+    let lanes = plan.lanes;
+    while let Ok(job) = jobs.recv() {
+        let mut scores = Vec::new();
+        let mut result = Ok(());
+        let mut slot = 0;
+        let logits = match job {
+            Job::Prefill { lane, prompts, mut logits } => {
+                for g in &mut groups {
+                    let n = g.members;
+                    result = prefill(
+                        g,
+                        &mut batch,
+                        lane,
+                        &prompts[slot..slot + n],
+                        &mut logits[slot * lanes..],
+                    );
+                    slot += n;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                logits
+            }
+            Job::Step { tokens, mut logits } => {
+                for g in &mut groups {
+                    let n = g.members;
+                    result =
+                        step(g, &mut batch, &tokens, &mut logits[slot * lanes..(slot + n) * lanes]);
+                    slot += n;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                logits
+            }
+            Job::Score { texts, logits } => {
+                for g in &mut groups {
+                    for j in 0..g.members {
+                        let (prompt, cont) = &texts[slot + j];
+                        match score(g, &mut batch, j * lanes, prompt, cont) {
+                            Ok(v) => scores.push(v),
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                    slot += g.members;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                logits
+            }
+        };
+        if replies.send(Reply { logits, scores, result }).is_err() {
+            return;
+        }
+    }
+}
+
+/// A context and, for each of its sequences, the number of tokens in its KV cache.
+struct GroupContext<'m> {
+    ctx: LlamaContext<'m>,
+    members: usize,
+    lanes: usize,
+    positions: Vec<usize>,
+}
+
+fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
+    let backend = super::backend().map_err(|e| e.to_string())?;
+    let threads = i32::try_from(plan.threads).unwrap_or(i32::MAX);
+    let _one_at_a_time = CONTEXT_CREATION.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    plan.model_of_group
+        .iter()
+        .zip(&plan.group_sizes)
+        .zip(&plan.lora_of_group)
+        .map(|((model, &members), lora)| {
+            let seqs = members * plan.lanes;
+            // Each sequence gets ctx_size tokens of the context's cache.
+            let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(PREFILL_CHUNK.max(seqs) as u32)
+                .with_n_ubatch(UBATCH.max(seqs) as u32)
+                .with_n_seq_max(seqs as u32)
+                // Sliding-window layers keep only their window (Gemma 3: 5 of every 6
+                // layers); sessions never roll tokens back, which is what a full cache allows.
+                .with_swa_full(false)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
+            let mut ctx = model
+                .new_context(backend, params)
+                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))?;
+            if let Some((adapter, scale)) = lora {
+                let mut adapter = adapter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                ctx.lora_adapter_set(&mut adapter, *scale)
+                    .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
+            }
+            Ok(GroupContext { ctx, members, lanes: plan.lanes, positions: vec![0; seqs] })
+        })
+        .collect()
+}
+
+/// Decodes the members' prompts in `lane`, packed into batches of up to PREFILL_CHUNK
+/// tokens, and copies each member's last-token logits into `out[j · lanes + lane]`.
+fn prefill(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    lane: usize,
+    prompts: &[Vec<LlamaToken>],
+    out: &mut [Vec<f32>],
+) -> Result<(), String> {
+    let lanes = g.lanes;
+    for j in 0..g.members {
+        let seq = (j * lanes + lane) as u32;
+        g.ctx.clear_kv_cache_seq(Some(seq), None, None).map_err(|e| e.to_string())?;
+    }
+    // (output buffer, batch index) of last tokens in the pending batch.
+    let mut wanted: Vec<(usize, i32)> = Vec::new();
+    batch.clear();
+    for (j, prompt) in prompts.iter().enumerate() {
+        let seq = j * lanes + lane;
+        for (i, &t) in prompt.iter().enumerate() {
+            let last = i + 1 == prompt.len();
+            if last {
+                wanted.push((seq, batch.n_tokens()));
+            }
+            batch.add(t, i as i32, &[seq as i32], last).map_err(|e| e.to_string())?;
+            if batch.n_tokens() as usize == PREFILL_CHUNK {
+                decode_and_copy(g, batch, &mut wanted, out)?;
+            }
+        }
+        g.positions[seq] = prompt.len();
+    }
+    if batch.n_tokens() > 0 {
+        decode_and_copy(g, batch, &mut wanted, out)?;
+    }
+    Ok(())
+}
+
+fn decode_and_copy(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    wanted: &mut Vec<(usize, i32)>,
+    out: &mut [Vec<f32>],
+) -> Result<(), String> {
+    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+    for &(o, i) in wanted.iter() {
+        out[o].clear();
+        out[o].extend_from_slice(g.ctx.get_logits_ith(i));
+    }
+    wanted.clear();
+    batch.clear();
+    Ok(())
+}
+
+/// Feeds every lane with a token to all members of the group in one batch, and copies the
+/// logits into `out[j · lanes + l]`.
+fn step(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    tokens: &[Option<LlamaToken>],
+    out: &mut [Vec<f32>],
+) -> Result<(), String> {
+    batch.clear();
+    let mut wanted = Vec::new();
+    for j in 0..g.members {
+        for (l, token) in tokens.iter().enumerate() {
+            let Some(token) = *token else { continue };
+            let seq = j * g.lanes + l;
+            wanted.push((seq, batch.n_tokens()));
+            batch
+                .add(token, g.positions[seq] as i32, &[seq as i32], true)
+                .map_err(|e| e.to_string())?;
+            g.positions[seq] += 1;
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    decode_and_copy(g, batch, &mut wanted, out)
+}
+
+/// Log-likelihood of `cont` after `prompt` in sequence `seq`: one pass over both (in
+/// chunks), logits only where a continuation token is predicted.
+fn score(
+    g: &mut GroupContext<'_>,
+    batch: &mut LlamaBatch,
+    seq: usize,
+    prompt: &[LlamaToken],
+    cont: &[LlamaToken],
+) -> Result<f64, String> {
+    g.ctx.clear_kv_cache();
+    g.positions.iter_mut().for_each(|p| *p = 0);
+    let all: Vec<LlamaToken> = prompt.iter().chain(cont).copied().collect();
+    let first_predicting = prompt.len() - 1;
+    let mut total = 0.0;
+    for (c, chunk) in all.chunks(PREFILL_CHUNK).enumerate() {
+        let start = c * PREFILL_CHUNK;
+        batch.clear();
+        let mut wanted = Vec::new();
+        for (i, &t) in chunk.iter().enumerate() {
+            let pos = start + i;
+            let want = pos >= first_predicting && pos + 1 < all.len();
+            if want {
+                wanted.push((batch.n_tokens(), all[pos + 1]));
+            }
+            batch.add(t, pos as i32, &[seq as i32], want).map_err(|e| e.to_string())?;
+        }
+        g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+        for (i, next) in wanted {
+            let logits = g.ctx.get_logits_ith(i);
+            let lse = crate::combine::logsumexp(logits);
+            total += f64::from(logits[next.0 as usize]) - lse;
+        }
+    }
+    Ok(total)
+}
