@@ -7,8 +7,9 @@
 //! resuming skips what the output already holds. A bad line gets an error record with its
 //! line number and the batch goes on.
 
-use crate::decode::{self, Generation, Settings};
+use crate::decode::{Generation, Settings};
 use crate::engine::Engine;
+use crate::parallel;
 use crate::recipe::Recipe;
 use crate::score::{self, Response};
 use anyhow::{anyhow, bail, Context, Result};
@@ -230,6 +231,8 @@ pub struct Options {
     pub fail_fast: bool,
     /// Implicit rewards with this β added to each record.
     pub score_beta: Option<f64>,
+    /// How many prompts decode at once (lanes of one session).
+    pub parallel: usize,
 }
 
 /// Counts of a finished run.
@@ -241,8 +244,8 @@ pub struct Summary {
     pub tokens: usize,
 }
 
-/// Decodes every line of `input` into `output`; `progress(summary, total_lines)` is called
-/// after each line.
+/// Decodes every line of `input` into `output`, up to `options.parallel` at a time; records
+/// are written in the order generations finish. `progress` is called after each record.
 pub fn run(
     engine: &Engine,
     recipe: &Recipe,
@@ -255,48 +258,75 @@ pub fn run(
     let done = &options.done;
     let mut summary = Summary::default();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut requests: Vec<(usize, Request)> = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let number = i + 1;
         let line = line.with_context(|| format!("cannot read input line {number}"))?;
-        if line.trim().is_empty() || done.lines.contains(&number) {
-            summary.skipped += usize::from(!line.trim().is_empty());
+        if line.trim().is_empty() {
             continue;
         }
-        let outcome = parse_line(&line, recipe, defaults, options.normalize).and_then(|req| {
+        if done.lines.contains(&number) {
+            summary.skipped += 1;
+            continue;
+        }
+        let parsed = parse_line(&line, recipe, defaults, options.normalize).and_then(|req| {
             let key = req.id.to_string();
-            if done.ids.contains(&key) {
-                return Ok(None);
-            }
-            if !seen.insert(key) {
+            if !done.ids.contains(&key) && !seen.insert(key) {
                 bail!("duplicate id {}", req.id);
             }
-            let g = decode::generate(engine, &req.recipe, &req.prompt, &req.settings, &mut |_| {})?;
-            let mut rec = record(&req, number, &g);
-            if let Some(beta) = options.score_beta {
-                let s = score::score(
-                    engine,
-                    &req.recipe,
-                    &req.prompt,
-                    Response::Tokens(&g.tokens),
-                    beta,
-                    req.settings.session,
-                )?;
-                rec.as_object_mut().expect("an object").insert("scores".into(), json!(s));
-            }
-            Ok(Some((rec, g.tokens.len())))
+            Ok(req)
         });
-        match outcome {
-            Ok(None) => summary.skipped += 1,
-            Ok(Some((rec, tokens))) => {
-                write_line(output, &rec)?;
-                summary.done += 1;
-                summary.tokens += tokens;
-            }
+        match parsed {
+            Ok(req) if done.ids.contains(&req.id.to_string()) => summary.skipped += 1,
+            Ok(req) => requests.push((number, req)),
             Err(e) => {
                 let id =
                     serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("id").cloned());
                 let msg = format!("{e:#}");
                 write_line(output, &json!({ "id": id, "line": number, "error": msg }))?;
+                summary.errors += 1;
+                progress(&summary);
+                if options.fail_fast {
+                    bail!("input line {number}: {msg}");
+                }
+            }
+        }
+    }
+    let jobs = requests
+        .iter()
+        .map(|(_, r)| parallel::Job {
+            recipe: r.recipe.clone(),
+            prompt: r.prompt.clone(),
+            settings: r.settings.clone(),
+        })
+        .collect();
+    parallel::run(engine, jobs, options.parallel, &mut |i, outcome| {
+        let (number, req) = &requests[i];
+        let rec = outcome.and_then(|g| {
+            let mut rec = record(req, *number, &g);
+            if let Some(beta) = options.score_beta {
+                let response = Response::Tokens(&g.tokens);
+                let s = score::score(
+                    engine,
+                    &req.recipe,
+                    &req.prompt,
+                    response,
+                    beta,
+                    req.settings.session,
+                )?;
+                rec.as_object_mut().expect("an object").insert("scores".into(), json!(s));
+            }
+            summary.tokens += g.tokens.len();
+            Ok(rec)
+        });
+        match rec {
+            Ok(rec) => {
+                write_line(output, &rec)?;
+                summary.done += 1;
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                write_line(output, &json!({ "id": req.id, "line": number, "error": msg }))?;
                 summary.errors += 1;
                 if options.fail_fast {
                     bail!("input line {number}: {msg}");
@@ -304,7 +334,8 @@ pub fn run(
             }
         }
         progress(&summary);
-    }
+        Ok(())
+    })?;
     Ok(summary)
 }
 

@@ -5,7 +5,8 @@
 //! worker threads) → [`combine`] (the MOD distribution; pure math) → [`sample`] (the next
 //! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
 //! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
-//! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files.
+//! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files,
+//! several prompts at once through [`parallel`].
 
 pub mod batch;
 pub mod bench;
@@ -13,6 +14,7 @@ pub mod combine;
 pub mod decode;
 pub mod divergence;
 pub mod engine;
+pub mod parallel;
 pub mod recipe;
 pub mod sample;
 pub mod score;

@@ -55,6 +55,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
         normalize: args.policies.normalize_weights,
         fail_fast: args.fail_fast,
         score_beta: args.score.then_some(args.beta),
+        parallel: usize::from(args.parallel),
     };
     let summary = batch::run(
         &engine,

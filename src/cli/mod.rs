@@ -55,9 +55,15 @@ pub struct BatchArgs {
     #[arg(long)]
     pub resume: bool,
 
-    /// Stop at the first bad line (exit 1) instead of writing an error record and going on.
+    /// Stop at the first bad line (exit 1) instead of writing an error record and going on;
+    /// lines are checked before any decoding starts.
     #[arg(long)]
     pub fail_fast: bool,
+
+    /// Decode up to N prompts at once (one batch per context and step holds all of them;
+    /// each prompt still gets the output it would get alone).
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
 
     /// Add each policy's log-likelihood and each expert's implicit reward to every record.
     #[arg(long)]
