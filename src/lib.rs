@@ -6,7 +6,8 @@
 //! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
 //! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
 //! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files,
-//! several prompts at once through [`parallel`].
+//! several prompts at once through [`parallel`]; [`sweep`] and [`plot`] trace Pareto fronts
+//! over the weights.
 
 pub mod batch;
 pub mod bench;
@@ -15,7 +16,9 @@ pub mod decode;
 pub mod divergence;
 pub mod engine;
 pub mod parallel;
+pub mod plot;
 pub mod recipe;
 pub mod sample;
 pub mod score;
+pub mod sweep;
 pub mod text;

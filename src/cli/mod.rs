@@ -4,6 +4,7 @@ mod batch;
 mod bench;
 mod generate;
 mod info;
+mod sweep;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,53 @@ pub enum Command {
     /// Score JSONL prompt/response pairs: each policy's log-likelihood of the response and
     /// each expert's implicit reward β·log(π_i/π_ref).
     Score(ScoreArgs),
+    /// Decode a prompt set at every weight vector of a grid, score the outputs with the
+    /// experts' implicit rewards, and write a table and a Pareto-front plot (PNG and SVG).
+    Sweep(SweepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// Prompts: JSONL with a "prompt" per line (other keys ignored).
+    #[arg(short, long, value_name = "FILE")]
+    pub input: PathBuf,
+
+    /// Folder for sweep.csv, sweep.jsonl, pareto.png and pareto.svg (created if missing).
+    #[arg(short, long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+
+    /// Two experts: weights (w, 1 − w) for w from START to END in steps of STEP.
+    #[arg(long, value_name = "START:END:STEP", conflicts_with_all = ["simplex", "list"])]
+    pub grid: Option<String>,
+
+    /// Any number of experts: every weight vector on the simplex in steps of 1/N.
+    #[arg(long, value_name = "N", conflicts_with = "list")]
+    pub simplex: Option<usize>,
+
+    /// An explicit list of weight vectors, e.g. "0.2,0.8;0.5,0.5".
+    #[arg(long, value_name = "W;W;…")]
+    pub list: Option<String>,
+
+    /// β of the implicit rewards β·log(π_i/π_ref).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+
+    /// Decode up to N generations at once.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// Generated-token limit per output.
+    #[arg(short = 'n', long, default_value_t = 64, value_name = "N")]
+    pub max_tokens: usize,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -317,5 +365,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(args) => info::run(args),
         Command::Batch(args) => batch::run_batch(args),
         Command::Score(args) => batch::run_score(args),
+        Command::Sweep(args) => sweep::run(args),
     }
 }
