@@ -1,7 +1,9 @@
 //! End-to-end decode benchmark: MOD with the demo recipe (two prompted experts) next to the
 //! default model decoding alone, in the same process, with the same threads, prompt and
 //! token count, for each strategy; median of 3 alternating rounds. The same measurement as
-//! `mood bench --recipe models/demo.toml`. Needs the default model (models/setup.sh).
+//! `mood bench --recipe models/demo.toml`. Then batch throughput: 16 prompts decoded one after
+//! another against all 16 at once (`mood batch --parallel 16`), aggregate tokens per second
+//! of wall time. Needs the default model (models/setup.sh).
 
 use mood::bench::{self, Plan};
 use mood::decode::Settings;
@@ -42,10 +44,64 @@ fn main() {
     for s in &report.single {
         println!("alone  {:<28} {:>7.1} tok/s", s.model, s.tokens_per_second);
     }
+    batch_throughput(&recipe, &plan.settings);
     for m in &report.r#mod {
         println!(
             "MOD    {:<8} {} policies  {:>7.1} tok/s  ratio {:.2}  forward {:.2} ms  combine {:.3} ms  sample {:.3} ms",
             m.strategy, m.policies, m.tokens_per_second, m.ratio, m.forward_ms, m.combine_ms, m.sample_ms
         );
     }
+}
+
+/// 16 prompts with `parallel` 1 and 16, two alternating rounds each; prints aggregate tok/s.
+fn batch_throughput(recipe: &Recipe, settings: &Settings) {
+    let prompts = [
+        "The ocean",
+        "The moon",
+        "A river",
+        "The forest",
+        "My town",
+        "The sky",
+        "A mountain",
+        "The city",
+        "Winter",
+        "The garden",
+        "A storm",
+        "The desert",
+        "Morning",
+        "The library",
+        "A train",
+        "The sea",
+    ];
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine =
+        mood::engine::Engine::load(&policies, Default::default()).expect("the model loads");
+    let mut settings = settings.clone();
+    settings.max_tokens = 48;
+    settings.session.ctx_size = 512;
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _round in 0..2 {
+        for (k, parallel) in [1usize, 16].into_iter().enumerate() {
+            let jobs = prompts
+                .iter()
+                .map(|p| mood::parallel::Job {
+                    recipe: recipe.clone(),
+                    prompt: p.to_string(),
+                    settings: settings.clone(),
+                })
+                .collect();
+            let started = std::time::Instant::now();
+            let mut tokens = 0;
+            mood::parallel::run(&engine, jobs, parallel, &mut |_, g| {
+                tokens += g.map(|g| g.tokens.len()).unwrap_or(0);
+                Ok(())
+            })
+            .expect("batch decodes");
+            let rate = tokens as f64 / started.elapsed().as_secs_f64();
+            eprintln!("batch of 16, parallel {parallel}: {rate:.1} tok/s");
+            rates[k].push(rate);
+        }
+    }
+    let (one, sixteen) = (bench::median(rates[0].clone()), bench::median(rates[1].clone()));
+    println!("batch  16 prompts  parallel 1: {one:.1} tok/s  parallel 16: {sixteen:.1} tok/s  ratio {:.2}", sixteen / one);
 }
