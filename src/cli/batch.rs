@@ -1,12 +1,11 @@
 //! `mood batch` and `mood score`: wire flags and files to [`mood::batch`] and
 //! [`mood::score`], with a progress bar on a terminal.
 
-use super::generate::{build_recipe, load_options, sampling_params, session_options};
+use super::wiring::{build_recipe, load_options, session_options, settings};
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::batch::{self, Options};
-use mood::decode::Settings;
 use mood::engine::Engine;
 use mood::score::{self, Response};
 use serde_json::{json, Value};
@@ -16,14 +15,7 @@ use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
-    let defaults = Settings {
-        max_tokens: args.max_tokens,
-        stops: args.stop.clone(),
-        sampling: sampling_params(&args.sampling),
-        plausibility: args.sampling.plausibility,
-        session: session_options(&args.run)?,
-    };
-    defaults.sampling.validate()?;
+    let defaults = settings(args.max_tokens, &args.stop, &args.sampling, &args.run)?;
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
     let total = BufReader::new(

@@ -1,10 +1,9 @@
 //! `mood bench`: wires flags to [`mood::bench`] and prints its report as tables or JSON.
 
-use super::generate::{build_recipe, load_options, sampling_params, session_options};
+use super::wiring::{build_recipe, load_options, settings};
 use super::BenchArgs;
 use anyhow::{bail, Context, Result};
 use mood::bench::{self, Plan};
-use mood::decode::Settings;
 use mood::engine::Strategy;
 use std::io::{IsTerminal, Write};
 use std::process::Command;
@@ -29,14 +28,7 @@ fn probe_in_child(k: usize) -> Result<Option<f64>> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
-    let settings = Settings {
-        max_tokens: args.max_tokens,
-        stops: Vec::new(),
-        sampling: sampling_params(&args.sampling),
-        plausibility: args.sampling.plausibility,
-        session: session_options(&args.run)?,
-    };
-    settings.sampling.validate()?;
+    let settings = settings(args.max_tokens, &[], &args.sampling, &args.run)?;
     if args.max_tokens < 2 {
         bail!("--max-tokens must be at least 2 for a speed measurement");
     }

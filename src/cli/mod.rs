@@ -5,6 +5,7 @@ mod bench;
 mod generate;
 mod info;
 mod sweep;
+mod wiring;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;

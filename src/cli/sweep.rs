@@ -1,9 +1,8 @@
 //! `mood sweep`: wires flags to [`mood::sweep`] and [`mood::plot`], and writes the files.
 
-use super::generate::{build_recipe, load_options, sampling_params, session_options};
+use super::wiring::{build_recipe, load_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
-use mood::decode::Settings;
 use mood::engine::Engine;
 use mood::{plot, sweep};
 use serde_json::Value;
@@ -24,14 +23,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         (None, None, None) => bail!("give the weights to sweep: --grid, --simplex or --list"),
     };
     let prompts = read_prompts(&args.input)?;
-    let settings = Settings {
-        max_tokens: args.max_tokens,
-        stops: Vec::new(),
-        sampling: sampling_params(&args.sampling),
-        plausibility: args.sampling.plausibility,
-        session: session_options(&args.run)?,
-    };
-    settings.sampling.validate()?;
+    let settings = settings(args.max_tokens, &[], &args.sampling, &args.run)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
