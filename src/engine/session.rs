@@ -252,6 +252,11 @@ impl Session {
     /// the lane held; afterwards [`Session::logits_in`] holds each member's next-token
     /// logits for the lane.
     pub fn prefill_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<()> {
+        self.check_prompts(lane, prompts)?;
+        self.load_lane(lane, prompts, false).map(|_| ())
+    }
+
+    fn check_prompts(&self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<()> {
         if lane >= self.lanes {
             bail!("lane {lane} of {}", self.lanes);
         }
@@ -270,15 +275,38 @@ impl Session {
                 );
             }
         }
-        self.run(|members, logits| Job::Prefill {
-            lane,
-            prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
-            logits,
-        })?;
+        Ok(())
+    }
+
+    /// Like [`Session::prefill_lane`], but keeps whatever start of each prompt the lane
+    /// already holds and decodes only the rest (a conversation's next turn). Returns the
+    /// fewest tokens any member reused. Logits can differ from a fresh prefill by llama.cpp's
+    /// batch-split noise.
+    pub fn continue_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<usize> {
+        self.check_prompts(lane, prompts)?;
+        self.load_lane(lane, prompts, true)
+    }
+
+    fn load_lane(
+        &mut self,
+        lane: usize,
+        prompts: &[Vec<LlamaToken>],
+        reuse: bool,
+    ) -> Result<usize> {
+        let mut reused = usize::MAX;
+        self.run_collect(
+            |members, logits| Job::Prefill {
+                lane,
+                prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
+                reuse,
+                logits,
+            },
+            |_, _, kept| reused = reused.min(kept.iter().copied().min().unwrap_or(0)),
+        )?;
         for (m, p) in prompts.iter().enumerate() {
             self.positions[m * self.lanes + lane] = p.len();
         }
-        Ok(())
+        Ok(if reused == usize::MAX { 0 } else { reused })
     }
 
     /// Feeds `token` to every member of lane 0 and fetches their next logits.
@@ -343,7 +371,7 @@ impl Session {
                     .collect(),
                 logits,
             },
-            |members, worker_scores| {
+            |members, worker_scores, _| {
                 for (&m, &s) in members.iter().zip(worker_scores) {
                     scores[m] = s;
                 }
@@ -367,14 +395,15 @@ impl Session {
 
     /// Sends one job to every worker, then waits for all of them.
     fn run(&mut self, make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job) -> Result<()> {
-        self.run_collect(make, |_, _| {})
+        self.run_collect(make, |_, _, _| {})
     }
 
-    /// As [`Session::run`], handing each worker's scores (with its members) to `collect`.
+    /// As [`Session::run`], handing each worker's members, scores and reused-token counts to
+    /// `collect`.
     fn run_collect(
         &mut self,
         make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job,
-        mut collect: impl FnMut(&[usize], &[f64]),
+        mut collect: impl FnMut(&[usize], &[f64], &[usize]),
     ) -> Result<()> {
         for worker in &mut self.workers {
             let logits = std::mem::take(&mut worker.logits);
@@ -389,7 +418,7 @@ impl Session {
             match worker.replies.recv() {
                 Ok(reply) => {
                     worker.logits = reply.logits;
-                    collect(&worker.members, &reply.scores);
+                    collect(&worker.members, &reply.scores, &reply.reused);
                     if let Err(e) = reply.result {
                         first_error.get_or_insert(e);
                     }

@@ -27,8 +27,10 @@ static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 pub(super) type Lora = (Arc<Mutex<LlamaLoraAdapter>>, f32);
 
 pub(super) enum Job {
-    /// Decode each member's prompt in lane `lane` (its earlier tokens are dropped).
-    Prefill { lane: usize, prompts: Vec<Vec<LlamaToken>>, logits: Vec<Vec<f32>> },
+    /// Make each member's cache in lane `lane` hold exactly its prompt and fetch the next
+    /// logits. With `reuse`, the part of the prompt already cached is kept (only the rest is
+    /// decoded); without, the lane starts from scratch (the same numbers as a fresh context).
+    Prefill { lane: usize, prompts: Vec<Vec<LlamaToken>>, reuse: bool, logits: Vec<Vec<f32>> },
     /// Feed each lane its token (`None`: the lane sits out this step).
     Step { tokens: Vec<Option<LlamaToken>>, logits: Vec<Vec<f32>> },
     /// Log-likelihood of each member's (prompt, continuation) in lane 0; clears the caches.
@@ -39,6 +41,8 @@ pub(super) struct Reply {
     /// One buffer per (member slot, lane): index `slot · lanes + lane`.
     pub logits: Vec<Vec<f32>>,
     pub scores: Vec<f64>,
+    /// For a prefill: how many prompt tokens each member found already cached.
+    pub reused: Vec<usize>,
     pub result: Result<(), String>,
 }
 
@@ -77,19 +81,19 @@ pub(super) fn run(
     let lanes = plan.lanes;
     while let Ok(job) = jobs.recv() {
         let mut scores = Vec::new();
+        let mut reused = Vec::new();
         let mut result = Ok(());
         let mut slot = 0;
         let logits = match job {
-            Job::Prefill { lane, prompts, mut logits } => {
+            Job::Prefill { lane, prompts, reuse, mut logits } => {
                 for g in &mut groups {
                     let n = g.members;
-                    result = prefill(
-                        g,
-                        &mut batch,
-                        lane,
-                        &prompts[slot..slot + n],
-                        &mut logits[slot * lanes..],
-                    );
+                    let prompts = &prompts[slot..slot + n];
+                    let out = &mut logits[slot * lanes..];
+                    match prefill(g, &mut batch, lane, prompts, reuse, out) {
+                        Ok(kept) => reused.extend(kept),
+                        Err(e) => result = Err(e),
+                    }
                     slot += n;
                     if result.is_err() {
                         break;
@@ -126,18 +130,18 @@ pub(super) fn run(
                 logits
             }
         };
-        if replies.send(Reply { logits, scores, result }).is_err() {
+        if replies.send(Reply { logits, scores, reused, result }).is_err() {
             return;
         }
     }
 }
 
-/// A context and, for each of its sequences, the number of tokens in its KV cache.
+/// A context and, for each of its sequences, the tokens in its KV cache.
 struct GroupContext<'m> {
     ctx: LlamaContext<'m>,
     members: usize,
     lanes: usize,
-    positions: Vec<usize>,
+    history: Vec<Vec<LlamaToken>>,
 }
 
 fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
@@ -170,31 +174,52 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 ctx.lora_adapter_set(&mut adapter, *scale)
                     .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
             }
-            Ok(GroupContext { ctx, members, lanes: plan.lanes, positions: vec![0; seqs] })
+            Ok(GroupContext { ctx, members, lanes: plan.lanes, history: vec![Vec::new(); seqs] })
         })
         .collect()
 }
 
-/// Decodes the members' prompts in `lane`, packed into batches of up to PREFILL_CHUNK
-/// tokens, and copies each member's last-token logits into `out[j · lanes + lane]`.
+/// Makes the members' caches in `lane` hold their prompts (keeping a cached prefix when
+/// `reuse`), decoding the rest packed into batches of up to PREFILL_CHUNK tokens; copies each
+/// member's last-token logits into `out[j · lanes + lane]`. Returns the tokens reused per
+/// member.
 fn prefill(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
     lane: usize,
     prompts: &[Vec<LlamaToken>],
+    reuse: bool,
     out: &mut [Vec<f32>],
-) -> Result<(), String> {
+) -> Result<Vec<usize>, String> {
     let lanes = g.lanes;
-    for j in 0..g.members {
-        let seq = (j * lanes + lane) as u32;
-        g.ctx.clear_kv_cache_seq(Some(seq), None, None).map_err(|e| e.to_string())?;
+    let mut kept = Vec::with_capacity(prompts.len());
+    for (j, prompt) in prompts.iter().enumerate() {
+        let seq = j * lanes + lane;
+        let history = &mut g.history[seq];
+        // Keep the common prefix, but decode at least the last token for its logits.
+        let mut keep = if reuse {
+            history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
+        } else {
+            0
+        };
+        let removed = g
+            .ctx
+            .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+            .map_err(|e| e.to_string())?;
+        if !removed {
+            // The cache cannot drop just the tail (e.g. a sliding-window layer): start over.
+            g.ctx.clear_kv_cache_seq(Some(seq as u32), None, None).map_err(|e| e.to_string())?;
+            keep = 0;
+        }
+        history.truncate(keep);
+        kept.push(keep);
     }
     // (output buffer, batch index) of last tokens in the pending batch.
     let mut wanted: Vec<(usize, i32)> = Vec::new();
     batch.clear();
     for (j, prompt) in prompts.iter().enumerate() {
         let seq = j * lanes + lane;
-        for (i, &t) in prompt.iter().enumerate() {
+        for (i, &t) in prompt.iter().enumerate().skip(kept[j]) {
             let last = i + 1 == prompt.len();
             if last {
                 wanted.push((seq, batch.n_tokens()));
@@ -204,12 +229,12 @@ fn prefill(
                 decode_and_copy(g, batch, &mut wanted, out)?;
             }
         }
-        g.positions[seq] = prompt.len();
+        g.history[seq] = prompt.clone();
     }
     if batch.n_tokens() > 0 {
         decode_and_copy(g, batch, &mut wanted, out)?;
     }
-    Ok(())
+    Ok(kept)
 }
 
 fn decode_and_copy(
@@ -243,10 +268,9 @@ fn step(
             let Some(token) = *token else { continue };
             let seq = j * g.lanes + l;
             wanted.push((seq, batch.n_tokens()));
-            batch
-                .add(token, g.positions[seq] as i32, &[seq as i32], true)
-                .map_err(|e| e.to_string())?;
-            g.positions[seq] += 1;
+            let pos = g.history[seq].len() as i32;
+            batch.add(token, pos, &[seq as i32], true).map_err(|e| e.to_string())?;
+            g.history[seq].push(token);
         }
     }
     if wanted.is_empty() {
@@ -265,7 +289,7 @@ fn score(
     cont: &[LlamaToken],
 ) -> Result<f64, String> {
     g.ctx.clear_kv_cache();
-    g.positions.iter_mut().for_each(|p| *p = 0);
+    g.history.iter_mut().for_each(Vec::clear);
     let all: Vec<LlamaToken> = prompt.iter().chain(cont).copied().collect();
     let first_predicting = prompt.len() - 1;
     let mut total = 0.0;
