@@ -32,6 +32,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` was reached or the context is full.
     Length,
+    /// The user stopped it (Ctrl-C in `mood chat`).
+    Cancelled,
 }
 
 /// Wall-clock times of one generation.
@@ -126,6 +128,23 @@ impl<'e> Stream<'e> {
         if prompt.trim().is_empty() {
             bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
         }
+        let prompts: Vec<Vec<LlamaToken>> = engine
+            .policies()
+            .iter()
+            .enumerate()
+            .map(|(p, policy)| engine.tokenize(p, &format!("{}{}", policy.prefix, prompt)))
+            .collect();
+        Self::with_prompts(engine, recipe, settings, prompts)
+    }
+
+    /// As [`Stream::new`], with every policy's prompt already tokenized (a chat rendered
+    /// with each policy's template).
+    pub fn with_prompts(
+        engine: &'e Engine,
+        recipe: &Recipe,
+        settings: &Settings,
+        prompts: Vec<Vec<LlamaToken>>,
+    ) -> Result<Self> {
         if settings.max_tokens == 0 {
             bail!("--max-tokens must be at least 1");
         }
@@ -137,12 +156,6 @@ impl<'e> Stream<'e> {
             settings.plausibility,
         )?;
         let members = engine_members(recipe, combiner.terms());
-        let prompts: Vec<Vec<LlamaToken>> = engine
-            .policies()
-            .iter()
-            .enumerate()
-            .map(|(p, policy)| engine.tokenize(p, &format!("{}{}", policy.prefix, prompt)))
-            .collect();
         let n_ctx = settings.session.ctx_size as usize;
         for &m in &members {
             if prompts[m].len() >= n_ctx {
@@ -231,6 +244,14 @@ impl<'e> Stream<'e> {
                 None
             }
             None => Some(token),
+        }
+    }
+
+    /// Ends the generation early (the user stopped it).
+    pub fn cancel(&mut self, on_text: &mut dyn FnMut(&str)) {
+        if self.finish.is_none() {
+            self.finish = Some(FinishReason::Cancelled);
+            on_text(&self.text.finish());
         }
     }
 

@@ -7,10 +7,11 @@
 //! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
 //! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files,
 //! several prompts at once through [`parallel`]; [`sweep`] and [`plot`] trace Pareto fronts
-//! over the weights.
+//! over the weights; [`chat`] holds a conversation.
 
 pub mod batch;
 pub mod bench;
+pub mod chat;
 pub mod combine;
 pub mod decode;
 pub mod divergence;

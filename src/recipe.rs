@@ -23,6 +23,12 @@ pub struct Policy {
     pub lora: Option<(PathBuf, f32)>,
     /// Layers of the model to offload to the GPU; `None` takes the command line's value.
     pub n_gpu_layers: Option<u32>,
+    /// Chat template for `mood chat` and the server: `none` (a plain transcript), `model`
+    /// (the GGUF's own) or a llama.cpp built-in name (`gemma`, `chatml`, `llama3`, …);
+    /// `None` takes the command line's value.
+    pub template: Option<String>,
+    /// System prompt of this policy in chat form.
+    pub system: Option<String>,
 }
 
 /// A set of policies with weights: what `mood` decodes with.
@@ -53,6 +59,8 @@ struct ReferenceEntry {
     lora: Option<PathBuf>,
     lora_scale: Option<f32>,
     n_gpu_layers: Option<u32>,
+    template: Option<String>,
+    system: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +74,8 @@ struct ExpertEntry {
     lora: Option<PathBuf>,
     lora_scale: Option<f32>,
     n_gpu_layers: Option<u32>,
+    template: Option<String>,
+    system: Option<String>,
 }
 
 /// The LoRA setting of an entry: `lora_scale` without `lora` is an error.
@@ -112,6 +122,8 @@ impl Recipe {
                 model: resolve(&r.model),
                 prefix: r.prefix,
                 n_gpu_layers: r.n_gpu_layers,
+                template: r.template,
+                system: r.system,
             }),
             None => None,
         };
@@ -140,6 +152,8 @@ impl Recipe {
                     model: resolve(&e.model),
                     prefix: e.prefix,
                     n_gpu_layers: e.n_gpu_layers,
+                    template: e.template,
+                    system: e.system,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -2,6 +2,7 @@
 
 mod batch;
 mod bench;
+mod chat;
 mod generate;
 mod info;
 mod sweep;
@@ -39,6 +40,40 @@ pub enum Command {
     /// Decode a prompt set at every weight vector of a grid, score the outputs with the
     /// experts' implicit rewards, and write a table and a Pareto-front plot (PNG and SVG).
     Sweep(SweepArgs),
+    /// Chat with the steered model in the terminal (or through a pipe): replies stream, the
+    /// conversation is kept, and /weights, /divergence, /temperature, /reset, /save, /help
+    /// change it between turns.
+    Chat(ChatArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// Chat template for policies that set none: none (a plain "User:/Assistant:"
+    /// transcript, for base models), model (the GGUF's own), or a llama.cpp built-in name
+    /// (gemma, chatml, llama3, …).
+    #[arg(long, default_value = "none", value_name = "NAME")]
+    pub template: String,
+
+    /// System prompt for policies that set none.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// Generated-token limit per reply.
+    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+
+    /// Stop a reply when this string appears (repeatable).
+    #[arg(long, value_name = "STRING")]
+    pub stop: Vec<String>,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -367,5 +402,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(args) => batch::run_batch(args),
         Command::Score(args) => batch::run_score(args),
         Command::Sweep(args) => sweep::run(args),
+        Command::Chat(args) => chat::run(args),
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! It knows nothing of the command line or of how distributions are combined.
 
+pub mod chat;
 pub mod info;
 mod session;
 pub mod vocab;

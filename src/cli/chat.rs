@@ -1,0 +1,82 @@
+//! `mood chat`: a read-eval-print loop over [`mood::chat::Chat`]. Replies stream to stdout;
+//! prompts, command answers and per-reply figures go to stderr.
+
+use super::wiring::{build_recipe, load_options, settings};
+use super::ChatArgs;
+use anyhow::{Context, Result};
+use mood::chat::{Chat, Input, HELP};
+use mood::engine::Engine;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub fn run(args: ChatArgs) -> Result<()> {
+    let mut recipe = build_recipe(&args.policies)?;
+    if let Some(system) = &args.system {
+        for p in recipe.reference.iter_mut().chain(recipe.experts.iter_mut()) {
+            p.system.get_or_insert_with(|| system.clone());
+        }
+    }
+    let settings = settings(args.max_tokens, &args.stop, &args.sampling, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let mut chat = Chat::new(&engine, recipe, settings, &args.template)?;
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("mood chat — {HELP}");
+    }
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock();
+    let mut line = String::new();
+    loop {
+        if interactive {
+            eprint!("> ");
+        }
+        line.clear();
+        if lines.read_line(&mut line).context("cannot read standard input")? == 0 {
+            break; // Ctrl-D or end of the pipe
+        }
+        let input = match Input::parse(&line) {
+            Ok(Some(input)) => input,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("mood: {e:#}");
+                continue;
+            }
+        };
+        match input {
+            Input::Message(text) => {
+                let mut out = std::io::stdout().lock();
+                let mut print = |s: &str| {
+                    let _ = out.write_all(s.as_bytes());
+                    let _ = out.flush();
+                };
+                match chat.reply(&text, &mut print, &cancel) {
+                    Ok(r) => {
+                        let _ = writeln!(out);
+                        let g = &r.generation;
+                        eprintln!(
+                            "[{} tokens, {:.1} tok/s, {:?}, {} prompt tokens reused]",
+                            g.tokens.len(),
+                            g.timings.tokens_per_second,
+                            g.finish_reason,
+                            r.reused_tokens
+                        );
+                    }
+                    Err(e) => eprintln!("mood: {e:#}"),
+                }
+            }
+            command => match chat.command(command) {
+                Ok(msg) => eprintln!("{msg}"),
+                Err(e) => eprintln!("mood: {e:#}"),
+            },
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `mood chat` driven through a pipe: turns, a weights change between them, history kept
+//! (with the caches reused), commands, templates.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn chat(args: &[&str], input: &str) -> (String, String, Option<i32>) {
+    let demo = demo_recipe();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args(["chat", "-r", demo.to_str().unwrap(), "-n", "24"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code())
+}
+
+#[test]
+fn two_turns_with_a_weights_change_keep_the_history() {
+    let dir = std::env::temp_dir().join(format!("mood-chat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("conversation.json");
+    let input = format!(
+        "My name is Alice and I live in Paris.\n/weights 0.2,0.8\nWhat is my name?\n/frobnicate\n/save {}\n",
+        saved.display()
+    );
+    let (stdout, stderr, code) = chat(&[], &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("weights [0.2, 0.8]"), "{stderr}");
+    assert!(stderr.contains("unknown command /frobnicate"), "a bad command is answered: {stderr}");
+    // One figures line per reply; the second turn found the first one's tokens cached.
+    let reused: Vec<usize> = stderr
+        .lines()
+        .filter_map(|l| l.split(", ").find(|p| p.ends_with("prompt tokens reused]")))
+        .map(|p| p.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(reused.len(), 2, "{stderr}");
+    assert_eq!(reused[0], 0);
+    assert!(reused[1] > 20, "the second turn reused only {} tokens", reused[1]);
+
+    let conv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let msgs = conv["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 4);
+    assert_eq!(msgs[0]["content"], "My name is Alice and I live in Paris.");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(conv["weights"], serde_json::json!([0.2, 0.8]));
+    // Both replies reached stdout, in order.
+    let first = msgs[1]["content"].as_str().unwrap();
+    let second = msgs[3]["content"].as_str().unwrap();
+    let at = |s: &str| stdout.find(s).unwrap_or_else(|| panic!("{s:?} not in {stdout:?}"));
+    assert!(at(first) < at(second));
+}
+
+#[test]
+fn chat_templates_and_their_errors() {
+    let (stdout, stderr, code) = chat(&["--template", "gemma", "--system", "Be brief."], "Hello there.\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.trim().is_empty());
+    let (_, stderr, code) = chat(&["--template", "nosuch"], "Hello\n");
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("nosuch") && stderr.lines().count() == 1, "{stderr}");
+    let m = default_model();
+    let (_, stderr, code) = chat(&["--template", "model"], "Hello\n");
+    assert_eq!(code, Some(1), "the default model has no template of its own");
+    assert!(stderr.contains(m.file_name().unwrap().to_str().unwrap()), "{stderr}");
+}
