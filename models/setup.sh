@@ -4,7 +4,7 @@
 #   2. the default model (models/fetch-default.sh),
 #   3. the small test models in models/fixtures/ (models/make-fixtures.py, needs PyPI `gguf`),
 #   4. a random test LoRA adapter for the default model (models/make-lora.py),
-#   5. PyPI `mpmath`, for the tests' high-precision reference (tests/highprec.py).
+#   5. PyPI `mpmath` and `openai`, for the tests (tests/highprec.py, tests/openai_client.py).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -29,6 +29,10 @@ fi
 if ! python3 -c "import mpmath" 2>/dev/null; then
     echo "setup: installing the mpmath Python package (high-precision test reference)"
     python3 -m pip install --quiet --disable-pip-version-check "mpmath>=1.2,<2"
+fi
+if ! python3 -c "import openai" 2>/dev/null; then
+    echo "setup: installing the openai Python package (client compatibility test)"
+    python3 -m pip install --quiet --disable-pip-version-check "openai>=1.0,<3"
 fi
 python3 "$here/make-fixtures.py" "$here/fixtures"
 python3 "$here/make-lora.py" "$here/gemma-3-270m-q4_k_m.gguf" "$here/fixtures/test-lora.gguf"

@@ -7,7 +7,8 @@
 //! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
 //! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files,
 //! several prompts at once through [`parallel`]; [`sweep`] and [`plot`] trace Pareto fronts
-//! over the weights; [`chat`] holds a conversation.
+//! over the weights; [`chat`] holds a conversation; [`server`] serves
+//! an OpenAI-compatible API.
 
 pub mod batch;
 pub mod bench;
@@ -21,5 +22,6 @@ pub mod plot;
 pub mod recipe;
 pub mod sample;
 pub mod score;
+pub mod server;
 pub mod sweep;
 pub mod text;

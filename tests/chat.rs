@@ -19,7 +19,11 @@ fn chat(args: &[&str], input: &str) -> (String, String, Option<i32>) {
         .unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code())
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.code(),
+    )
 }
 
 #[test]
@@ -45,7 +49,8 @@ fn two_turns_with_a_weights_change_keep_the_history() {
     assert_eq!(reused[0], 0);
     assert!(reused[1] > 20, "the second turn reused only {} tokens", reused[1]);
 
-    let conv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let conv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
     let msgs = conv["messages"].as_array().unwrap();
     assert_eq!(msgs.len(), 4);
     assert_eq!(msgs[0]["content"], "My name is Alice and I live in Paris.");
@@ -60,7 +65,8 @@ fn two_turns_with_a_weights_change_keep_the_history() {
 
 #[test]
 fn chat_templates_and_their_errors() {
-    let (stdout, stderr, code) = chat(&["--template", "gemma", "--system", "Be brief."], "Hello there.\n");
+    let (stdout, stderr, code) =
+        chat(&["--template", "gemma", "--system", "Be brief."], "Hello there.\n");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stdout.trim().is_empty());
     let (_, stderr, code) = chat(&["--template", "nosuch"], "Hello\n");

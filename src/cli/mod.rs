@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod generate;
 mod info;
+mod serve;
 mod sweep;
 mod wiring;
 
@@ -44,6 +45,50 @@ pub enum Command {
     /// conversation is kept, and /weights, /divergence, /temperature, /reset, /save, /help
     /// change it between turns.
     Chat(ChatArgs),
+    /// Serve an OpenAI-compatible HTTP API (chat and text completions, streaming or not)
+    /// where each request may set its own weights and divergence.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub policies: PolicyArgs,
+
+    /// Address to listen on (loopback by default; 0.0.0.0 opens it to the network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0 = any free port; the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Requests decoded at once; more wait in a queue.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+
+    /// Require "Authorization: Bearer KEY" on every request.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+
+    /// Chat template for policies that set none: none (a plain transcript, for base
+    /// models), model (the GGUF's own), or a llama.cpp built-in name.
+    #[arg(long, default_value = "none", value_name = "NAME")]
+    pub template: String,
+
+    /// Default generated-token limit (requests set max_tokens).
+    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    pub max_tokens: usize,
+
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 #[derive(Args, Debug)]
@@ -403,5 +448,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Score(args) => batch::run_score(args),
         Command::Sweep(args) => sweep::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

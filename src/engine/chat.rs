@@ -28,10 +28,22 @@ impl Engine {
         messages: &[Message],
         default_template: &str,
     ) -> Result<String> {
+        let system = self.policies()[p].system.clone();
+        self.render_chat_with(p, messages, default_template, system.as_deref())
+    }
+
+    /// As [`Engine::render_chat`] with an explicit system prompt (`None`: none).
+    pub fn render_chat_with(
+        &self,
+        p: usize,
+        messages: &[Message],
+        default_template: &str,
+        system: Option<&str>,
+    ) -> Result<String> {
         let policy = &self.policies()[p];
         let template = policy.template.as_deref().unwrap_or(default_template);
         let body = match template {
-            "none" => transcript(policy.system.as_deref(), messages),
+            "none" => transcript(system, messages),
             name => {
                 let tmpl = if name == "model" {
                     self.model(p).chat_template(None).map_err(|_| {
@@ -46,7 +58,7 @@ impl Engine {
                         .map_err(|_| anyhow!("bad chat template name '{name}'"))?
                 };
                 let mut chat = Vec::with_capacity(messages.len() + 1);
-                if let Some(system) = &policy.system {
+                if let Some(system) = system {
                     chat.push(message("system", system)?);
                 }
                 for m in messages {

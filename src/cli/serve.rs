@@ -1,0 +1,36 @@
+//! `mood serve`: wires flags to [`mood::server`].
+
+use super::wiring::{build_recipe, load_options, settings};
+use super::ServeArgs;
+use anyhow::Result;
+use mood::chat::Chat;
+use mood::engine::Engine;
+use mood::server::{self, Config};
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let recipe = build_recipe(&args.policies)?;
+    let settings = settings(args.max_tokens, &[], &args.sampling, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies, load_options(&args.run))?;
+    // Checks every policy's chat template before listening.
+    Chat::new(&engine, recipe.clone(), settings.clone(), &args.template)?;
+    let model_name = args
+        .policies
+        .recipe
+        .as_ref()
+        .or(args.policies.model.as_ref())
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()));
+    let config = Config {
+        host: args.host.clone(),
+        port: args.port,
+        parallel: usize::from(args.parallel),
+        api_key: args.api_key.clone(),
+        max_body_bytes: args.max_body_bytes,
+        template: args.template.clone(),
+        model_name,
+    };
+    server::serve(engine, recipe, settings, config, &mut |addr| {
+        eprintln!("mood serve: listening on http://{addr} (Ctrl-C or SIGTERM stops)");
+    })
+}
