@@ -77,3 +77,43 @@ fn chat_templates_and_their_errors() {
     assert_eq!(code, Some(1), "the default model has no template of its own");
     assert!(stderr.contains(m.file_name().unwrap().to_str().unwrap()), "{stderr}");
 }
+
+#[test]
+fn ctrl_c_stops_the_reply_not_the_program() {
+    let demo = demo_recipe();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args([
+            "chat",
+            "-r",
+            demo.to_str().unwrap(),
+            "-n",
+            "2000",
+            "--stop",
+            "@@never@@",
+            "-c",
+            "4096",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Tell me a very long story about the sea.\n").unwrap();
+    stdin.flush().unwrap();
+    // Wait until the reply is streaming, then interrupt it.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    let n = std::io::Read::read(&mut stdout, &mut first).unwrap();
+    assert!(n > 0, "the reply started");
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    // The program is still there: a second turn is answered, then end of input exits.
+    stdin.write_all(b"/weights 1,0\nAnd now?\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Cancelled"), "the first reply was cut: {stderr}");
+    assert_eq!(stderr.matches("prompt tokens reused]").count(), 2, "{stderr}");
+}

@@ -297,3 +297,21 @@ fn the_official_openai_python_client_works() {
     );
     assert!(stdout.contains("openai client: all checks passed"), "{stdout}");
 }
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut server = start(&[]);
+    let (status, _) = http(&server.addr, "GET", "/health", None, Some(KEY));
+    assert_eq!(status, 200);
+    let ok = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}
