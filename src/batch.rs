@@ -67,7 +67,7 @@ pub fn parse_line(
             d.as_str().ok_or_else(|| anyhow!("'divergence' must be a string"))?.parse()?;
     }
     if let Some(w) = obj.get("weights") {
-        recipe.set_weights(weights_of(w, &recipe)?)?;
+        recipe.set_weights(recipe.weights_from_json(w)?)?;
     }
     recipe.apply_weight_rules(normalize)?;
     let mut settings = defaults.clone();
@@ -120,26 +120,6 @@ pub fn parse_line(
     }
     settings.sampling.validate().map_err(|e| anyhow!("{}", e.to_string().replace("--", "")))?;
     Ok(Request { id, prompt, recipe, settings })
-}
-
-/// `weights` as an array (one per expert) or an object by expert name (others keep their
-/// recipe weight).
-fn weights_of(v: &Value, recipe: &Recipe) -> Result<Vec<f64>> {
-    let number = |x: &Value| x.as_f64().ok_or_else(|| anyhow!("weights must be numbers"));
-    match v {
-        Value::Array(a) => a.iter().map(number).collect(),
-        Value::Object(m) => {
-            let mut w = recipe.weights.clone();
-            for (name, x) in m {
-                let i = recipe.experts.iter().position(|e| &e.name == name).ok_or_else(|| {
-                    anyhow!("'weights' names '{name}', which is not an expert of the recipe")
-                })?;
-                w[i] = number(x)?;
-            }
-            Ok(w)
-        }
-        _ => bail!("'weights' must be an array or an object by expert name"),
-    }
 }
 
 /// The output object of one generation: what `generate --json` prints, plus `id`, `line`

@@ -221,6 +221,30 @@ impl Recipe {
         self.check()
     }
 
+    /// Weights from JSON: an array (one per expert), or an object by expert name (experts it
+    /// does not name keep their weight).
+    pub fn weights_from_json(&self, v: &serde_json::Value) -> Result<Vec<f64>> {
+        use serde_json::Value;
+        let number =
+            |x: &Value| x.as_f64().ok_or_else(|| anyhow::anyhow!("weights must be numbers"));
+        match v {
+            Value::Array(a) => a.iter().map(number).collect(),
+            Value::Object(m) => {
+                let mut w = self.weights.clone();
+                for (name, x) in m {
+                    let i = self.experts.iter().position(|e| &e.name == name).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "weights names '{name}', which is not an expert of the recipe"
+                        )
+                    })?;
+                    w[i] = number(x)?;
+                }
+                Ok(w)
+            }
+            _ => bail!("weights must be an array or an object by expert name"),
+        }
+    }
+
     /// Applies the divergence's weight rules (see [`Divergence::check_weights`]); with
     /// `normalize`, non-negative weights are rescaled to sum to 1.
     pub fn apply_weight_rules(&mut self, normalize: bool) -> Result<()> {

@@ -129,7 +129,9 @@ pub fn parse(
             .map_err(|e: anyhow::Error| ApiError::invalid(e.to_string(), Some("divergence")))?;
     }
     if let Some(w) = obj.get("weights") {
-        let weights = weights_of(w, &recipe)?;
+        let weights = recipe
+            .weights_from_json(w)
+            .map_err(|e| ApiError::invalid(e.to_string(), Some("weights")))?;
         recipe
             .set_weights(weights)
             .map_err(|e| ApiError::invalid(e.to_string().replace("--", ""), Some("weights")))?;
@@ -264,32 +266,6 @@ fn uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
             ApiError::invalid(format!("{key} must be a whole number ≥ 0"), Some(key))
         }),
-    }
-}
-
-fn weights_of(v: &Value, recipe: &Recipe) -> Result<Vec<f64>, ApiError> {
-    let bad = || {
-        ApiError::invalid(
-            "weights must be an array of numbers or an object by expert name",
-            Some("weights"),
-        )
-    };
-    match v {
-        Value::Array(a) => a.iter().map(|x| x.as_f64().ok_or_else(bad)).collect(),
-        Value::Object(m) => {
-            let mut w = recipe.weights.clone();
-            for (name, x) in m {
-                let i = recipe.experts.iter().position(|e| &e.name == name).ok_or_else(|| {
-                    ApiError::invalid(
-                        format!("weights names '{name}', which is not an expert"),
-                        Some("weights"),
-                    )
-                })?;
-                w[i] = x.as_f64().ok_or_else(bad)?;
-            }
-            Ok(w)
-        }
-        _ => Err(bad()),
     }
 }
 
