@@ -165,6 +165,22 @@ fn completions_stream_and_weights() {
         "--json",
     ]);
     assert_eq!(poet, g["text"].as_str().unwrap());
+    // Weights that need the reference grow the running policies; the result is still MOD's.
+    let with_ref =
+        completion_text(a, json!({"prompt": "The ocean", "max_tokens": 10, "weights": [0.6, 0.6]}));
+    let g = mood_json(&[
+        "generate",
+        "-r",
+        demo.to_str().unwrap(),
+        "-w",
+        "0.6,0.6",
+        "-p",
+        "The ocean",
+        "-n",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(with_ref, g["text"].as_str().unwrap());
 
     // Chat completions, plain and streamed.
     let chat = json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}], "max_tokens": 8});

@@ -68,6 +68,14 @@ pub fn serve(
     ready: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let engine = Arc::new(engine);
+    // Start with the policies the recipe's own weights need.
+    let combiner = crate::combine::Combiner::new(
+        recipe.divergence,
+        &recipe.weights,
+        recipe.reference.is_some(),
+        settings.plausibility,
+    )?;
+    let initial = crate::decode::engine_members(&recipe, combiner.terms());
     let (tx, rx) = std::sync::mpsc::channel();
     let decoder = {
         let engine = Arc::clone(&engine);
@@ -75,7 +83,7 @@ pub fn serve(
         let lanes = config.parallel.max(1);
         std::thread::Builder::new()
             .name("mood-decoder".into())
-            .spawn(move || scheduler::run(&engine, lanes, &settings, rx))
+            .spawn(move || scheduler::run(&engine, lanes, &settings, initial, rx))
             .context("cannot start the decoding thread")?
     };
     let shared = Arc::new(Shared {
