@@ -142,6 +142,8 @@ struct GroupContext<'m> {
     members: usize,
     lanes: usize,
     history: Vec<Vec<LlamaToken>>,
+    /// Scratch: (output buffer, batch index) of the logits a step reads.
+    wanted: Vec<(usize, i32)>,
 }
 
 fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
@@ -174,7 +176,13 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 ctx.lora_adapter_set(&mut adapter, *scale)
                     .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
             }
-            Ok(GroupContext { ctx, members, lanes: plan.lanes, history: vec![Vec::new(); seqs] })
+            Ok(GroupContext {
+                ctx,
+                members,
+                lanes: plan.lanes,
+                history: vec![Vec::new(); seqs],
+                wanted: Vec::with_capacity(seqs),
+            })
         })
         .collect()
 }
@@ -262,7 +270,9 @@ fn step(
     out: &mut [Vec<f32>],
 ) -> Result<(), String> {
     batch.clear();
-    let mut wanted = Vec::new();
+    // The list of logits to copy is reused from step to step: no allocation per step.
+    let mut wanted = std::mem::take(&mut g.wanted);
+    wanted.clear();
     for j in 0..g.members {
         for (l, token) in tokens.iter().enumerate() {
             let Some(token) = *token else { continue };
@@ -273,10 +283,10 @@ fn step(
             g.history[seq].push(token);
         }
     }
-    if wanted.is_empty() {
-        return Ok(());
-    }
-    decode_and_copy(g, batch, &mut wanted, out)
+    let result =
+        if wanted.is_empty() { Ok(()) } else { decode_and_copy(g, batch, &mut wanted, out) };
+    g.wanted = wanted;
+    result
 }
 
 /// Log-likelihood of `cont` after `prompt` in sequence `seq`: one pass over both (in
