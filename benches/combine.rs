@@ -5,7 +5,7 @@
 //! are): a shared base plus noise of their own and a few boosted tokens of their own.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use mood::combine::{logsumexp, Combiner, Role, DEFAULT_PLAUSIBILITY};
+use mood::combine::{logsumexp, Combiner, DEFAULT_PLAUSIBILITY};
 use mood::divergence::Divergence;
 use mood::sample::{Rng, Sampler, SamplingParams};
 
@@ -51,14 +51,8 @@ fn bench_combine(c: &mut Criterion) {
             for m in [1usize, 2, 4] {
                 let w = vec![1.0 / m as f64; m];
                 let mut comb = Combiner::new(div, &w, true, DEFAULT_PLAUSIBILITY).unwrap();
-                let inputs: Vec<&[f32]> = comb
-                    .terms()
-                    .iter()
-                    .map(|(r, _)| match r {
-                        Role::Reference => &policies[0][..],
-                        Role::Expert(i) => &policies[1 + i][..],
-                    })
-                    .collect();
+                let inputs: Vec<&[f32]> =
+                    comb.terms().iter().map(|(r, _)| &policies[r.index(true)][..]).collect();
                 group.bench_with_input(BenchmarkId::new(div.name(), m), &m, |b, _| {
                     b.iter(|| comb.combine(black_box(&inputs), greedy, &mut out))
                 });
@@ -71,14 +65,8 @@ fn bench_combine(c: &mut Criterion) {
     group.sample_size(10);
     for div in divergences {
         let mut comb = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
-        let inputs: Vec<&[f32]> = comb
-            .terms()
-            .iter()
-            .map(|(r, _)| match r {
-                Role::Reference => &policies[0][..],
-                Role::Expert(i) => &policies[1 + i][..],
-            })
-            .collect();
+        let inputs: Vec<&[f32]> =
+            comb.terms().iter().map(|(r, _)| &policies[r.index(true)][..]).collect();
         group.bench_function(div.name(), |b| {
             b.iter(|| comb.combine(black_box(&inputs), false, &mut out))
         });

@@ -286,12 +286,5 @@ impl<'e> Stream<'e> {
 /// Engine policy indices (reference first when present, then experts) of the combiner's
 /// terms.
 pub fn engine_members(recipe: &Recipe, terms: &[(Role, f64)]) -> Vec<usize> {
-    let offset = usize::from(recipe.reference.is_some());
-    terms
-        .iter()
-        .map(|(role, _)| match role {
-            Role::Reference => 0,
-            Role::Expert(i) => offset + i,
-        })
-        .collect()
+    terms.iter().map(|(role, _)| role.index(recipe.reference.is_some())).collect()
 }

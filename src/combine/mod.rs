@@ -39,6 +39,17 @@ pub enum Role {
     Expert(usize),
 }
 
+impl Role {
+    /// Index of the policy in a list that holds the reference first (when `has_reference`)
+    /// and then the experts in recipe order.
+    pub fn index(self, has_reference: bool) -> usize {
+        match self {
+            Role::Reference => 0,
+            Role::Expert(i) => usize::from(has_reference) + i,
+        }
+    }
+}
+
 /// Default plausibility threshold τ.
 pub const DEFAULT_PLAUSIBILITY: f64 = 1e-4;
 

@@ -15,6 +15,19 @@ const ALL: [Divergence; 7] = [
     Divergence::Jeffreys,
 ];
 
+/// A sampler that draws from the distribution as it is (no truncation, no penalty).
+fn plain_sampler(seed: u64) -> crate::sample::Sampler {
+    crate::sample::Sampler::new(crate::sample::SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        repeat_penalty: 1.0,
+        repeat_last_n: 0,
+        seed,
+    })
+}
+
 fn norm(l: &[f64]) -> Vec<f64> {
     let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let z = m + l.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
@@ -253,14 +266,8 @@ fn reverse_kl_greedy_is_the_argmax_of_the_exact_distribution() {
             .map(|_| random_logits(&mut rng, n, 20.0).iter().map(|&x| x as f32).collect())
             .collect();
         let mut c = Combiner::new(Divergence::ReverseKl, &w, true, 0.0).unwrap();
-        let inputs: Vec<&[f32]> = c
-            .terms()
-            .iter()
-            .map(|(r, _)| match r {
-                Role::Reference => &logits[0][..],
-                Role::Expert(i) => &logits[1 + i][..],
-            })
-            .collect();
+        let inputs: Vec<&[f32]> =
+            c.terms().iter().map(|(r, _)| &logits[r.index(true)][..]).collect();
         let mut out = vec![0f32; n];
         c.combine(&inputs, true, &mut out);
         let greedy = crate::sample::argmax(&out);
@@ -302,15 +309,7 @@ fn plausibility_keeps_pole_tokens_out_and_zero_keeps_them_in() {
         let mut out = vec![0f32; 50];
         c.combine(inputs, false, &mut out);
         assert_eq!(out[3], f32::NEG_INFINITY, "{div}: the pole token must be excluded");
-        let mut sampler = crate::sample::Sampler::new(crate::sample::SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 0,
-            seed: 1,
-        });
+        let mut sampler = plain_sampler(1);
         for _ in 0..2000 {
             assert_ne!(sampler.sample(&mut out.clone(), &[]), 3, "{div}");
         }
@@ -431,15 +430,7 @@ fn plausibility_zero_samples_the_exact_distribution() {
         let mut out = vec![0f32; 50];
         c.combine(&inputs[3 - k..], false, &mut out);
         let p = mod_probs(div, &w, &to64(&logits[0]), &[to64(&logits[1]), to64(&logits[2])]);
-        let mut sampler = crate::sample::Sampler::new(crate::sample::SamplingParams {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 0,
-            seed: 77,
-        });
+        let mut sampler = plain_sampler(77);
         let n = 40_000;
         let mut counts = vec![0usize; 50];
         for _ in 0..n {
