@@ -278,9 +278,10 @@ impl Session {
         Ok(())
     }
 
-    /// Like [`Session::prefill_lane`], but keeps whatever start of each prompt the lane
-    /// already holds and decodes only the rest (a conversation's next turn). Returns the
-    /// fewest tokens any member reused. Logits can differ from a fresh prefill by llama.cpp's
+    /// Like [`Session::prefill_lane`], but keeps the longest start of each prompt already
+    /// cached, in this lane (a conversation's next turn) or in another (a prefix or system
+    /// prompt that prompts share, copied), and decodes only the rest. Returns the fewest
+    /// tokens any member reused. Logits can differ from a fresh prefill by llama.cpp's
     /// batch-split noise.
     pub fn continue_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<usize> {
         self.check_prompts(lane, prompts)?;

@@ -28,8 +28,9 @@ pub(super) type Lora = (Arc<Mutex<LlamaLoraAdapter>>, f32);
 
 pub(super) enum Job {
     /// Make each member's cache in lane `lane` hold exactly its prompt and fetch the next
-    /// logits. With `reuse`, the part of the prompt already cached is kept (only the rest is
-    /// decoded); without, the lane starts from scratch (the same numbers as a fresh context).
+    /// logits. With `reuse`, the longest start of the prompt cached in any lane is kept (only
+    /// the rest is decoded); without, the lane starts from scratch (the same numbers as a
+    /// fresh context).
     Prefill { lane: usize, prompts: Vec<Vec<LlamaToken>>, reuse: bool, logits: Vec<Vec<f32>> },
     /// Feed each lane its token (`None`: the lane sits out this step).
     Step { tokens: Vec<Option<LlamaToken>>, logits: Vec<Vec<f32>> },
@@ -187,10 +188,10 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
         .collect()
 }
 
-/// Makes the members' caches in `lane` hold their prompts (keeping a cached prefix when
-/// `reuse`), decoding the rest packed into batches of up to PREFILL_CHUNK tokens; copies each
-/// member's last-token logits into `out[j · lanes + lane]`. Returns the tokens reused per
-/// member.
+/// Makes the members' caches in `lane` hold their prompts, decoding what is not cached packed
+/// into batches of up to PREFILL_CHUNK tokens; copies each member's last-token logits into
+/// `out[j · lanes + l]`. With `reuse`, each member keeps the longest start of its prompt that
+/// the context holds for it (see [`reuse_prefix`]). Returns the tokens reused per member.
 fn prefill(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
@@ -202,24 +203,12 @@ fn prefill(
     let lanes = g.lanes;
     let mut kept = Vec::with_capacity(prompts.len());
     for (j, prompt) in prompts.iter().enumerate() {
-        let seq = j * lanes + lane;
-        let history = &mut g.history[seq];
-        // Keep the common prefix, but decode at least the last token for its logits.
-        let mut keep = if reuse {
-            history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
+        let keep = if reuse {
+            reuse_prefix(g, j, lane, prompt)?
         } else {
+            clear_sequence(g, j * lanes + lane)?;
             0
         };
-        let removed = g
-            .ctx
-            .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
-            .map_err(|e| e.to_string())?;
-        if !removed {
-            // The cache cannot drop just the tail (e.g. a sliding-window layer): start over.
-            g.ctx.clear_kv_cache_seq(Some(seq as u32), None, None).map_err(|e| e.to_string())?;
-            keep = 0;
-        }
-        history.truncate(keep);
         kept.push(keep);
     }
     // (output buffer, batch index) of last tokens in the pending batch.
@@ -243,6 +232,62 @@ fn prefill(
         decode_and_copy(g, batch, &mut wanted, out)?;
     }
     Ok(kept)
+}
+
+/// Below this many more shared tokens, a prefix is decoded again rather than copied from
+/// another lane (a copy moves the lane's whole cache buffer).
+const MIN_COPIED_PREFIX: usize = 4;
+
+/// Leaves in member `j`'s sequence of `lane` the longest start of `prompt` that the context
+/// holds for member `j` in any lane: its own cache trimmed, or another lane's cache copied
+/// and trimmed (prompted experts and system prompts share their prefix across prompts). At
+/// least the last prompt token is left to decode, for its logits. Returns the tokens kept
+/// (0: the sequence was cleared).
+fn reuse_prefix(
+    g: &mut GroupContext<'_>,
+    j: usize,
+    lane: usize,
+    prompt: &[LlamaToken],
+) -> Result<usize, String> {
+    let lanes = g.lanes;
+    let seq = j * lanes + lane;
+    let common = |h: &[LlamaToken]| {
+        h.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1)
+    };
+    let own = common(&g.history[seq]);
+    let best = (0..lanes)
+        .map(|l| (common(&g.history[j * lanes + l]), l))
+        .filter(|&(n, l)| l != lane && n >= own + MIN_COPIED_PREFIX)
+        .max();
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let keep = match best {
+        Some((n, l)) => {
+            // A whole-sequence copy between the context's per-sequence caches (llama.cpp
+            // copies the buffers at the next decode), then the tail is dropped below.
+            g.ctx
+                .copy_kv_cache_seq((j * lanes + l) as i32, seq as i32, None, None)
+                .map_err(|e| err(&e))?;
+            n
+        }
+        None => own,
+    };
+    let trimmed = keep > 0
+        && g.ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None).map_err(|e| err(&e))?
+        // A sliding-window layer forgets tokens that fell out of its window: what is kept
+        // must still start at position 0, or the prefix is decoded again.
+        && g.ctx.kv_cache_seq_pos_min(seq as i32) == 0;
+    if !trimmed {
+        clear_sequence(g, seq)?;
+        return Ok(0);
+    }
+    g.history[seq] = prompt[..keep].to_vec();
+    Ok(keep)
+}
+
+fn clear_sequence(g: &mut GroupContext<'_>, seq: usize) -> Result<(), String> {
+    g.ctx.clear_kv_cache_seq(Some(seq as u32), None, None).map_err(|e| e.to_string())?;
+    g.history[seq].clear();
+    Ok(())
 }
 
 fn decode_and_copy(

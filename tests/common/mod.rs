@@ -95,6 +95,24 @@ impl<'m> Plain<'m> {
         self.ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 
+    /// Decodes `tokens` after what the context holds, in one batch, and returns the logits
+    /// after the last of them.
+    pub fn decode(&mut self, tokens: &[LlamaToken]) -> Vec<f32> {
+        let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
+        for (i, t) in tokens.iter().enumerate() {
+            batch.add(*t, self.pos + i as i32, &[0], i + 1 == tokens.len()).unwrap();
+        }
+        self.ctx.decode(&mut batch).unwrap();
+        self.pos += tokens.len() as i32;
+        self.ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
+    }
+
+    /// Drops every cached token from position `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        assert!(self.ctx.clear_kv_cache_seq(Some(0), Some(n as u32), None).unwrap());
+        self.pos = n as i32;
+    }
+
     /// Decodes one token and returns the next logits.
     pub fn feed(&mut self, token: u32) -> Vec<f32> {
         let mut batch = LlamaBatch::new(1, 1);
