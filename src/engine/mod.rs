@@ -34,10 +34,35 @@ pub fn backend() -> Result<&'static LlamaBackend> {
             llama_cpp_2::send_logs_to_tracing(
                 llama_cpp_2::LogOptions::default().with_logs_enabled(false),
             );
+            #[cfg(feature = "dynamic-backends")]
+            load_backends();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
         .map_err(|e| anyhow!("cannot initialise llama.cpp: {e}"))
+}
+
+/// Loads llama.cpp's backend libraries (a `dynamic-backends` build): from `MOOD_BACKENDS_DIR`
+/// when set, else from the folder of the `mood` executable, else from the folder the build
+/// made them in. llama.cpp picks the best CPU variant for the machine it runs on.
+#[cfg(feature = "dynamic-backends")]
+fn load_backends() {
+    let chosen = std::env::var_os("MOOD_BACKENDS_DIR").map(PathBuf::from).or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?;
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("libggml-cpu"))
+            .then(|| dir.to_path_buf())
+    });
+    match chosen {
+        // The bindings want UTF-8 paths; other paths fall back to the build's folder.
+        Some(dir) if dir.to_str().is_some() => {
+            llama_cpp_2::llama_backend::load_backends_from_path(&dir)
+        }
+        _ => llama_cpp_2::llama_backend::load_backends(),
+    }
 }
 
 /// How models are loaded.
