@@ -14,8 +14,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildInfo {
     pub version: &'static str,
-    /// Cargo features for GPU backends this binary was built with.
-    pub gpu_features: Vec<&'static str>,
+    /// GPU backends this binary has: the Cargo features it was built with, or for a
+    /// `dynamic-backends` build the GPU backend modules it loaded.
+    pub gpu_features: Vec<String>,
     pub gpu_offload: bool,
     pub devices: Vec<DeviceInfo>,
 }
@@ -62,17 +63,15 @@ pub struct Compatibility {
 
 pub fn build_info() -> Result<BuildInfo> {
     let backend = backend()?;
-    let mut gpu_features = Vec::new();
-    if cfg!(feature = "cuda") {
-        gpu_features.push("cuda");
-    }
-    if cfg!(feature = "metal") {
-        gpu_features.push("metal");
-    }
-    if cfg!(feature = "vulkan") {
-        gpu_features.push("vulkan");
-    }
-    let devices = llama_cpp_2::list_llama_ggml_backend_devices()
+    let mut gpu_features: Vec<String> = [
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "metal"), "metal"),
+        (cfg!(feature = "vulkan"), "vulkan"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then(|| name.to_string()))
+    .collect();
+    let devices: Vec<DeviceInfo> = llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
         .map(|d| DeviceInfo {
             name: d.name,
@@ -83,6 +82,15 @@ pub fn build_info() -> Result<BuildInfo> {
             memory_free_mb: (d.memory_free / (1 << 20)) as u64,
         })
         .collect();
+    // A dynamic-backends build has the GPU backends whose modules it found at start-up.
+    if cfg!(feature = "dynamic-backends") {
+        for d in devices.iter().filter(|d| d.kind == "Gpu") {
+            let name = d.backend.to_lowercase();
+            if !gpu_features.contains(&name) {
+                gpu_features.push(name);
+            }
+        }
+    }
     Ok(BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
         gpu_features,
