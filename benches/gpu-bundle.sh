@@ -30,6 +30,6 @@ p = next(p for p in m["packages"] if p["name"] == "llama-cpp-sys-2")
 print(os.path.join(os.path.dirname(p["manifest_path"]), "llama.cpp"))')
 tar -czf "$out/ggml.tar.gz" -C "$src" ggml
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$out" gguf
-cp models/make-bench-model.py "$out/"
+cp models/make-bench-model.py models/llama_gguf.py "$out/"
 du -sh "$out"
 ls "$out"

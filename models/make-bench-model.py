@@ -6,13 +6,16 @@ that of a real model of the same shape and type).
   models/make-bench-model.py OUT.gguf [--layers 16] [--embd 1024] [--ff 2816] [--vocab 32000]
 
 Tensors are F16. The vocabulary is SentencePiece-style: 3 control tokens, 256 byte tokens and
-made-up words, so any text tokenizes (byte fallback). Needs numpy and the gguf package.
+made-up words, so any text tokenizes (byte fallback). Needs numpy, the gguf package and
+models/llama_gguf.py beside it.
 """
 
 import argparse
 
 import numpy as np
 import gguf
+
+from llama_gguf import llama_writer, spm_vocabulary
 
 
 def main():
@@ -27,33 +30,19 @@ def main():
     if a.vocab < 300 or a.embd % a.heads:
         ap.error("--vocab must be at least 300 and --embd a multiple of --heads")
 
-    words = [f"▁w{i}" for i in range(a.vocab - 259)]
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + words
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * len(words)
-    scores = [0.0] * 259 + [-float(i) for i in range(len(words))]
-
+    vocab = spm_vocabulary([f"▁w{i}" for i in range(a.vocab - 259)])
     rng = np.random.default_rng(7)
-    w = gguf.GGUFWriter(a.out, "llama")
-    w.add_name("mood-bench-random")
-    w.add_context_length(4096)
-    w.add_embedding_length(a.embd)
-    w.add_block_count(a.layers)
-    w.add_feed_forward_length(a.ff)
-    w.add_head_count(a.heads)
-    w.add_head_count_kv(a.heads)
-    w.add_rope_dimension_count(a.embd // a.heads)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    w = llama_writer(
+        a.out,
+        "mood-bench-random",
+        vocab,
+        n_ctx=4096,
+        n_embd=a.embd,
+        n_layer=a.layers,
+        n_ff=a.ff,
+        n_head=a.heads,
+        file_type=gguf.LlamaFileType.MOSTLY_F16,
+    )
 
     def t(name, *shape):
         scale = 1.0 / np.sqrt(shape[-1])

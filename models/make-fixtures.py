@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import gguf
 
+from llama_gguf import llama_writer, spm_vocabulary
+
 TOKEN_DIFF = 290
 N_EMBD, N_FF, N_HEAD, N_CTX = 64, 128, 4, 512
 WORDS = [
@@ -25,39 +27,27 @@ WORDS = [
 
 
 def vocabulary(variant):
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + list(WORDS)
+    words = list(WORDS)
     if variant == "b":
-        tokens[TOKEN_DIFF] = "▁different"
-    types = [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL]
-    types += [gguf.TokenType.BYTE] * 256 + [gguf.TokenType.NORMAL] * len(WORDS)
-    scores = [0.0] * 259 + [-float(i) for i in range(len(WORDS))]
-    return tokens, scores, types
+        words[TOKEN_DIFF - 259] = "▁different"
+    return spm_vocabulary(words)
 
 
 def write(path, variant):
-    tokens, scores, types = vocabulary(variant)
-    n_vocab = len(tokens)
+    vocab = vocabulary(variant)
+    n_vocab = len(vocab[0])
     rng = np.random.default_rng(1234)
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_name(f"mood-tiny-{variant}")
-    w.add_context_length(N_CTX)
-    w.add_embedding_length(N_EMBD)
-    w.add_block_count(1)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD)
-    w.add_rope_dimension_count(N_EMBD // N_HEAD)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores(scores)
-    w.add_token_types(types)
-    w.add_bos_token_id(1)
-    w.add_eos_token_id(2)
-    w.add_unk_token_id(0)
-    w.add_add_bos_token(True)
-    w.add_add_eos_token(False)
+    w = llama_writer(
+        path,
+        f"mood-tiny-{variant}",
+        vocab,
+        n_ctx=N_CTX,
+        n_embd=N_EMBD,
+        n_layer=1,
+        n_ff=N_FF,
+        n_head=N_HEAD,
+        file_type=gguf.LlamaFileType.ALL_F32,
+    )
 
     def t(name, *shape):
         w.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))

@@ -69,7 +69,8 @@ pub fn build_info() -> Result<BuildInfo> {
         (cfg!(feature = "vulkan"), "vulkan"),
     ]
     .into_iter()
-    .filter_map(|(on, name)| on.then(|| name.to_string()))
+    .filter(|&(on, _)| on)
+    .map(|(_, name)| name.to_string())
     .collect();
     let devices: Vec<DeviceInfo> = llama_cpp_2::list_llama_ggml_backend_devices()
         .into_iter()
