@@ -190,7 +190,7 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
 
 /// Makes the members' caches in `lane` hold their prompts, decoding what is not cached packed
 /// into batches of up to PREFILL_CHUNK tokens; copies each member's last-token logits into
-/// `out[j · lanes + l]`. With `reuse`, each member keeps the longest start of its prompt that
+/// `out[j · lanes + lane]`. With `reuse`, each member keeps the longest start of its prompt that
 /// the context holds for it (see [`reuse_prefix`]). Returns the tokens reused per member.
 fn prefill(
     g: &mut GroupContext<'_>,
@@ -259,20 +259,19 @@ fn reuse_prefix(
         .map(|l| (common(&g.history[j * lanes + l]), l))
         .filter(|&(n, l)| l != lane && n >= own + MIN_COPIED_PREFIX)
         .max();
-    let err = |e: &dyn std::fmt::Display| e.to_string();
     let keep = match best {
         Some((n, l)) => {
             // A whole-sequence copy between the context's per-sequence caches (llama.cpp
             // copies the buffers at the next decode), then the tail is dropped below.
             g.ctx
                 .copy_kv_cache_seq((j * lanes + l) as i32, seq as i32, None, None)
-                .map_err(|e| err(&e))?;
+                .map_err(|e| e.to_string())?;
             n
         }
         None => own,
     };
     let trimmed = keep > 0
-        && g.ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None).map_err(|e| err(&e))?
+        && g.ctx.clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None).map_err(|e| e.to_string())?
         // A sliding-window layer forgets tokens that fell out of its window: what is kept
         // must still start at position 0, or the prefix is decoded again.
         && g.ctx.kv_cache_seq_pos_min(seq as i32) == 0;
@@ -280,7 +279,8 @@ fn reuse_prefix(
         clear_sequence(g, seq)?;
         return Ok(0);
     }
-    g.history[seq] = prompt[..keep].to_vec();
+    g.history[seq].clear();
+    g.history[seq].extend_from_slice(&prompt[..keep]);
     Ok(keep)
 }
 
