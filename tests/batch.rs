@@ -49,13 +49,8 @@ fn batch_records_equal_generate_json() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let recs = read_jsonl(&output);
     assert_eq!(recs.len(), 2);
-    let demo = demo_recipe();
-    let d = demo.to_str().unwrap();
-    let g1 = mood_json(&["generate", "-r", d, "-p", "The ocean", "-n", "14", "--json"]);
-    let g2 = mood_json(&[
-        "generate", "-r", d, "-p", "The moon", "-w", "0.8,0.2", "-n", "9", "--stop", "\n\n",
-        "--json",
-    ]);
+    let g1 = generate_demo(&["-p", "The ocean", "-n", "14"]);
+    let g2 = generate_demo(&["-p", "The moon", "-w", "0.8,0.2", "-n", "9", "--stop", "\n\n"]);
     for (r, g) in recs.iter().zip([&g1, &g2]) {
         for k in ["text", "tokens", "finish_reason", "weights", "prompt_tokens"] {
             assert_eq!(r[k], g[k], "{k} of {}", r["id"]);

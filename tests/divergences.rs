@@ -48,7 +48,6 @@ fn textbook_eq6(div: &str, w: &[f64], lp_ref: f64, lp: &[f64]) -> f64 {
 
 #[test]
 fn greedy_tokens_follow_eq6_recomputed_from_each_policys_logits() {
-    let demo = demo_recipe();
     let model = load_model(&default_model());
     let w = [0.4, 0.6];
     let n = 10;
@@ -61,22 +60,9 @@ fn greedy_tokens_follow_eq6_recomputed_from_each_policys_logits() {
         ("jeffreys", w.to_vec()),
     ] {
         let ws = format!("{},{}", weights[0], weights[1]);
-        let out = mood_json(&[
-            "generate",
-            "-r",
-            demo.to_str().unwrap(),
-            "-d",
-            div,
-            "-w",
-            &ws,
-            "-p",
-            PROMPT,
-            "-n",
-            &n.to_string(),
-            "--repeat-penalty",
-            "1",
-            "--json",
-        ]);
+        let n = n.to_string();
+        let out =
+            generate_demo(&["-d", div, "-w", &ws, "-p", PROMPT, "-n", &n, "--repeat-penalty", "1"]);
         assert_eq!(out["divergence"], div);
         let tokens = tokens_of(&out);
         assert!(!tokens.is_empty(), "{div}: no tokens");
@@ -109,33 +95,12 @@ fn greedy_tokens_follow_eq6_recomputed_from_each_policys_logits() {
 
 #[test]
 fn sampling_works_for_every_divergence_and_is_reproducible() {
-    let demo = demo_recipe();
     for div in ["reverse-kl", "forward-kl", "jsd", "alpha:2", "jeffreys"] {
         let run = |tau: &str| {
-            tokens_of(&mood_json(&[
-                "generate",
-                "-r",
-                demo.to_str().unwrap(),
-                "-d",
-                div,
-                "-p",
-                PROMPT,
-                "-n",
-                "12",
-                "--temperature",
-                "1",
-                "--top-k",
-                "0",
-                "--top-p",
-                "1",
-                "--min-p",
-                "0",
-                "--seed",
-                "9",
-                "--plausibility",
-                tau,
-                "--json",
-            ]))
+            let mut args = vec!["-d", div, "-p", PROMPT, "-n", "12", "--seed", "9"];
+            args.extend(WHOLE_DISTRIBUTION);
+            args.extend(["--plausibility", tau]);
+            tokens_of(&generate_demo(&args))
         };
         let a = run("1e-4");
         assert_eq!(a.len(), 12, "{div}");
@@ -194,20 +159,7 @@ fn divergence_rules_are_enforced_with_clear_errors() {
         &["needs the reference"],
     );
     refused(&["generate", "-r", d, "-p", "x", "--plausibility", "1"], &["--plausibility"]);
-    let v = mood_json(&[
-        "generate",
-        "-r",
-        d,
-        "-d",
-        "jsd",
-        "-w",
-        "1,3",
-        "--normalize-weights",
-        "-p",
-        PROMPT,
-        "-n",
-        "3",
-        "--json",
-    ]);
+    let v =
+        generate_demo(&["-d", "jsd", "-w", "1,3", "--normalize-weights", "-p", PROMPT, "-n", "3"]);
     assert_eq!(v["weights"], serde_json::json!([0.25, 0.75]));
 }

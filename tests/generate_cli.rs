@@ -56,25 +56,9 @@ fn same_seed_same_sample_different_seed_differs() {
     let demo = demo_recipe();
     let d = demo.to_str().unwrap();
     let run = |seed: &str| {
-        let args = demo_args(
-            d,
-            &[
-                "-n",
-                "32",
-                "--json",
-                "--temperature",
-                "1",
-                "--top-k",
-                "0",
-                "--top-p",
-                "1",
-                "--min-p",
-                "0",
-                "--seed",
-                seed,
-            ],
-        );
-        let v = mood_json(&args);
+        let mut extra = vec!["-n", "32", "--json", "--seed", seed];
+        extra.extend(WHOLE_DISTRIBUTION);
+        let v = mood_json(&demo_args(d, &extra));
         assert_eq!(v["seed"].as_u64().unwrap().to_string(), seed);
         tokens_of(&v)
     };

@@ -16,21 +16,8 @@ const PROMPT: &str = "The ocean";
 #[test]
 fn weights_one_zero_reproduce_plain_greedy_of_the_first_expert() {
     let n = 24;
-    let demo = demo_recipe();
-    let out = mood_json(&[
-        "generate",
-        "-r",
-        demo.to_str().unwrap(),
-        "-w",
-        "1,0",
-        "-p",
-        PROMPT,
-        "-n",
-        &n.to_string(),
-        "--repeat-penalty",
-        "1",
-        "--json",
-    ]);
+    let out =
+        generate_demo(&["-w", "1,0", "-p", PROMPT, "-n", &n.to_string(), "--repeat-penalty", "1"]);
     let got = tokens_of(&out);
 
     let model = load_model(&default_model());

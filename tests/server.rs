@@ -151,35 +151,12 @@ fn completions_stream_and_weights() {
         json!({"prompt": "The ocean", "max_tokens": 10, "weights": {"poet": 0, "scientist": 1}}),
     );
     assert_ne!(poet, scientist);
-    let demo = demo_recipe();
-    let g = mood_json(&[
-        "generate",
-        "-r",
-        demo.to_str().unwrap(),
-        "-w",
-        "1,0",
-        "-p",
-        "The ocean",
-        "-n",
-        "10",
-        "--json",
-    ]);
+    let g = generate_demo(&["-w", "1,0", "-p", "The ocean", "-n", "10"]);
     assert_eq!(poet, g["text"].as_str().unwrap());
     // Weights that need the reference grow the running policies; the result is still MOD's.
     let with_ref =
         completion_text(a, json!({"prompt": "The ocean", "max_tokens": 10, "weights": [0.6, 0.6]}));
-    let g = mood_json(&[
-        "generate",
-        "-r",
-        demo.to_str().unwrap(),
-        "-w",
-        "0.6,0.6",
-        "-p",
-        "The ocean",
-        "-n",
-        "10",
-        "--json",
-    ]);
+    let g = generate_demo(&["-w", "0.6,0.6", "-p", "The ocean", "-n", "10"]);
     assert_eq!(with_ref, g["text"].as_str().unwrap());
 
     // Chat completions, plain and streamed.

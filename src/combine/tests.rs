@@ -2,18 +2,9 @@
 
 use super::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
 use super::*;
+use crate::divergence::tests::ALL;
 use crate::divergence::Divergence;
 use crate::sample::Rng;
-
-const ALL: [Divergence; 7] = [
-    Divergence::ReverseKl,
-    Divergence::ForwardKl,
-    Divergence::Jsd,
-    Divergence::Alpha(0.5),
-    Divergence::Alpha(1.0),
-    Divergence::Alpha(2.0),
-    Divergence::Jeffreys,
-];
 
 /// A sampler that draws from the distribution as it is (no truncation, no penalty).
 fn plain_sampler(seed: u64) -> crate::sample::Sampler {

@@ -44,6 +44,19 @@ pub fn mood(args: &[&str]) -> Output {
 }
 
 /// Runs `mood` expecting success and a JSON object on stdout.
+/// `mood generate --recipe models/demo.toml ARGS… --json`, parsed.
+pub fn generate_demo(args: &[&str]) -> serde_json::Value {
+    let demo = demo_recipe();
+    let mut all = vec!["generate", "-r", demo.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    mood_json(&all)
+}
+
+/// Sampler flags that leave the distribution whole: temperature 1, no top-k, top-p or min-p.
+pub const WHOLE_DISTRIBUTION: [&str; 8] =
+    ["--temperature", "1", "--top-k", "0", "--top-p", "1", "--min-p", "0"];
+
 pub fn mood_json(args: &[&str]) -> serde_json::Value {
     let out = mood(args);
     assert!(
@@ -86,13 +99,8 @@ impl<'m> Plain<'m> {
     /// Decodes `text` (BOS added) and returns the logits after its last token.
     pub fn prompt(&mut self, text: &str) -> Vec<f32> {
         let tokens = self.model.vocab().tokenize(text.as_bytes(), true, false);
-        let mut batch = LlamaBatch::new(tokens.len().max(1), 1);
-        for (i, t) in tokens.iter().enumerate() {
-            batch.add(*t, i as i32, &[0], i + 1 == tokens.len()).unwrap();
-        }
-        self.ctx.decode(&mut batch).unwrap();
-        self.pos = tokens.len() as i32;
-        self.ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
+        self.pos = 0;
+        self.decode(&tokens)
     }
 
     /// Decodes `tokens` after what the context holds, in one batch, and returns the logits
@@ -115,11 +123,7 @@ impl<'m> Plain<'m> {
 
     /// Decodes one token and returns the next logits.
     pub fn feed(&mut self, token: u32) -> Vec<f32> {
-        let mut batch = LlamaBatch::new(1, 1);
-        batch.add(LlamaToken(token as i32), self.pos, &[0], true).unwrap();
-        self.ctx.decode(&mut batch).unwrap();
-        self.pos += 1;
-        self.ctx.get_logits_ith(0).to_vec()
+        self.decode(&[LlamaToken(token as i32)])
     }
 
     pub fn is_eog(&self, token: u32) -> bool {
