@@ -189,18 +189,8 @@ fn solve_pole(div: Divergence, lp_ref: &[f64], log_c: &[f64], out: &mut Vec<f64>
     };
     // Z = 0 (s = log c_min) is an upper bracket on the full vocabulary (h of a convex
     // combination is at most the arithmetic mean); expand upward if a subset says otherwise.
-    let mut hi = if lc_min.is_finite() { lc_min } else { 0.0 };
-    let mut step = 1.0;
-    while eval(hi, &active, &mut terms, &mut slopes).0 > 0.0 && hi < 1e4 {
-        hi += step;
-        step *= 2.0;
-    }
-    let mut lo = hi - 1.0;
-    step = 1.0;
-    while eval(lo, &active, &mut terms, &mut slopes).0 < 0.0 && lo > -1e4 {
-        lo -= step;
-        step *= 2.0;
-    }
+    let start = if lc_min.is_finite() { lc_min } else { 0.0 };
+    let (lo, hi) = bracket(start, 1e4, |s| eval(s, &active, &mut terms, &mut slopes).0);
     // Pruning: p(v) ≤ π_ref(v)·H(d(v) + e^lo) at any root in the bracket.
     let bar = (PRUNE_MASS / n as f64).ln();
     let es_lo = lo.exp();
@@ -220,6 +210,25 @@ fn solve_pole(div: Divergence, lp_ref: &[f64], log_c: &[f64], out: &mut Vec<f64>
     Solve { z: es - c_min, iterations: root.iterations, pruned }
 }
 
+/// A bracket [lo, hi] around the root of the decreasing `f`: hi climbs from `start` until
+/// f(hi) ≤ 0, then lo descends from hi − 1 until f(lo) ≥ 0, each with doubling steps and
+/// stopping at ±`limit`.
+fn bracket(start: f64, limit: f64, mut f: impl FnMut(f64) -> f64) -> (f64, f64) {
+    let mut hi = start;
+    let mut step = 1.0;
+    while f(hi) > 0.0 && hi < limit {
+        hi += step;
+        step *= 2.0;
+    }
+    let mut lo = hi - 1.0;
+    step = 1.0;
+    while f(lo) < 0.0 && lo > -limit {
+        lo -= step;
+        step *= 2.0;
+    }
+    (lo, hi)
+}
+
 /// Jeffreys: p(v) = π_ref(v)/ω(1 − u(v) + Z); Z is bracketed directly.
 fn solve_jeffreys(lp_ref: &[f64], u: &[f64], out: &mut Vec<f64>) -> Solve {
     let n = lp_ref.len();
@@ -236,18 +245,7 @@ fn solve_jeffreys(lp_ref: &[f64], u: &[f64], out: &mut Vec<f64>) -> Solve {
         }
         lse_and_mean(terms, slopes)
     };
-    let mut hi = 0.0;
-    let mut step = 1.0;
-    while eval(hi, &active, &mut terms, &mut slopes).0 > 0.0 && hi < 1e300 {
-        hi += step;
-        step *= 2.0;
-    }
-    let mut lo = hi - 1.0;
-    step = 1.0;
-    while eval(lo, &active, &mut terms, &mut slopes).0 < 0.0 && lo > -1e300 {
-        lo -= step;
-        step *= 2.0;
-    }
+    let (lo, hi) = bracket(0.0, 1e300, |z| eval(z, &active, &mut terms, &mut slopes).0);
     let bar = (PRUNE_MASS / n as f64).ln();
     active.retain(|&v| lp_ref[v] - log_wright_omega(1.0 - u[v] + lo) >= bar);
     let pruned = n - active.len();
