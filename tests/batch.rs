@@ -17,6 +17,23 @@ fn scratch(name: &str) -> PathBuf {
     p
 }
 
+/// A scratch JSONL file with one line `{"id": i, "prompt": prompts[i]}` per prompt.
+fn prompts_file(name: &str, prompts: &[&str]) -> PathBuf {
+    let lines: String = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{{\"id\": {i}, \"prompt\": \"{p}\"}}\n"))
+        .collect();
+    scratch_with(name, &lines)
+}
+
+/// A scratch file holding `text`.
+fn scratch_with(name: &str, text: &str) -> PathBuf {
+    let p = scratch(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
 fn read_jsonl(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -38,12 +55,10 @@ fn batch(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn batch_records_equal_generate_json() {
-    let input = scratch("eq-in.jsonl");
-    std::fs::write(
-        &input,
+    let input = scratch_with(
+        "eq-in.jsonl",
         "{\"id\": 1, \"prompt\": \"The ocean\"}\n{\"id\": \"moon\", \"prompt\": \"The moon\", \"weights\": [0.8, 0.2], \"max_tokens\": 9, \"stop\": \"\\n\\n\"}\n",
-    )
-    .unwrap();
+    );
     let output = scratch("eq-out.jsonl");
     let out = batch(&input, &output, &["-n", "14"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -62,14 +77,8 @@ fn batch_records_equal_generate_json() {
 
 #[test]
 fn killed_batch_resumes_to_the_uninterrupted_result() {
-    let input = scratch("kill-in.jsonl");
     let prompts = ["The ocean", "The moon", "A river", "The forest", "My town", "The sky"];
-    let lines: String = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{{\"id\": {i}, \"prompt\": \"{p}\"}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let input = prompts_file("kill-in.jsonl", &prompts);
     let full = scratch("kill-full.jsonl");
     assert!(batch(&input, &full, &["-n", "40"]).status.success());
 
@@ -121,12 +130,10 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
 
 #[test]
 fn bad_lines_get_error_records_and_fail_fast_stops() {
-    let input = scratch("bad-in.jsonl");
-    std::fs::write(
-        &input,
+    let input = scratch_with(
+        "bad-in.jsonl",
         "{\"id\": 1, \"prompt\": \"The ocean\"}\nnot json\n{\"id\": 1, \"prompt\": \"again\"}\n{\"id\": 3}\n{\"id\": 4, \"prompt\": \"x\", \"top_p\": 5}\n{\"id\": 5, \"prompt\": \"The sky\"}\n",
-    )
-    .unwrap();
+    );
     let output = scratch("bad-out.jsonl");
     let out = batch(&input, &output, &["-n", "4"]);
     assert!(out.status.success());
@@ -181,13 +188,11 @@ fn plain_log_likelihood(
 
 #[test]
 fn implicit_rewards_equal_independent_log_likelihoods() {
-    let input = scratch("score-in.jsonl");
     let response = " is a beautiful place, full of fish and waves.";
-    std::fs::write(
-        &input,
-        format!("{{\"id\": 1, \"prompt\": \"The ocean\", \"response\": \"{response}\"}}\n"),
-    )
-    .unwrap();
+    let input = scratch_with(
+        "score-in.jsonl",
+        &format!("{{\"id\": 1, \"prompt\": \"The ocean\", \"response\": \"{response}\"}}\n"),
+    );
     let output = scratch("score-out.jsonl");
     let demo = demo_recipe();
     let out = mood(&[
@@ -215,8 +220,7 @@ fn implicit_rewards_equal_independent_log_likelihoods() {
     assert!(close(s["rewards"]["scientist"].as_f64().unwrap(), 0.5 * (ll_sci - ll_ref)), "{s}");
 
     // batch --score carries the same fields.
-    let binput = scratch("score-batch-in.jsonl");
-    std::fs::write(&binput, "{\"id\": 1, \"prompt\": \"The ocean\"}\n").unwrap();
+    let binput = scratch_with("score-batch-in.jsonl", "{\"id\": 1, \"prompt\": \"The ocean\"}\n");
     let boutput = scratch("score-batch-out.jsonl");
     assert!(batch(&binput, &boutput, &["-n", "6", "--score"]).status.success());
     let r = &read_jsonl(&boutput)[0];
@@ -230,14 +234,8 @@ fn implicit_rewards_equal_independent_log_likelihoods() {
 fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     use mood::combine::Combiner;
     use mood::engine::{Engine, SessionOptions, Strategy};
-    let input = scratch("par-in.jsonl");
     let prompts = ["The ocean", "The moon", "A river", "The forest"];
-    let lines: String = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{{\"id\": {i}, \"prompt\": \"{p}\"}}\n"))
-        .collect();
-    std::fs::write(&input, lines).unwrap();
+    let input = prompts_file("par-in.jsonl", &prompts);
     let output = scratch("par-out.jsonl");
     let out = batch(&input, &output, &["-n", "24", "--parallel", "4", "--repeat-penalty", "1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
