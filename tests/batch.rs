@@ -38,19 +38,16 @@ fn read_jsonl(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// `mood batch` of the demo recipe from `input` to `output`, with `extra` flags.
+fn batch_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mood"));
+    command.arg("batch").arg("-r").arg(demo_recipe()).arg("-i").arg(input).arg("-o").arg(output);
+    command.args(extra);
+    command
+}
+
 fn batch(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    let demo = demo_recipe();
-    let mut args = vec![
-        "batch",
-        "-r",
-        demo.to_str().unwrap(),
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    mood(&args)
+    batch_command(input, output, extra).output().unwrap()
 }
 
 #[test]
@@ -83,21 +80,7 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
     assert!(batch(&input, &full, &["-n", "40"]).status.success());
 
     let output = scratch("kill-out.jsonl");
-    let demo = demo_recipe();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
-        .args([
-            "batch",
-            "-r",
-            demo.to_str().unwrap(),
-            "-i",
-            input.to_str().unwrap(),
-            "-o",
-            output.to_str().unwrap(),
-            "-n",
-            "40",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = batch_command(&input, &output, &["-n", "40"]).spawn().unwrap();
     // Kill it (SIGKILL) once a record or two are out, well before the end.
     let started = Instant::now();
     loop {

@@ -43,7 +43,6 @@ pub fn mood(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mood")).args(args).output().expect("run mood")
 }
 
-/// Runs `mood` expecting success and a JSON object on stdout.
 /// `mood generate --recipe models/demo.toml ARGS… --json`, parsed.
 pub fn generate_demo(args: &[&str]) -> serde_json::Value {
     let demo = demo_recipe();
@@ -57,6 +56,7 @@ pub fn generate_demo(args: &[&str]) -> serde_json::Value {
 pub const WHOLE_DISTRIBUTION: [&str; 8] =
     ["--temperature", "1", "--top-k", "0", "--top-p", "1", "--min-p", "0"];
 
+/// Runs `mood` expecting success and a JSON object on stdout.
 pub fn mood_json(args: &[&str]) -> serde_json::Value {
     let out = mood(args);
     assert!(
