@@ -5,9 +5,9 @@
 //! are): a shared base plus noise of their own and a few boosted tokens of their own.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use mood::combine::{logsumexp, Combiner, DEFAULT_PLAUSIBILITY};
-use mood::divergence::Divergence;
-use mood::sample::{Rng, Sampler, SamplingParams};
+use mood::pipeline::combine::{logsumexp, Combiner, DEFAULT_PLAUSIBILITY};
+use mood::pipeline::divergence::Divergence;
+use mood::pipeline::sample::{Rng, Sampler, SamplingParams};
 
 const VOCAB: usize = 262_144;
 

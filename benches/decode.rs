@@ -5,11 +5,11 @@
 //! another against all 16 at once (`mood batch --parallel 16`), aggregate tokens per second
 //! of wall time. Needs the default model (models/setup.sh).
 
-use mood::bench::{self, Plan};
-use mood::decode::Settings;
-use mood::engine::{SessionOptions, Strategy};
-use mood::recipe::Recipe;
-use mood::sample::SamplingParams;
+use mood::apps::bench::{self, Plan};
+use mood::pipeline::decode::Settings;
+use mood::pipeline::engine::{SessionOptions, Strategy};
+use mood::pipeline::recipe::Recipe;
+use mood::pipeline::sample::SamplingParams;
 use std::path::Path;
 
 fn main() {
@@ -30,7 +30,7 @@ fn main() {
             max_tokens: 128,
             stops: Vec::new(),
             sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
-            plausibility: mood::combine::DEFAULT_PLAUSIBILITY,
+            plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
             session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         },
         strategies: vec![Strategy::Threads, Strategy::Batched],
@@ -75,7 +75,7 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings) {
     ];
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine =
-        mood::engine::Engine::load(&policies, Default::default()).expect("the model loads");
+        mood::pipeline::engine::Engine::load(&policies, Default::default()).expect("the model loads");
     let mut settings = settings.clone();
     settings.max_tokens = 48;
     settings.session.ctx_size = 512;
@@ -84,7 +84,7 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings) {
         for (k, parallel) in [1usize, 16].into_iter().enumerate() {
             let jobs = prompts
                 .iter()
-                .map(|p| mood::parallel::Job {
+                .map(|p| mood::apps::parallel::Job {
                     recipe: recipe.clone(),
                     prompt: p.to_string(),
                     settings: settings.clone(),
@@ -92,7 +92,7 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings) {
                 .collect();
             let started = std::time::Instant::now();
             let mut tokens = 0;
-            mood::parallel::run(&engine, jobs, parallel, &mut |_, g| {
+            mood::apps::parallel::run(&engine, jobs, parallel, &mut |_, g| {
                 tokens += g.map(|g| g.tokens.len()).unwrap_or(0);
                 Ok(())
             })

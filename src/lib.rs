@@ -1,27 +1,19 @@
 //! mood: multi-objective decoding (MOD) on quantized GGUF models through llama.cpp.
 //!
-//! The pipeline of DESIGN.md, one module per stage:
-//! [`recipe`] (which policies, which weights) → [`engine`] (llama.cpp models, contexts and
-//! worker threads) → [`combine`] (the MOD distribution; pure math) → [`sample`] (the next
-//! token) → [`decode`] (the loop that feeds it back to every policy), with [`text`] turning
-//! token bytes into printable text. [`divergence`] names the regulariser; [`bench`] measures
-//! MOD against single models; [`score`] computes implicit rewards; [`batch`] decodes JSONL files,
-//! several prompts at once through [`parallel`]; [`sweep`] and [`plot`] trace Pareto fronts
-//! over the weights; [`chat`] holds a conversation; [`server`] serves
-//! an OpenAI-compatible API.
+//! Two layers, as the source tree shows them:
+//!
+//! * [`pipeline`]: what one MOD generation is made of, stage by stage — [`pipeline::recipe`]
+//!   (which policies, which weights) → [`pipeline::engine`] (llama.cpp models, contexts and
+//!   worker threads) → [`pipeline::combine`] (the MOD distribution; pure math, with
+//!   [`pipeline::divergence`]) → [`pipeline::sample`] (the next token) →
+//!   [`pipeline::decode`] (the one decoding loop, which feeds the token back to every policy,
+//!   for one request or many side by side), with [`pipeline::text`] turning token bytes into
+//!   printable text.
+//! * [`apps`]: what is built on it — JSONL batches, implicit rewards, weight sweeps and their
+//!   plots, conversations, the HTTP server, and speed measurements. Each drives the decoder
+//!   and knows nothing of llama.cpp.
+//!
+//! The mathematics every part honours is written out in `docs/mod.md`.
 
-pub mod batch;
-pub mod bench;
-pub mod chat;
-pub mod combine;
-pub mod decode;
-pub mod divergence;
-pub mod engine;
-pub mod parallel;
-pub mod plot;
-pub mod recipe;
-pub mod sample;
-pub mod score;
-pub mod server;
-pub mod sweep;
-pub mod text;
+pub mod apps;
+pub mod pipeline;

@@ -158,7 +158,7 @@ fn plain_log_likelihood(
         .with_n_ctx(std::num::NonZeroU32::new(256))
         .with_n_threads(2)
         .with_n_threads_batch(2);
-    let mut ctx = model.new_context(mood::engine::backend().unwrap(), params).unwrap();
+    let mut ctx = model.new_context(mood::pipeline::engine::backend().unwrap(), params).unwrap();
     let mut batch = LlamaBatch::new(all.len(), 1);
     for (i, t) in all.iter().enumerate() {
         batch.add(*t, i as i32, &[0], true).unwrap();
@@ -215,8 +215,8 @@ fn implicit_rewards_equal_independent_log_likelihoods() {
 
 #[test]
 fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
-    use mood::combine::Combiner;
-    use mood::engine::{Engine, SessionOptions, Strategy};
+    use mood::pipeline::combine::Combiner;
+    use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
     let prompts = ["The ocean", "The moon", "A river", "The forest"];
     let input = prompts_file("par-in.jsonl", &prompts);
     let output = scratch("par-out.jsonl");
@@ -228,7 +228,7 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     // Teacher-force each output through a plain one-lane session: every token must be the
     // greedy MOD choice, or within llama.cpp's batch-split noise of it (DESIGN: logits move by
     // up to ~0.2 nats with how tokens are batched; lanes batch tokens of several prompts).
-    let recipe = mood::recipe::Recipe::load(&demo_recipe()).unwrap();
+    let recipe = mood::pipeline::recipe::Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, Default::default()).unwrap();
     let options = SessionOptions { threads: 2, ctx_size: 256, strategy: Strategy::Threads };
@@ -236,7 +236,7 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     for rec in &recs {
         let prompt = prompts[rec["id"].as_u64().unwrap() as usize];
         let mut combiner = Combiner::new(recipe.divergence, &recipe.weights, true, 0.0).unwrap();
-        let members = mood::decode::engine_members(&recipe, combiner.terms());
+        let members = mood::pipeline::decode::engine_members(&recipe, combiner.terms());
         let mut session = engine.session(&members, options).unwrap();
         let tokens: Vec<_> = members
             .iter()

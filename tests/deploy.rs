@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use mood::engine::{Engine, SessionOptions, Strategy};
-use mood::recipe::Policy;
+use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
+use mood::pipeline::recipe::Policy;
 use std::path::PathBuf;
 
 fn test_lora() -> PathBuf {

@@ -1,8 +1,8 @@
 //! MOD scores against a 80-digit computation (tests/highprec.py, mpmath) on extreme cases:
 //! log-ratios to ±60, a pole token, negative weights for reverse KL.
 
-use mood::combine::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
-use mood::divergence::Divergence;
+use mood::pipeline::combine::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
+use mood::pipeline::divergence::Divergence;
 use serde_json::json;
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -5,11 +5,11 @@
 mod common;
 
 use common::*;
-use mood::combine::{log_softmax, Combiner};
-use mood::decode::engine_members;
-use mood::divergence::Divergence;
-use mood::engine::{Engine, SessionOptions, Strategy};
-use mood::recipe::Recipe;
+use mood::pipeline::combine::{log_softmax, Combiner};
+use mood::pipeline::decode::engine_members;
+use mood::pipeline::divergence::Divergence;
+use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
+use mood::pipeline::recipe::Recipe;
 
 const PROMPT: &str = "The ocean";
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use llama_cpp_2::token::LlamaToken;
-use mood::engine::{Engine, Session, SessionOptions, Strategy};
-use mood::recipe::Recipe;
+use mood::pipeline::engine::{Engine, Session, SessionOptions, Strategy};
+use mood::pipeline::recipe::Recipe;
 
 const PREFIX: &str = "A short rhyming poem for children about the sea, the sky and the wind:\n\n";
 

@@ -1,13 +1,13 @@
-//! `mood batch` and `mood score`: wire flags and files to [`mood::batch`] and
-//! [`mood::score`], with a progress bar on a terminal.
+//! `mood batch` and `mood score`: wire flags and files to [`mood::apps::batch`] and
+//! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{build_recipe, load_options, session_options, settings};
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use mood::batch::{self, Options};
-use mood::engine::Engine;
-use mood::score::{self, Response};
+use mood::apps::batch::{self, Options};
+use mood::pipeline::engine::Engine;
+use mood::apps::score::{self, Response};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};

@@ -1,10 +1,10 @@
-//! `mood bench`: wires flags to [`mood::bench`] and prints its report as tables or JSON.
+//! `mood bench`: wires flags to [`mood::apps::bench`] and prints its report as tables or JSON.
 
 use super::wiring::{build_recipe, load_options, settings};
 use super::BenchArgs;
 use anyhow::{bail, Context, Result};
-use mood::bench::{self, Plan};
-use mood::engine::Strategy;
+use mood::apps::bench::{self, Plan};
+use mood::pipeline::engine::Strategy;
 use std::io::{IsTerminal, Write};
 use std::process::Command;
 

@@ -1,11 +1,11 @@
-//! `mood chat`: a read-eval-print loop over [`mood::chat::Chat`]. Replies stream to stdout;
+//! `mood chat`: a read-eval-print loop over [`mood::apps::chat::Chat`]. Replies stream to stdout;
 //! prompts, command answers and per-reply figures go to stderr.
 
 use super::wiring::{build_recipe, load_options, settings};
 use super::ChatArgs;
 use anyhow::{Context, Result};
-use mood::chat::{Chat, Input, HELP};
-use mood::engine::Engine;
+use mood::apps::chat::{Chat, Input, HELP};
+use mood::pipeline::engine::Engine;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

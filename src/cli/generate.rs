@@ -4,8 +4,8 @@
 use super::wiring::{build_recipe, load_options, settings};
 use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
-use mood::decode;
-use mood::engine::Engine;
+use mood::pipeline::decode;
+use mood::pipeline::engine::Engine;
 use std::io::{Read, Write};
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -33,7 +33,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let generation = decode::generate(&engine, &recipe, &prompt, &settings, &mut print)?;
 
     if args.json {
-        let value = mood::batch::generation_json(&recipe, &settings, &generation);
+        let value = mood::apps::batch::generation_json(&recipe, &settings, &generation);
         writeln!(out, "{value}").context("cannot write to standard output")?;
     } else {
         let _ = writeln!(out);

@@ -1,8 +1,8 @@
-//! `mood info`: prints [`mood::engine::info`] as text or JSON.
+//! `mood info`: prints [`mood::pipeline::engine::info`] as text or JSON.
 
 use super::InfoArgs;
 use anyhow::Result;
-use mood::engine::info;
+use mood::pipeline::engine::info;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;

@@ -318,7 +318,7 @@ pub struct SamplingArgs {
     /// When sampling, draw only tokens to which some positively weighted policy gives at
     /// least TAU × its top probability (guards against a divergence's pole; 0 = the whole
     /// vocabulary, exact). Greedy decoding ignores it.
-    #[arg(long, default_value_t = mood::combine::DEFAULT_PLAUSIBILITY, value_name = "TAU")]
+    #[arg(long, default_value_t = mood::pipeline::combine::DEFAULT_PLAUSIBILITY, value_name = "TAU")]
     pub plausibility: f64,
 
     /// Seed for sampling; the same seed gives the same output (default: random, reported

@@ -1,11 +1,11 @@
-//! `mood serve`: wires flags to [`mood::server`].
+//! `mood serve`: wires flags to [`mood::apps::server`].
 
 use super::wiring::{build_recipe, load_options, settings};
 use super::ServeArgs;
 use anyhow::Result;
-use mood::chat::Chat;
-use mood::engine::Engine;
-use mood::server::{self, Config};
+use mood::apps::chat::Chat;
+use mood::pipeline::engine::Engine;
+use mood::apps::server::{self, Config};
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;

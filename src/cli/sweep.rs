@@ -1,10 +1,10 @@
-//! `mood sweep`: wires flags to [`mood::sweep`] and [`mood::plot`], and writes the files.
+//! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], and writes the files.
 
 use super::wiring::{build_recipe, load_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
-use mood::engine::Engine;
-use mood::{plot, sweep};
+use mood::pipeline::engine::Engine;
+use mood::apps::{plot, sweep};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 

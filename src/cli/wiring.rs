@@ -2,10 +2,10 @@
 
 use super::{PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::Result;
-use mood::decode::Settings;
-use mood::engine::{LoadOptions, SessionOptions};
-use mood::recipe::{parse_weights, Recipe};
-use mood::sample::SamplingParams;
+use mood::pipeline::decode::Settings;
+use mood::pipeline::engine::{LoadOptions, SessionOptions};
+use mood::pipeline::recipe::{parse_weights, Recipe};
+use mood::pipeline::sample::SamplingParams;
 
 /// Decoding settings from the flags, checked.
 pub fn settings(

@@ -73,7 +73,7 @@ pub fn tokens_of(v: &serde_json::Value) -> Vec<u32> {
 }
 
 pub fn load_model(path: &PathBuf) -> LlamaModel {
-    let backend = mood::engine::backend().unwrap();
+    let backend = mood::pipeline::engine::backend().unwrap();
     LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).unwrap()
 }
 
@@ -86,7 +86,7 @@ pub struct Plain<'m> {
 
 impl<'m> Plain<'m> {
     pub fn new(model: &'m LlamaModel, n_ctx: u32, threads: i32) -> Self {
-        let backend = mood::engine::backend().unwrap();
+        let backend = mood::pipeline::engine::backend().unwrap();
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(512)

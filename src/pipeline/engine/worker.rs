@@ -363,7 +363,7 @@ fn score(
         g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
         for (i, next) in wanted {
             let logits = g.ctx.get_logits_ith(i);
-            let lse = crate::combine::logsumexp(logits);
+            let lse = crate::pipeline::combine::logsumexp(logits);
             total += f64::from(logits[next.0 as usize]) - lse;
         }
     }

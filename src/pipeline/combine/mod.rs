@@ -9,7 +9,7 @@
 //!   constants vanish in the final normalisation, so the scores are the weighted sum of raw
 //!   logits — no per-policy normalisation at all. Any real weights; the reference runs only
 //!   when S ≠ 1.
-//! * **Other divergences** (see [`crate::divergence`]) normalise each policy, pick the
+//! * **Other divergences** (see [`crate::pipeline::divergence`]) normalise each policy, pick the
 //!   candidate tokens, and evaluate [`exact`] there in f64. Greedy decoding takes eq. 6 at
 //!   Z = 0 over the tokens that can win it: on the simplex π_ref·h(Σ w_i g(r_i)) lies between
 //!   min_i π_i and max_i π_i (h and g increase), so a token whose best expert probability is
@@ -25,7 +25,7 @@
 
 pub mod exact;
 
-use crate::divergence::Divergence;
+use crate::pipeline::divergence::Divergence;
 use anyhow::{bail, Result};
 pub use exact::Solve;
 use rayon::prelude::*;
@@ -101,7 +101,7 @@ impl Combiner {
         let mut terms = Vec::with_capacity(weights.len() + 1);
         if divergence == Divergence::ReverseKl {
             let ref_coeff = 1.0 - weights.iter().sum::<f64>();
-            if ref_coeff.abs() > crate::divergence::UNIT_SUM_TOLERANCE {
+            if ref_coeff.abs() > crate::pipeline::divergence::UNIT_SUM_TOLERANCE {
                 if !has_reference {
                     bail!(
                         "the weights sum to {} (not 1), so reverse-KL MOD needs the reference \

@@ -14,7 +14,7 @@ pub use session::{Session, SessionOptions, Strategy};
 
 use session::MemberSpec;
 
-use crate::recipe::Policy;
+use crate::pipeline::recipe::Policy;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;

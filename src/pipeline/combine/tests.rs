@@ -2,13 +2,13 @@
 
 use super::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
 use super::*;
-use crate::divergence::tests::ALL;
-use crate::divergence::Divergence;
-use crate::sample::Rng;
+use crate::pipeline::divergence::tests::ALL;
+use crate::pipeline::divergence::Divergence;
+use crate::pipeline::sample::Rng;
 
 /// A sampler that draws from the distribution as it is (no truncation, no penalty).
-fn plain_sampler(seed: u64) -> crate::sample::Sampler {
-    crate::sample::Sampler::new(crate::sample::SamplingParams {
+fn plain_sampler(seed: u64) -> crate::pipeline::sample::Sampler {
+    crate::pipeline::sample::Sampler::new(crate::pipeline::sample::SamplingParams {
         temperature: 1.0,
         top_k: 0,
         top_p: 1.0,
@@ -261,7 +261,7 @@ fn reverse_kl_greedy_is_the_argmax_of_the_exact_distribution() {
             c.terms().iter().map(|(r, _)| &logits[r.index(true)][..]).collect();
         let mut out = vec![0f32; n];
         c.combine(&inputs, true, &mut out);
-        let greedy = crate::sample::argmax(&out);
+        let greedy = crate::pipeline::sample::argmax(&out);
         let lp_ref = norm(&logits[0].iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
         let lp: Vec<Vec<f64>> = logits[1..]
             .iter()
@@ -343,7 +343,7 @@ fn eq6_candidate_pruning_never_loses_the_argmax() {
             let mut c = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
             let mut out = vec![0f32; n];
             c.combine(&inputs, true, &mut out);
-            let got = crate::sample::argmax(&out) as usize;
+            let got = crate::pipeline::sample::argmax(&out) as usize;
             let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
             let (lr, l1, l2) = (to64(&logits[0]), to64(&logits[1]), to64(&logits[2]));
             let mut all = Vec::new();

@@ -5,8 +5,8 @@
 //! prompt and a response, each policy's log-likelihood of the response (after its own prefix
 //! and the prompt) comes from one forward pass; the rewards follow.
 
-use crate::engine::{Engine, SessionOptions};
-use crate::recipe::Recipe;
+use crate::pipeline::engine::{Engine, SessionOptions};
+use crate::pipeline::recipe::Recipe;
 use anyhow::{bail, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;

@@ -1,11 +1,11 @@
 //! The decoding loop: prompt → policies → combiner → sampler → the same token to every
 //! policy, until an end-of-generation token, a stop string, the token limit or a full context.
 
-use crate::combine::{Combiner, Role};
-use crate::engine::{Engine, SessionOptions};
-use crate::recipe::Recipe;
-use crate::sample::{Sampler, SamplingParams};
-use crate::text::TextStream;
+use crate::pipeline::combine::{Combiner, Role};
+use crate::pipeline::engine::{Engine, SessionOptions};
+use crate::pipeline::recipe::Recipe;
+use crate::pipeline::sample::{Sampler, SamplingParams};
+use crate::pipeline::text::TextStream;
 use anyhow::{bail, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
@@ -93,7 +93,7 @@ pub fn generate(
 }
 
 /// One generation in progress: its combiner, sampler, text and tokens. The decoding loops
-/// ([`generate`], and several at once in [`crate::parallel`]) feed it logits and take the
+/// ([`generate`], and several at once in [`crate::apps::parallel`]) feed it logits and take the
 /// tokens it picks.
 pub struct Stream<'e> {
     engine: &'e Engine,

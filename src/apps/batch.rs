@@ -7,11 +7,11 @@
 //! resuming skips what the output already holds. A bad line gets an error record with its
 //! line number and the batch goes on.
 
-use crate::decode::{Generation, Settings};
-use crate::engine::Engine;
-use crate::parallel;
-use crate::recipe::Recipe;
-use crate::score::{self, Response};
+use crate::pipeline::decode::{Generation, Settings};
+use crate::pipeline::engine::Engine;
+use crate::apps::parallel;
+use crate::pipeline::recipe::Recipe;
+use crate::apps::score::{self, Response};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -329,8 +329,8 @@ fn write_line(out: &mut dyn Write, v: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{SessionOptions, Strategy};
-    use crate::sample::SamplingParams;
+    use crate::pipeline::engine::{SessionOptions, Strategy};
+    use crate::pipeline::sample::SamplingParams;
     use std::path::PathBuf;
 
     fn recipe() -> Recipe {

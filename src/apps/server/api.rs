@@ -1,10 +1,10 @@
 //! The OpenAI-compatible request and response bodies: validation of a request into what the
 //! decoding thread needs, and the JSON of answers, stream chunks and errors.
 
-use crate::decode::{FinishReason, Generation, Settings};
-use crate::engine::chat::{Message, TRANSCRIPT_STOP};
-use crate::engine::Engine;
-use crate::recipe::Recipe;
+use crate::pipeline::decode::{FinishReason, Generation, Settings};
+use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
+use crate::pipeline::engine::Engine;
+use crate::pipeline::recipe::Recipe;
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Map, Value};
 

@@ -4,7 +4,7 @@
 //! flags. Model paths in a file are relative to the file's folder. This module knows nothing
 //! of llama.cpp: it only describes policies.
 
-use crate::divergence::Divergence;
+use crate::pipeline::divergence::Divergence;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@
 //! number of tokens) are dropped before the final solve: together they hold at most
 //! [`PRUNE_MASS`] of the exact distribution. They get log-probability −∞.
 
-use crate::divergence::{log_wright_omega, Divergence};
+use crate::pipeline::divergence::{log_wright_omega, Divergence};
 
 /// Total probability that pruning may drop.
 pub const PRUNE_MASS: f64 = 1e-9;

@@ -2,10 +2,10 @@
 //! keeps what the policies' caches already hold (only the new turn is decoded), and decodes
 //! the reply. Weights, divergence and temperature can change between turns.
 
-use crate::decode::{Generation, Settings, Stream};
-use crate::engine::chat::{Message, TRANSCRIPT_STOP};
-use crate::engine::{Engine, Session};
-use crate::recipe::{parse_weights, Recipe};
+use crate::pipeline::decode::{Generation, Settings, Stream};
+use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
+use crate::pipeline::engine::{Engine, Session};
+use crate::pipeline::recipe::{parse_weights, Recipe};
 use anyhow::{bail, Context, Result};
 use llama_cpp_2::token::LlamaToken;
 use std::path::PathBuf;

@@ -5,9 +5,9 @@
 //! noisy machine affects all of them alike; medians are reported. Peak memory is the
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
-use crate::decode::{self, Generation, Settings};
-use crate::engine::{Engine, LoadOptions, Strategy};
-use crate::recipe::{Policy, Recipe};
+use crate::pipeline::decode::{self, Generation, Settings};
+use crate::pipeline::engine::{Engine, LoadOptions, Strategy};
+use crate::pipeline::recipe::{Policy, Recipe};
 use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -190,7 +190,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
         })
         .collect();
     let recipe = Recipe {
-        divergence: crate::divergence::Divergence::ReverseKl,
+        divergence: crate::pipeline::divergence::Divergence::ReverseKl,
         reference: None,
         weights: vec![1.0 / k as f64; k],
         experts,
@@ -201,7 +201,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
 
 fn alone_recipe(file: &std::path::Path) -> Recipe {
     Recipe {
-        divergence: crate::divergence::Divergence::ReverseKl,
+        divergence: crate::pipeline::divergence::Divergence::ReverseKl,
         reference: None,
         experts: vec![Policy {
             name: "alone".into(),
@@ -242,7 +242,7 @@ fn generate_counted(
 
 /// How many policies MOD runs for the recipe (zero coefficients are skipped).
 fn running_policies(recipe: &Recipe, plan: &Plan) -> Result<usize> {
-    let combiner = crate::combine::Combiner::new(
+    let combiner = crate::pipeline::combine::Combiner::new(
         recipe.divergence,
         &recipe.weights,
         recipe.reference.is_some(),

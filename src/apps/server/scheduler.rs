@@ -7,9 +7,9 @@
 //! needs another policy waits until the running ones finish; the session is then rebuilt
 //! with the union.
 
-use crate::decode::{Generation, Settings, Stream};
-use crate::engine::{Engine, Session};
-use crate::recipe::Recipe;
+use crate::pipeline::decode::{Generation, Settings, Stream};
+use crate::pipeline::engine::{Engine, Session};
+use crate::pipeline::recipe::Recipe;
 use llama_cpp_2::token::LlamaToken;
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};

@@ -8,9 +8,9 @@
 pub mod api;
 pub mod scheduler;
 
-use crate::decode::Settings;
-use crate::engine::Engine;
-use crate::recipe::Recipe;
+use crate::pipeline::decode::Settings;
+use crate::pipeline::engine::Engine;
+use crate::pipeline::recipe::Recipe;
 use anyhow::{Context, Result};
 use api::{ApiError, Kind};
 use axum::body::Bytes;
@@ -69,13 +69,13 @@ pub fn serve(
 ) -> Result<()> {
     let engine = Arc::new(engine);
     // Start with the policies the recipe's own weights need.
-    let combiner = crate::combine::Combiner::new(
+    let combiner = crate::pipeline::combine::Combiner::new(
         recipe.divergence,
         &recipe.weights,
         recipe.reference.is_some(),
         settings.plausibility,
     )?;
-    let initial = crate::decode::engine_members(&recipe, combiner.terms());
+    let initial = crate::pipeline::decode::engine_members(&recipe, combiner.terms());
     let (tx, rx) = std::sync::mpsc::channel();
     let decoder = {
         let engine = Arc::clone(&engine);

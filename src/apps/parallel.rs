@@ -1,11 +1,11 @@
 //! Several generations at once: up to N requests decode side by side in the lanes of one
 //! session (each context decodes one batch per step holding every active lane's token), and a
 //! finished lane takes the next request. Each request keeps its own weights, divergence and
-//! sampling, so its output is what [`crate::decode::generate`] gives it alone.
+//! sampling, so its output is what [`crate::pipeline::decode::generate`] gives it alone.
 
-use crate::decode::{Generation, Settings, Stream};
-use crate::engine::Engine;
-use crate::recipe::Recipe;
+use crate::pipeline::decode::{Generation, Settings, Stream};
+use crate::pipeline::engine::Engine;
+use crate::pipeline::recipe::Recipe;
 use anyhow::Result;
 use llama_cpp_2::token::LlamaToken;
 use std::time::Instant;

@@ -1,11 +1,11 @@
 //! Weight sweeps: decode a prompt set at every weight vector of a grid, score each output
 //! with the experts' implicit rewards, and tabulate the means — the Pareto front of MOD.
 
-use crate::decode::Settings;
-use crate::engine::Engine;
-use crate::parallel;
-use crate::recipe::Recipe;
-use crate::score::{self, Response};
+use crate::pipeline::decode::Settings;
+use crate::pipeline::engine::Engine;
+use crate::apps::parallel;
+use crate::pipeline::recipe::Recipe;
+use crate::apps::score::{self, Response};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 
@@ -59,7 +59,7 @@ pub fn simplex(experts: usize, n: usize) -> Result<Vec<Vec<f64>>> {
 
 /// An explicit list: `0.2,0.8;0.5,0.5`.
 pub fn list(spec: &str) -> Result<Vec<Vec<f64>>> {
-    spec.split(';').filter(|s| !s.trim().is_empty()).map(crate::recipe::parse_weights).collect()
+    spec.split(';').filter(|s| !s.trim().is_empty()).map(crate::pipeline::recipe::parse_weights).collect()
 }
 
 fn round(x: f64) -> f64 {

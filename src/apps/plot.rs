@@ -3,7 +3,7 @@
 //! every pair. Headless: SVG needs no fonts; PNG labels use a TrueType font found on the
 //! system (DejaVu Sans and a few common others) and are left out if there is none.
 
-use crate::sweep::Row;
+use crate::apps::sweep::Row;
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;

@@ -1,0 +1,11 @@
+//! Applications built on the pipeline: each turns its inputs into decoder requests and its
+//! events into outputs.
+
+pub mod batch;
+pub mod bench;
+pub mod chat;
+pub mod parallel;
+pub mod plot;
+pub mod score;
+pub mod server;
+pub mod sweep;
