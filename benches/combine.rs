@@ -7,6 +7,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use mood::pipeline::combine::{logsumexp, Combiner, DEFAULT_PLAUSIBILITY};
 use mood::pipeline::divergence::Divergence;
+use mood::pipeline::recipe::{Policy, Recipe};
 use mood::pipeline::sample::{Rng, Sampler, SamplingParams};
 
 const VOCAB: usize = 262_144;
@@ -33,6 +34,20 @@ fn policy(base: &[f32], k: u64) -> Vec<f32> {
     base.iter().zip(&own).map(|(b, o)| if *o > 10.0 { *o } else { b + 0.25 * o }).collect()
 }
 
+/// A recipe with a reference and one expert per weight, and its combiner.
+fn recipe_and_combiner(div: Divergence, w: &[f64], plausibility: f64) -> (Recipe, Combiner) {
+    let policy = |name: String| Policy { name, ..Policy::default() };
+    let experts = (0..w.len()).map(|i| policy(format!("e{i}"))).collect();
+    let recipe = Recipe::new(div, Some(policy("reference".into())), experts, w.to_vec()).unwrap();
+    let combiner = Combiner::new(div, &recipe.terms().unwrap(), plausibility).unwrap();
+    (recipe, combiner)
+}
+
+/// The logits the combiner takes, in term order (policy k of the recipe is `policies[k]`).
+fn inputs<'a>(recipe: &Recipe, comb: &Combiner, policies: &'a [Vec<f32>]) -> Vec<&'a [f32]> {
+    comb.terms().iter().map(|(r, _)| &policies[recipe.index_of(*r)][..]).collect()
+}
+
 fn bench_combine(c: &mut Criterion) {
     let base = logits(0);
     let policies: Vec<Vec<f32>> = (0..5).map(|k| policy(&base, k)).collect();
@@ -50,9 +65,8 @@ fn bench_combine(c: &mut Criterion) {
         for div in divergences {
             for m in [1usize, 2, 4] {
                 let w = vec![1.0 / m as f64; m];
-                let mut comb = Combiner::new(div, &w, true, DEFAULT_PLAUSIBILITY).unwrap();
-                let inputs: Vec<&[f32]> =
-                    comb.terms().iter().map(|(r, _)| &policies[r.index(true)][..]).collect();
+                let (recipe, mut comb) = recipe_and_combiner(div, &w, DEFAULT_PLAUSIBILITY);
+                let inputs = inputs(&recipe, &comb, &policies);
                 group.bench_with_input(BenchmarkId::new(div.name(), m), &m, |b, _| {
                     b.iter(|| comb.combine(black_box(&inputs), greedy, &mut out))
                 });
@@ -64,9 +78,8 @@ fn bench_combine(c: &mut Criterion) {
     let mut group = c.benchmark_group("combine_sample_whole_vocabulary");
     group.sample_size(10);
     for div in divergences {
-        let mut comb = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
-        let inputs: Vec<&[f32]> =
-            comb.terms().iter().map(|(r, _)| &policies[r.index(true)][..]).collect();
+        let (recipe, mut comb) = recipe_and_combiner(div, &[0.5, 0.5], 0.0);
+        let inputs = inputs(&recipe, &comb, &policies);
         group.bench_function(div.name(), |b| {
             b.iter(|| comb.combine(black_box(&inputs), false, &mut out))
         });
@@ -95,7 +108,7 @@ fn bench_sample(c: &mut Criterion) {
         ),
     ];
     for (name, params) in configs {
-        let mut sampler = Sampler::new(params);
+        let mut sampler = Sampler::new(params, 1);
         let mut work = base.clone();
         group.bench_function(name, |b| {
             b.iter(|| {

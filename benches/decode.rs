@@ -6,10 +6,11 @@
 //! of wall time. Needs the default model (models/setup.sh).
 
 use mood::apps::bench::{self, Plan};
-use mood::pipeline::decode::Settings;
-use mood::pipeline::engine::{SessionOptions, Strategy};
+use mood::pipeline::decode::{decode_all, Request};
+use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
 use mood::pipeline::sample::SamplingParams;
+use mood::pipeline::settings::Settings;
 use std::path::Path;
 
 fn main() {
@@ -31,8 +32,8 @@ fn main() {
             stops: Vec::new(),
             sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
             plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
-            session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         },
+        session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         strategies: vec![Strategy::Threads, Strategy::Batched],
         rounds: 3,
         load: Default::default(),
@@ -44,7 +45,7 @@ fn main() {
     for s in &report.single {
         println!("alone  {:<28} {:>7.1} tok/s", s.model, s.tokens_per_second);
     }
-    batch_throughput(&recipe, &plan.settings);
+    batch_throughput(&recipe, &plan.settings, plan.session);
     for m in &report.r#mod {
         println!(
             "MOD    {:<8} {} policies  {:>7.1} tok/s  ratio {:.2}  forward {:.2} ms  combine {:.3} ms  sample {:.3} ms",
@@ -54,7 +55,7 @@ fn main() {
 }
 
 /// 16 prompts with `parallel` 1 and 16, two alternating rounds each; prints aggregate tok/s.
-fn batch_throughput(recipe: &Recipe, settings: &Settings) {
+fn batch_throughput(recipe: &Recipe, settings: &Settings, session: SessionOptions) {
     let prompts = [
         "The ocean",
         "The moon",
@@ -74,25 +75,25 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings) {
         "The sea",
     ];
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine =
-        mood::pipeline::engine::Engine::load(&policies, Default::default()).expect("the model loads");
+    let engine = Engine::load(&policies, Default::default()).expect("the model loads");
     let mut settings = settings.clone();
     settings.max_tokens = 48;
-    settings.session.ctx_size = 512;
+    let session = SessionOptions { ctx_size: 512, ..session };
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _round in 0..2 {
         for (k, parallel) in [1usize, 16].into_iter().enumerate() {
-            let jobs = prompts
+            let requests = prompts
                 .iter()
-                .map(|p| mood::apps::parallel::Job {
+                .map(|p| Request {
                     recipe: recipe.clone(),
-                    prompt: p.to_string(),
                     settings: settings.clone(),
+                    prompts: engine.prompt_tokens(p).expect("a prompt"),
+                    reuse_cache: false,
                 })
                 .collect();
             let started = std::time::Instant::now();
             let mut tokens = 0;
-            mood::apps::parallel::run(&engine, jobs, parallel, &mut |_, g| {
+            decode_all(&engine, requests, parallel, session, &mut |_, g| {
                 tokens += g.map(|g| g.tokens.len()).unwrap_or(0);
                 Ok(())
             })

@@ -9,8 +9,7 @@ fn main() -> std::process::ExitCode {
     match cli::run(parsed) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("mood: error: {msg}");
+            eprintln!("mood: error: {}", cli::one_line(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -129,8 +129,10 @@ fn bad_lines_get_error_records_and_fail_fast_stops() {
     assert_eq!(errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
     assert!(errors[0].1.contains("invalid JSON"));
     assert!(errors[1].1.contains("duplicate id"));
-    assert!(errors[2].1.contains("missing 'prompt'"));
-    assert!(errors[3].1.contains("top-p"));
+    // Records name settings as JSON writes them, never as command-line flags.
+    assert!(errors[2].1.contains("prompt is missing"), "{}", errors[2].1);
+    assert!(errors[3].1.contains("top_p must be in (0, 1]"), "{}", errors[3].1);
+    assert!(errors.iter().all(|e| !e.1.contains("--")), "{errors:?}");
     assert!(recs[5]["text"].is_string(), "the line after the errors completes");
 
     let output = scratch("bad-ff.jsonl");
@@ -226,8 +228,8 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     assert_eq!(recs.len(), 4);
 
     // Teacher-force each output through a plain one-lane session: every token must be the
-    // greedy MOD choice, or within llama.cpp's batch-split noise of it (DESIGN: logits move by
-    // up to ~0.2 nats with how tokens are batched; lanes batch tokens of several prompts).
+    // greedy MOD choice, or within llama.cpp's batch-split noise of it (docs/mod.md: logits move
+    // by up to ~0.2 nats with how tokens are batched; lanes batch tokens of several prompts).
     let recipe = mood::pipeline::recipe::Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, Default::default()).unwrap();
@@ -235,23 +237,23 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     let mut near_ties = 0;
     for rec in &recs {
         let prompt = prompts[rec["id"].as_u64().unwrap() as usize];
-        let mut combiner = Combiner::new(recipe.divergence, &recipe.weights, true, 0.0).unwrap();
-        let members = mood::pipeline::decode::engine_members(&recipe, combiner.terms());
-        let mut session = engine.session(&members, options).unwrap();
+        let mut combiner = Combiner::new(recipe.divergence, &recipe.terms().unwrap(), 0.0).unwrap();
+        let members = recipe.members().unwrap();
+        let mut session = engine.open_session(&members, 1, options).unwrap();
         let tokens: Vec<_> = members
             .iter()
-            .map(|&m| engine.tokenize(m, &format!("{}{prompt}", policies[m].prefix)))
+            .map(|&m| Some(engine.tokenize(m, &format!("{}{prompt}", policies[m].prefix))))
             .collect();
-        session.prefill(&tokens).unwrap();
+        session.prefill_lane(0, &tokens, false).unwrap();
         let mut combined = vec![0f32; engine.n_common_vocab()];
         for (step, t) in tokens_of(rec).into_iter().enumerate() {
-            let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
+            let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits_in(k, 0)).collect();
             combiner.combine(&inputs, true, &mut combined);
             let best = argmax(&combined);
             let gap = combined[best as usize] - combined[t as usize];
             assert!(gap < 0.3, "id {} step {step}: chose {t}, greedy {best}, gap {gap}", rec["id"]);
             near_ties += usize::from(best != t);
-            session.append(llama_cpp_2::token::LlamaToken(t as i32)).unwrap();
+            session.step(&[Some(llama_cpp_2::token::LlamaToken(t as i32))]).unwrap();
         }
     }
     assert!(near_ties <= 4, "{near_ties} near-tie flips in 96 tokens");

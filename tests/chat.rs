@@ -69,6 +69,41 @@ fn chat_templates_and_their_errors() {
         chat(&["--template", "gemma", "--system", "Be brief."], "Hello there.\n");
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stdout.trim().is_empty());
+    assert!(!stdout.contains("<start_of_turn>") && !stdout.contains("<end_of_turn>"), "{stdout}");
+
+    // One model in Gemma's template: the reply is greedy decoding of the prompt written out
+    // by hand here, up to the end-of-turn token.
+    let m = default_model();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args(["chat", "-m", m.to_str().unwrap(), "-n", "24", "--repeat-penalty", "1"])
+        .args(["--template", "gemma", "--system", "Be brief."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello there.\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reply = String::from_utf8(out.stdout).unwrap();
+    let rendered =
+        "<start_of_turn>user\nBe brief.\n\nHello there.<end_of_turn>\n<start_of_turn>model\n";
+    let model = load_model(&m);
+    let mut plain = Plain::new(&model, 512, 2);
+    let tokens = model.vocab().tokenize(rendered.as_bytes(), true, true);
+    let mut logits = plain.decode(&tokens);
+    let mut bytes = Vec::new();
+    for _ in 0..24 {
+        let t = argmax(&logits);
+        if plain.is_eog(t) {
+            break;
+        }
+        let token = llama_cpp_2::token::LlamaToken(t as i32);
+        model.vocab().token_to_piece_into(token, &mut bytes, false, None);
+        logits = plain.feed(t);
+    }
+    let want = String::from_utf8_lossy(&bytes);
+    assert_eq!(reply.trim_end_matches('\n'), want, "the reply is greedy decoding of the template");
     let (_, stderr, code) = chat(&["--template", "nosuch"], "Hello\n");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("nosuch") && stderr.lines().count() == 1, "{stderr}");

@@ -36,30 +36,32 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
     assert_eq!(engine.n_models(), 1, "one copy of the base weights");
     assert_eq!(engine.n_adapters(), 1, "one copy of the adapter");
     let prompt = engine.tokenize(0, "The ocean");
-    let prompts = vec![prompt.clone(); 4];
+    let prompts = vec![Some(prompt.clone()); 4];
     let open = |strategy| {
         let mut s = engine
-            .session(&[0, 1, 2, 3], SessionOptions { threads: 2, ctx_size: 128, strategy })
+            .open_session(&[0, 1, 2, 3], 1, SessionOptions { threads: 2, ctx_size: 128, strategy })
             .unwrap();
-        s.prefill(&prompts).unwrap();
+        s.prefill_lane(0, &prompts, false).unwrap();
         s
     };
     let s = open(Strategy::Threads);
-    assert!(max_diff(s.logits(0), s.logits(1)) > 0.5, "the adapter changes its policy's logits");
-    assert!(max_diff(s.logits(0), s.logits(2)) < 1e-3, "scale 0 is the base model");
-    assert!(max_diff(s.logits(1), s.logits(3)) < 1e-3, "same adapter, same logits");
+    assert!(
+        max_diff(s.logits_in(0, 0), s.logits_in(1, 0)) > 0.5,
+        "the adapter changes its policy's logits"
+    );
+    assert!(max_diff(s.logits_in(0, 0), s.logits_in(2, 0)) < 1e-3, "scale 0 is the base model");
+    assert!(max_diff(s.logits_in(1, 0), s.logits_in(3, 0)) < 1e-3, "same adapter, same logits");
     // The base policy is untouched by the adapters beside it: equal to a plain engine.
     let plain = Engine::load(&policies[..1], Default::default()).unwrap();
-    let mut p = plain
-        .session(&[0], SessionOptions { threads: 1, ctx_size: 128, strategy: Strategy::Threads })
-        .unwrap();
-    p.prefill(&[prompt]).unwrap();
-    assert!(max_diff(p.logits(0), s.logits(0)) < 1e-3);
+    let options = SessionOptions { threads: 1, ctx_size: 128, strategy: Strategy::Threads };
+    let mut p = plain.open_session(&[0], 1, options).unwrap();
+    p.prefill_lane(0, &[Some(prompt)], false).unwrap();
+    assert!(max_diff(p.logits_in(0, 0), s.logits_in(0, 0)) < 1e-3);
     // Batched: one context per (model, adapter, scale): {base}, {adapted, adapted2}, {scale0}.
     let b = open(Strategy::Batched);
     assert_eq!(b.n_contexts(), 3);
-    assert!(max_diff(b.logits(0), b.logits(1)) > 0.5);
-    assert!(max_diff(b.logits(0), b.logits(2)) < 1e-3);
+    assert!(max_diff(b.logits_in(0, 0), b.logits_in(1, 0)) > 0.5);
+    assert!(max_diff(b.logits_in(0, 0), b.logits_in(2, 0)) < 1e-3);
 }
 
 #[test]

@@ -106,6 +106,32 @@ fn sampling_works_for_every_divergence_and_is_reproducible() {
         assert_eq!(a.len(), 12, "{div}");
         assert_eq!(a, run("1e-4"), "{div}: same seed, same sample");
         assert_eq!(run("0").len(), 12, "{div}: exact sampling over the whole vocabulary");
+        // A strict plausibility set, recomputed from each expert's own logits: every drawn
+        // token has at least τ × the top probability under one of the (positively weighted)
+        // experts.
+        let tau = 0.02f64;
+        let drawn = run(&tau.to_string());
+        let model = load_model(&default_model());
+        let mut experts: Vec<Plain> = (0..2).map(|_| Plain::new(&model, 256, 1)).collect();
+        let mut logits: Vec<Vec<f32>> = experts
+            .iter_mut()
+            .zip([POET, SCIENTIST])
+            .map(|(p, pre)| p.prompt(&format!("{pre}{PROMPT}")))
+            .collect();
+        for (step, &t) in drawn.iter().enumerate() {
+            let margin = logits
+                .iter()
+                .map(|l| {
+                    let lp = log_softmax64(l);
+                    let top = lp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    lp[t as usize] - top
+                })
+                .fold(f64::NEG_INFINITY, f64::max);
+            assert!(margin >= tau.ln() - 1e-3, "{div} step {step}: token {t} at {margin}");
+            for (p, l) in experts.iter_mut().zip(logits.iter_mut()) {
+                *l = p.feed(t);
+            }
+        }
     }
 }
 

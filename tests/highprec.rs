@@ -1,7 +1,7 @@
 //! MOD scores against a 80-digit computation (tests/highprec.py, mpmath) on extreme cases:
 //! log-ratios to ±60, a pole token, negative weights for reverse KL.
 
-use mood::pipeline::combine::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
+use mood::pipeline::combine::exact::{eq6_log_scores, mod_log_probs, Scratch, PRUNE_MASS};
 use mood::pipeline::divergence::Divergence;
 use serde_json::json;
 use std::io::Write;
@@ -81,10 +81,10 @@ fn mod_scores_agree_with_80_digit_arithmetic() {
         .collect();
     assert_eq!(lines.len(), cases.len());
     for (c, hp) in cases.iter().zip(&lines) {
-        let lps: Vec<&[f64]> = c.lp.iter().map(|v| &v[..]).collect();
-        let (mut eq6, mut logp) = (Vec::new(), Vec::new());
-        eq6_log_scores(c.div, &c.w, &c.lp_ref, &lps, &mut eq6);
-        mod_log_probs(c.div, &c.w, &c.lp_ref, &lps, &mut logp);
+        let lps = c.lp.concat();
+        let (mut eq6, mut logp, mut scratch) = (Vec::new(), Vec::new(), Scratch::default());
+        eq6_log_scores(c.div, &c.w, &c.lp_ref, &lps, &mut eq6, &mut scratch);
+        mod_log_probs(c.div, &c.w, &c.lp_ref, &lps, &mut logp, &mut scratch);
         for (name, ours) in [("eq6", &eq6), ("logp", &logp)] {
             for (v, (&got, want)) in ours.iter().zip(hp[name].as_array().unwrap()).enumerate() {
                 let want = want.as_f64().unwrap();

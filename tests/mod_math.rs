@@ -1,12 +1,11 @@
 //! MOD on the default model checked against independent computations: plain single-context
-//! greedy decoding, and the closed form of DESIGN.md §1 evaluated in f64 from each policy's
-//! own logits.
+//! greedy decoding, and the closed form of reverse-KL MOD (docs/mod.md) evaluated in f64 from
+//! each policy's own logits.
 
 mod common;
 
 use common::*;
 use mood::pipeline::combine::{log_softmax, Combiner};
-use mood::pipeline::decode::engine_members;
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
@@ -44,19 +43,15 @@ fn check_closed_form(weights: &[f64]) {
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, Default::default()).unwrap();
     assert_eq!(engine.n_models(), 1, "three policies on one file share one model");
-    let mut combiner = Combiner::new(Divergence::ReverseKl, &recipe.weights, true, 0.0).unwrap();
-    let members = engine_members(&recipe, combiner.terms());
-    let mut session = engine
-        .session(
-            &members,
-            SessionOptions { threads: 2, ctx_size: 512, strategy: Strategy::Threads },
-        )
-        .unwrap();
+    let mut combiner = Combiner::new(Divergence::ReverseKl, &recipe.terms().unwrap(), 0.0).unwrap();
+    let members = recipe.members().unwrap();
+    let options = SessionOptions { threads: 2, ctx_size: 512, strategy: Strategy::Threads };
+    let mut session = one_lane(&engine, &members, options);
     let prompts: Vec<_> = members
         .iter()
         .map(|&m| engine.tokenize(m, &format!("{}{}", policies[m].prefix, PROMPT)))
         .collect();
-    session.prefill(&prompts).unwrap();
+    prefill(&mut session, &prompts);
 
     // Independent side: one plain context per policy (reference, poet, scientist).
     let model = load_model(&default_model());
@@ -72,7 +67,7 @@ fn check_closed_form(weights: &[f64]) {
     let n = engine.n_common_vocab();
     let mut combined = vec![0f32; n];
     for step in 0..3 {
-        let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits(k)).collect();
+        let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits_in(k, 0)).collect();
         combiner.combine(&inputs, false, &mut combined);
         log_softmax(&mut combined);
 
@@ -94,7 +89,7 @@ fn check_closed_form(weights: &[f64]) {
 
         // Feed the same token to both sides: the combined argmax.
         let t = argmax(&combined);
-        session.append(llama_cpp_2::token::LlamaToken(t as i32)).unwrap();
+        feed(&mut session, t);
         for (p, l) in plains.iter_mut().zip(logits.iter_mut()) {
             *l = p.feed(t);
         }
@@ -118,11 +113,11 @@ fn combined_distribution_matches_closed_form_negative_weight() {
 
 #[test]
 fn reference_is_skipped_when_weights_sum_to_one() {
-    let recipe = Recipe::load(&demo_recipe()).unwrap();
-    let c = Combiner::new(Divergence::ReverseKl, &[0.3, 0.7], true, 0.0).unwrap();
-    assert_eq!(engine_members(&recipe, c.terms()), vec![1, 2]);
-    let c = Combiner::new(Divergence::ReverseKl, &[0.6, 0.8], true, 0.0).unwrap();
-    assert_eq!(engine_members(&recipe, c.terms()), vec![0, 1, 2]);
+    let mut recipe = Recipe::load(&demo_recipe()).unwrap();
+    recipe.set_weights(vec![0.3, 0.7]).unwrap();
+    assert_eq!(recipe.members().unwrap(), vec![1, 2]);
+    recipe.set_weights(vec![0.6, 0.8]).unwrap();
+    assert_eq!(recipe.members().unwrap(), vec![0, 1, 2]);
 }
 
 #[test]
@@ -136,10 +131,9 @@ fn threads_and_batched_strategies_give_the_same_distributions() {
         .map(|&m| engine.tokenize(m, &format!("{}{}", policies[m].prefix, PROMPT)))
         .collect();
     let open = |strategy| {
-        let mut s = engine
-            .session(&members, SessionOptions { threads: 2, ctx_size: 256, strategy })
-            .unwrap();
-        s.prefill(&prompts).unwrap();
+        let mut s =
+            one_lane(&engine, &members, SessionOptions { threads: 2, ctx_size: 256, strategy });
+        prefill(&mut s, &prompts);
         s
     };
     let mut threads = open(Strategy::Threads);
@@ -148,8 +142,8 @@ fn threads_and_batched_strategies_give_the_same_distributions() {
     let mut compared = 0;
     for step in 0..10 {
         for k in 0..members.len() {
-            let a = log_softmax64(threads.logits(k));
-            let b = log_softmax64(batched.logits(k));
+            let a = log_softmax64(threads.logits_in(k, 0));
+            let b = log_softmax64(batched.logits_in(k, 0));
             // llama.cpp's logits depend on how prompt tokens are split into batches (the
             // batched strategy packs all prompts into one): measured up to 0.35 nats on a
             // likely token and 0.05 in total variation.
@@ -159,18 +153,22 @@ fn threads_and_batched_strategies_give_the_same_distributions() {
             let mut order: Vec<usize> = (0..a.len()).collect();
             order.sort_by(|&x, &y| a[y].total_cmp(&a[x]));
             if a[order[0]] - a[order[1]] > 0.5 {
-                assert_eq!(argmax(batched.logits(k)) as usize, order[0], "step {step} policy {k}");
+                assert_eq!(
+                    argmax(batched.logits_in(k, 0)) as usize,
+                    order[0],
+                    "step {step} policy {k}"
+                );
                 compared += 1;
             }
         }
-        let t = argmax(threads.logits(1));
-        threads.append(llama_cpp_2::token::LlamaToken(t as i32)).unwrap();
-        batched.append(llama_cpp_2::token::LlamaToken(t as i32)).unwrap();
+        let t = argmax(threads.logits_in(1, 0));
+        feed(&mut threads, t);
+        feed(&mut batched, t);
     }
     assert!(compared >= 10, "only {compared} tie-free steps compared");
     // The tolerance is tight enough to tell policies apart: the poet and the scientist
     // differ by far more than it.
-    let (p, q) = (log_softmax64(threads.logits(1)), log_softmax64(threads.logits(2)));
+    let (p, q) = (log_softmax64(threads.logits_in(1, 0)), log_softmax64(threads.logits_in(2, 0)));
     let tv: f64 = p.iter().zip(&q).map(|(x, y)| (x.exp() - y.exp()).abs()).sum::<f64>() / 2.0;
     assert!(tv > 0.1, "policies 1 and 2 differ by only {tv}");
 }

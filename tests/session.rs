@@ -19,7 +19,7 @@ fn poet_engine() -> Engine {
 
 fn lanes(engine: &Engine, n: usize, ctx_size: u32) -> Session {
     let options = SessionOptions { threads: 1, ctx_size, strategy: Strategy::Threads };
-    engine.session_lanes(&[0], n, options).unwrap()
+    engine.open_session(&[0], n, options).unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -47,9 +47,9 @@ fn a_lane_copies_the_prefix_another_lane_holds() {
     assert!(shared >= 16, "the prompts share their prefix ({shared} tokens)");
 
     let mut session = lanes(&engine, 2, 512);
-    session.prefill_lane(0, std::slice::from_ref(&first)).unwrap();
+    session.prefill_lane(0, &[Some(first.clone())], false).unwrap();
     let before = session.logits_in(0, 0).to_vec();
-    let reused = session.continue_lane(1, std::slice::from_ref(&second)).unwrap();
+    let reused = session.prefill_lane(1, &[Some(second.clone())], true).unwrap();
     assert_eq!(reused, shared, "lane 1 takes the whole shared prefix from lane 0");
 
     // Lane 1 holds exactly the second prompt over lane 0's prefix: its logits are those of
@@ -81,11 +81,11 @@ fn a_start_the_sliding_window_forgot_is_decoded_again() {
 
     for lane in [0, 1] {
         let mut session = lanes(&engine, 2, 1200);
-        session.prefill_lane(0, std::slice::from_ref(&long)).unwrap();
-        let reused = session.continue_lane(lane, std::slice::from_ref(&next)).unwrap();
+        session.prefill_lane(0, &[Some(long.clone())], false).unwrap();
+        let reused = session.prefill_lane(lane, &[Some(next.clone())], true).unwrap();
         assert_eq!(reused, 0, "lane {lane}: the {shared}-token start is gone from the window");
         let mut fresh = lanes(&engine, 2, 1200);
-        fresh.prefill_lane(lane, std::slice::from_ref(&next)).unwrap();
+        fresh.prefill_lane(lane, &[Some(next.clone())], false).unwrap();
         let d = max_diff(session.logits_in(0, lane), fresh.logits_in(0, lane));
         assert!(d < 1e-4, "lane {lane}: {d}");
     }

@@ -1,17 +1,17 @@
 //! Scripted batch decoding: JSONL prompts in, JSONL generations out, one line each.
 //!
-//! Each input line is an object with `id` and `prompt`, and optionally `weights` (an array,
-//! or an object by expert name), `divergence`, `max_tokens`, `temperature`, `top_p`, `top_k`,
-//! `seed` and `stop` (a string or an array) overriding the defaults for that line. Output is
-//! written line by line and flushed, so a crash or a kill loses nothing already written;
-//! resuming skips what the output already holds. A bad line gets an error record with its
-//! line number and the batch goes on.
+//! Each input line is an object with `id` and `prompt`, and optionally any setting of
+//! [`Overrides`] (`weights`, `divergence`, `max_tokens`, `temperature`, `top_p`, `top_k`,
+//! `min_p`, `seed`, `stop`, …) for that line alone. Output is written line by line and
+//! flushed, so a crash or a kill loses nothing already written; resuming skips what the
+//! output already holds. A bad line gets an error record with its line number and the batch
+//! goes on.
 
-use crate::pipeline::decode::{Generation, Settings};
-use crate::pipeline::engine::Engine;
-use crate::apps::parallel;
+use crate::apps::score::{Response, Scorer};
+use crate::pipeline::decode::{decode_all, Generation, Request};
+use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
-use crate::apps::score::{self, Response};
+use crate::pipeline::settings::{invalid, refuse_unknown, Overrides, Settings};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -19,116 +19,51 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 /// One line's request, after applying its overrides.
-pub struct Request {
+pub struct Line {
     pub id: Value,
     pub prompt: String,
     pub recipe: Recipe,
     pub settings: Settings,
 }
 
-const KEYS: [&str; 10] = [
-    "id",
-    "prompt",
-    "weights",
-    "divergence",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "stop",
-];
+/// The keys of a line besides the overrides.
+const LINE_KEYS: [&str; 2] = ["id", "prompt"];
 
-/// Parses one input line into a request, applying its overrides to the defaults.
+/// Parses one input line, applying its overrides to the defaults (`normalize` is the
+/// default of `normalize_weights`).
 pub fn parse_line(
     line: &str,
     recipe: &Recipe,
     defaults: &Settings,
     normalize: bool,
-) -> Result<Request> {
+) -> Result<Line> {
     let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
-    let obj = v.as_object().ok_or_else(|| anyhow!("a line must be a JSON object"))?;
-    if let Some(k) = obj.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        bail!("unknown key '{k}' (known: {})", KEYS.join(", "));
-    }
-    let id = obj.get("id").cloned().ok_or_else(|| anyhow!("missing 'id'"))?;
+    let Value::Object(mut obj) = v else { bail!("a line must be a JSON object") };
+    let id = obj.get("id").cloned().ok_or_else(|| invalid("id", "is missing"))?;
     if !(id.is_string() || id.is_number()) {
-        bail!("'id' must be a string or a number");
+        return Err(invalid("id", "must be a string or a number"));
     }
-    let prompt = match obj.get("prompt") {
-        Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
-        Some(Value::String(_)) => bail!("'prompt' is empty"),
-        Some(_) => bail!("'prompt' must be a string"),
-        None => bail!("missing 'prompt'"),
+    let prompt = match obj.get("prompt").cloned() {
+        Some(Value::String(p)) if !p.trim().is_empty() => p,
+        Some(Value::String(_)) => return Err(invalid("prompt", "is empty")),
+        Some(_) => return Err(invalid("prompt", "must be a string")),
+        None => return Err(invalid("prompt", "is missing")),
     };
-    let mut recipe = recipe.clone();
-    if let Some(d) = obj.get("divergence") {
-        recipe.divergence =
-            d.as_str().ok_or_else(|| anyhow!("'divergence' must be a string"))?.parse()?;
-    }
-    if let Some(w) = obj.get("weights") {
-        recipe.set_weights(recipe.weights_from_json(w)?)?;
-    }
-    recipe.apply_weight_rules(normalize)?;
-    let mut settings = defaults.clone();
-    let num = |k: &str| -> Result<Option<f64>> {
-        match obj.get(k) {
-            None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| anyhow!("'{k}' must be a number")),
-        }
-    };
-    let whole = |k: &str| -> Result<Option<u64>> {
-        match obj.get(k) {
-            None => Ok(None),
-            Some(v) => {
-                v.as_u64().map(Some).ok_or_else(|| anyhow!("'{k}' must be a whole number ≥ 0"))
-            }
-        }
-    };
-    if let Some(n) = whole("max_tokens")? {
-        if n == 0 {
-            bail!("'max_tokens' must be at least 1");
-        }
-        settings.max_tokens = n as usize;
-    }
-    if let Some(t) = num("temperature")? {
-        settings.sampling.temperature = t as f32;
-    }
-    if let Some(p) = num("top_p")? {
-        settings.sampling.top_p = p as f32;
-    }
-    if let Some(k) = whole("top_k")? {
-        settings.sampling.top_k = k as usize;
-    }
-    if let Some(s) = whole("seed")? {
-        settings.sampling.seed = s;
-    }
-    match obj.get("stop") {
-        None => {}
-        Some(Value::String(s)) => settings.stops = vec![s.clone()],
-        Some(Value::Array(a)) => {
-            settings.stops = a
-                .iter()
-                .map(|s| {
-                    s.as_str()
-                        .map(str::to_string)
-                        .ok_or_else(|| anyhow!("'stop' entries must be strings"))
-                })
-                .collect::<Result<_>>()?;
-        }
-        Some(_) => bail!("'stop' must be a string or an array of strings"),
-    }
-    settings.sampling.validate().map_err(|e| anyhow!("{}", e.to_string().replace("--", "")))?;
-    Ok(Request { id, prompt, recipe, settings })
+    let overrides = Overrides::take(&mut obj)?;
+    refuse_unknown(&obj, &LINE_KEYS)?;
+    let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
+    overrides.apply(&mut recipe, &mut settings, normalize)?;
+    recipe.terms()?;
+    Ok(Line { id, prompt, recipe, settings })
 }
 
 /// The output object of one generation: what `generate --json` prints, plus `id`, `line`
 /// and the settings used.
-pub fn record(req: &Request, line: usize, g: &Generation) -> Value {
+pub fn record(req: &Line, line: usize, g: &Generation) -> Value {
     let mut obj = Map::new();
     obj.insert("id".into(), req.id.clone());
     obj.insert("line".into(), json!(line));
-    if let Value::Object(fields) = generation_json(&req.recipe, &req.settings, g) {
+    if let Value::Object(fields) = g.json(&req.recipe) {
         obj.extend(fields);
     }
     let s = &req.settings;
@@ -141,30 +76,13 @@ pub fn record(req: &Request, line: usize, g: &Generation) -> Value {
             "top_p": s.sampling.top_p,
             "min_p": s.sampling.min_p,
             "repeat_penalty": s.sampling.repeat_penalty,
-            "seed": s.sampling.seed,
+            "repeat_last_n": s.sampling.repeat_last_n,
+            "seed": g.seed,
             "stop": s.stops,
             "plausibility": s.plausibility,
         }),
     );
     Value::Object(obj)
-}
-
-/// The JSON object of one generation (the `generate --json` format).
-pub fn generation_json(recipe: &Recipe, settings: &Settings, g: &Generation) -> Value {
-    let prompt_tokens: Map<String, Value> =
-        g.prompt_tokens.iter().map(|(n, c)| (n.clone(), json!(c))).collect();
-    json!({
-        "text": g.text,
-        "tokens": g.tokens,
-        "finish_reason": g.finish_reason,
-        "weights": recipe.weights,
-        "experts": recipe.experts.iter().map(|e| &e.name).collect::<Vec<_>>(),
-        "divergence": recipe.divergence.name(),
-        "seed": settings.sampling.seed,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": g.tokens.len(),
-        "timings": g.timings,
-    })
 }
 
 /// What an existing output file already holds, for resuming.
@@ -213,6 +131,7 @@ pub struct Options {
     pub score_beta: Option<f64>,
     /// How many prompts decode at once (lanes of one session).
     pub parallel: usize,
+    pub session: SessionOptions,
 }
 
 /// Counts of a finished run.
@@ -238,7 +157,7 @@ pub fn run(
     let done = &options.done;
     let mut summary = Summary::default();
     let mut seen: HashSet<String> = HashSet::new();
-    let mut requests: Vec<(usize, Request)> = Vec::new();
+    let mut lines: Vec<(usize, Line)> = Vec::new();
     for (i, line) in input.lines().enumerate() {
         let number = i + 1;
         let line = line.with_context(|| format!("cannot read input line {number}"))?;
@@ -252,13 +171,13 @@ pub fn run(
         let parsed = parse_line(&line, recipe, defaults, options.normalize).and_then(|req| {
             let key = req.id.to_string();
             if !done.ids.contains(&key) && !seen.insert(key) {
-                bail!("duplicate id {}", req.id);
+                bail!("duplicate id {}: an earlier line has it", req.id);
             }
             Ok(req)
         });
         match parsed {
             Ok(req) if done.ids.contains(&req.id.to_string()) => summary.skipped += 1,
-            Ok(req) => requests.push((number, req)),
+            Ok(req) => lines.push((number, req)),
             Err(e) => {
                 let id =
                     serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("id").cloned());
@@ -272,29 +191,33 @@ pub fn run(
             }
         }
     }
-    let jobs = requests
+    let requests = lines
         .iter()
-        .map(|(_, r)| parallel::Job {
-            recipe: r.recipe.clone(),
-            prompt: r.prompt.clone(),
-            settings: r.settings.clone(),
+        .map(|(_, l)| {
+            let prompts = engine.prompt_tokens(&l.prompt)?;
+            Ok(Request {
+                recipe: l.recipe.clone(),
+                settings: l.settings.clone(),
+                prompts,
+                reuse_cache: false,
+            })
         })
-        .collect();
-    parallel::run(engine, jobs, options.parallel, &mut |i, outcome| {
-        let (number, req) = &requests[i];
+        .collect::<Result<Vec<_>>>()?;
+    let mut scorer = match options.score_beta {
+        Some(beta) if !requests.is_empty() => {
+            Some(Scorer::new(engine, recipe, beta, options.session)?)
+        }
+        _ => None,
+    };
+    decode_all(engine, requests, options.parallel, options.session, &mut |i, outcome| {
+        let (number, req) = &lines[i];
         let rec = outcome.and_then(|g| {
             let mut rec = record(req, *number, &g);
-            if let Some(beta) = options.score_beta {
-                let response = Response::Tokens(&g.tokens);
-                let s = score::score(
-                    engine,
-                    &req.recipe,
-                    &req.prompt,
-                    response,
-                    beta,
-                    req.settings.session,
-                )?;
-                rec.as_object_mut().expect("an object").insert("scores".into(), json!(s));
+            if let Some(scorer) = &mut scorer {
+                let s = scorer.score(&req.prompt, Response::Tokens(&g.tokens))?;
+                if let Value::Object(o) = &mut rec {
+                    o.insert("scores".into(), json!(s));
+                }
             }
             summary.tokens += g.tokens.len();
             Ok(rec)
@@ -329,7 +252,6 @@ fn write_line(out: &mut dyn Write, v: &Value) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::engine::{SessionOptions, Strategy};
     use crate::pipeline::sample::SamplingParams;
     use std::path::PathBuf;
 
@@ -347,7 +269,6 @@ mod tests {
             stops: vec![],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
-            session: SessionOptions { threads: 1, ctx_size: 64, strategy: Strategy::Auto },
         }
     }
 
@@ -364,7 +285,7 @@ mod tests {
         assert_eq!(r.recipe.weights, vec![0.5, 0.9]);
         assert_eq!(r.settings.max_tokens, 3);
         assert_eq!(r.settings.sampling.temperature, 0.5);
-        assert_eq!((r.settings.sampling.top_k, r.settings.sampling.seed), (2, 9));
+        assert_eq!((r.settings.sampling.top_k, r.settings.sampling.seed), (2, Some(9)));
         assert_eq!(r.settings.stops, vec!["."]);
         let r = parse_line(
             r#"{"id":"a","prompt":"x","weights":[1,3],"divergence":"jsd"}"#,
@@ -381,16 +302,17 @@ mod tests {
         let cases = [
             ("{", "invalid JSON"),
             ("[1]", "JSON object"),
-            (r#"{"prompt":"x"}"#, "missing 'id'"),
-            (r#"{"id":1}"#, "missing 'prompt'"),
-            (r#"{"id":1,"prompt":""}"#, "empty"),
-            (r#"{"id":1,"prompt":"x","temprature":1}"#, "unknown key 'temprature'"),
+            (r#"{"prompt":"x"}"#, "id is missing"),
+            (r#"{"id":1}"#, "prompt is missing"),
+            (r#"{"id":1,"prompt":""}"#, "prompt is empty"),
+            (r#"{"id":1,"prompt":"x","temprature":1}"#, "temprature is not a setting"),
             (r#"{"id":1,"prompt":"x","weights":[1]}"#, "1 value(s)"),
             (r#"{"id":1,"prompt":"x","weights":{"zz":1}}"#, "'zz'"),
-            (r#"{"id":1,"prompt":"x","top_p":2}"#, "top-p"),
+            (r#"{"id":1,"prompt":"x","top_p":2}"#, "top_p must be"),
+            (r#"{"id":1,"prompt":"x","min_p":2}"#, "min_p must be"),
             (r#"{"id":1,"prompt":"x","max_tokens":0}"#, "max_tokens"),
             (r#"{"id":1,"prompt":"x","divergence":"tv"}"#, "barrier"),
-            (r#"{"id":1,"prompt":"x","stop":3}"#, "'stop'"),
+            (r#"{"id":1,"prompt":"x","stop":3}"#, "stop must"),
         ];
         for (line, want) in cases {
             let e = format!("{:#}", parse_line(line, &recipe(), &defaults(), false).err().unwrap());

@@ -5,9 +5,10 @@
 //! noisy machine affects all of them alike; medians are reported. Peak memory is the
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
-use crate::pipeline::decode::{self, Generation, Settings};
-use crate::pipeline::engine::{Engine, LoadOptions, Strategy};
+use crate::pipeline::decode::{self, Generation};
+use crate::pipeline::engine::{Engine, LoadOptions, SessionOptions, Strategy};
 use crate::pipeline::recipe::{Policy, Recipe};
+use crate::pipeline::settings::Settings;
 use anyhow::Result;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -69,6 +70,7 @@ pub struct Plan<'a> {
     pub recipe: &'a Recipe,
     pub prompt: &'a str,
     pub settings: Settings,
+    pub session: SessionOptions,
     pub strategies: Vec<Strategy>,
     pub rounds: usize,
     pub load: LoadOptions,
@@ -87,8 +89,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut at_share: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
     let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
     let mut mod_policies = vec![0; plan.strategies.len()];
-    let threads = plan.settings.session.threads.max(1);
-    let running = running_policies(plan.recipe, plan)?;
+    let threads = plan.session.threads.max(1);
+    let running = plan.recipe.members()?.len();
     let share = (threads / running).max(1);
     let passes_per_worker = running.div_ceil(threads) as f64;
     for round in 0..plan.rounds.max(1) {
@@ -102,9 +104,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 g.timings.tokens_per_second
             ));
             single[i].push(g);
-            let mut shared = plan.settings.clone();
-            shared.session.threads = share;
-            let g = generate_with(&alone, plan, &shared, Strategy::Threads)?;
+            let shared = SessionOptions { threads: share, ..plan.session };
+            let g = generate_with(&alone, plan, shared, Strategy::Threads)?;
             progress(&format!(
                 "round {}: {} alone on {share} thread(s): {:.1} tok/s",
                 round + 1,
@@ -114,14 +115,14 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             at_share[i].push(g);
         }
         for (s, &strategy) in plan.strategies.iter().enumerate() {
-            let (g, policies) = generate_counted(plan.recipe, plan, strategy)?;
+            let g = generate(plan.recipe, plan, strategy)?;
             progress(&format!(
                 "round {}: MOD, {}: {:.1} tok/s",
                 round + 1,
                 g.timings.strategy,
                 g.timings.tokens_per_second
             ));
-            mod_policies[s] = policies;
+            mod_policies[s] = running;
             mods[s].push(g);
         }
     }
@@ -166,7 +167,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     Ok(Report {
         prompt: plan.prompt.to_string(),
         max_tokens: plan.settings.max_tokens,
-        threads: plan.settings.session.threads,
+        threads: plan.session.threads,
         rounds: plan.rounds.max(1),
         single,
         r#mod,
@@ -213,42 +214,22 @@ fn alone_recipe(file: &std::path::Path) -> Recipe {
 }
 
 fn generate(recipe: &Recipe, plan: &Plan, strategy: Strategy) -> Result<Generation> {
-    generate_with(recipe, plan, &plan.settings, strategy)
+    generate_with(recipe, plan, plan.session, strategy)
 }
 
 fn generate_with(
     recipe: &Recipe,
     plan: &Plan,
-    settings: &Settings,
+    session: SessionOptions,
     strategy: Strategy,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, plan.load)?;
-    let mut settings = settings.clone();
-    settings.session.strategy = strategy;
+    let mut settings = plan.settings.clone();
     // Stop strings would cut runs short; the speed of a fixed number of steps is wanted.
     settings.stops.clear();
-    decode::generate(&engine, recipe, plan.prompt, &settings, &mut |_| {})
-}
-
-/// Generates once; also returns how many policies ran.
-fn generate_counted(
-    recipe: &Recipe,
-    plan: &Plan,
-    strategy: Strategy,
-) -> Result<(Generation, usize)> {
-    Ok((generate(recipe, plan, strategy)?, running_policies(recipe, plan)?))
-}
-
-/// How many policies MOD runs for the recipe (zero coefficients are skipped).
-fn running_policies(recipe: &Recipe, plan: &Plan) -> Result<usize> {
-    let combiner = crate::pipeline::combine::Combiner::new(
-        recipe.divergence,
-        &recipe.weights,
-        recipe.reference.is_some(),
-        plan.settings.plausibility,
-    )?;
-    Ok(combiner.terms().len())
+    let session = SessionOptions { strategy, ..session };
+    decode::generate(&engine, recipe, plan.prompt, &settings, session, &mut |_| {})
 }
 
 fn prompt_rate(g: &Generation) -> f64 {
@@ -271,6 +252,17 @@ pub fn median(mut v: Vec<f64>) -> f64 {
         v[n / 2]
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Why peak memory cannot be measured here, or `None` where it can: it is read from
+/// Linux's per-process accounting (`/proc/self/status`, reset through
+/// `/proc/self/clear_refs`), which other systems lack.
+pub fn peak_rss_unavailable() -> Option<&'static str> {
+    if cfg!(target_os = "linux") && peak_rss_mb().is_some() {
+        None
+    } else {
+        Some("peak memory is read from Linux's /proc/self/status, which this system lacks")
     }
 }
 

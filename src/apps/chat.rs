@@ -2,12 +2,12 @@
 //! keeps what the policies' caches already hold (only the new turn is decoded), and decodes
 //! the reply. Weights, divergence and temperature can change between turns.
 
-use crate::pipeline::decode::{Generation, Settings, Stream};
+use crate::pipeline::decode::{Decoder, Event, Flow, Generation, Request};
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
-use crate::pipeline::engine::{Engine, Session};
+use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::{parse_weights, Recipe};
+use crate::pipeline::settings::Settings;
 use anyhow::{bail, Context, Result};
-use llama_cpp_2::token::LlamaToken;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,7 +17,7 @@ pub enum Input {
     Message(String),
     Weights(Vec<f64>),
     Divergence(String),
-    Temperature(f32),
+    Temperature(f64),
     Reset,
     Save(PathBuf),
     Help,
@@ -56,7 +56,7 @@ impl Input {
             }
             "temperature" => {
                 need("a number, e.g. /temperature 0.7")?;
-                let t: f32 = arg
+                let t: f64 = arg
                     .parse()
                     .map_err(|_| anyhow::anyhow!("/temperature: '{arg}' is not a number"))?;
                 Input::Temperature(t)
@@ -79,8 +79,8 @@ pub struct Chat<'e> {
     settings: Settings,
     template: String,
     messages: Vec<Message>,
-    /// The session and the engine policies it runs (kept while they do not change).
-    session: Option<(Vec<usize>, Session)>,
+    /// One lane, kept from turn to turn so that the caches hold the conversation so far.
+    decoder: Decoder<'e>,
 }
 
 /// One reply and how many prompt tokens every policy found already cached.
@@ -96,15 +96,13 @@ impl<'e> Chat<'e> {
         recipe: Recipe,
         mut settings: Settings,
         template: &str,
+        options: SessionOptions,
     ) -> Result<Self> {
         // Every policy's template is checked now, not at the first reply.
         let probe = [Message { role: "user".into(), content: "hello".into() }];
-        for p in 0..engine.policies().len() {
-            engine.render_chat(p, &probe, template)?;
-        }
-        let transcript =
-            engine.policies().iter().any(|p| p.template.as_deref().unwrap_or(template) == "none");
-        if transcript && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP) {
+        engine.chat_tokens(&probe, template, None)?;
+        if engine.uses_transcript(template) && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP)
+        {
             settings.stops.push(TRANSCRIPT_STOP.to_string());
         }
         Ok(Self {
@@ -113,7 +111,7 @@ impl<'e> Chat<'e> {
             settings,
             template: template.to_string(),
             messages: Vec::new(),
-            session: None,
+            decoder: Decoder::new(engine, 1, options),
         })
     }
 
@@ -133,6 +131,7 @@ impl<'e> Chat<'e> {
                 let mut r = self.recipe.clone();
                 r.set_weights(w)?;
                 r.apply_weight_rules(false)?;
+                r.terms()?;
                 self.recipe = r;
                 Ok(format!("weights {:?}", self.recipe.weights))
             }
@@ -140,13 +139,14 @@ impl<'e> Chat<'e> {
                 let mut r = self.recipe.clone();
                 r.divergence = d.parse()?;
                 r.apply_weight_rules(false)?;
+                r.terms()?;
                 self.recipe = r;
                 Ok(format!("divergence {}", self.recipe.divergence))
             }
             Input::Temperature(t) => {
                 let mut s = self.settings.sampling.clone();
                 s.temperature = t;
-                s.validate()?;
+                s.check()?;
                 self.settings.sampling = s;
                 Ok(format!("temperature {t}"))
             }
@@ -169,7 +169,8 @@ impl<'e> Chat<'e> {
     }
 
     /// Adds the user's message and decodes the reply, streaming it to `on_text`; `cancel`
-    /// stops it early (the partial reply is kept).
+    /// stops it early (the partial reply is kept). On an error the message is taken back and
+    /// the conversation stays as it was.
     pub fn reply(
         &mut self,
         user: &str,
@@ -196,40 +197,31 @@ impl<'e> Chat<'e> {
         on_text: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<Reply> {
-        let engine = self.engine;
-        let prompts: Vec<Vec<LlamaToken>> = (0..engine.policies().len())
-            .map(|p| {
-                Ok(engine.tokenize_chat(p, &engine.render_chat(p, &self.messages, &self.template)?))
-            })
-            .collect::<Result<_>>()?;
-        let mut stream = Stream::with_prompts(engine, &self.recipe, &self.settings, prompts)?;
-        let members = stream.members.clone();
-        if self.session.as_ref().is_none_or(|(m, _)| *m != members) {
-            self.session =
-                Some((members.clone(), engine.session(&members, self.settings.session)?));
-        }
-        let (_, session) = self.session.as_mut().expect("a session");
-        let started = std::time::Instant::now();
-        let reused = session.continue_lane(0, &stream.prompts_for(&members))?;
-        stream.prompt_ms = started.elapsed().as_secs_f64() * 1e3;
-        stream.started = std::time::Instant::now();
+        let request = Request {
+            recipe: self.recipe.clone(),
+            settings: self.settings.clone(),
+            prompts: self.engine.chat_tokens(&self.messages, &self.template, None)?,
+            reuse_cache: true,
+        };
+        self.decoder.submit(0, request)?;
         cancel.store(false, Ordering::SeqCst);
-        let identity: Vec<usize> = (0..members.len()).collect();
-        while let Some(token) =
-            stream.advance(&identity, |k| session.logits(k), session.has_room(), on_text)
-        {
-            if cancel.swap(false, Ordering::SeqCst) {
-                stream.cancel(on_text);
-                break;
+        let mut outcome = None;
+        self.decoder.run(&mut |_, event| {
+            match event {
+                Event::Token { text, .. } => {
+                    on_text(text);
+                    if cancel.swap(false, Ordering::SeqCst) {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Event::Text(text) => on_text(text),
+                Event::Done(g) => outcome = Some(Ok(g)),
+                Event::Failed(e) => outcome = Some(Err(e)),
             }
-            let t = std::time::Instant::now();
-            session.append(LlamaToken(token as i32))?;
-            stream.forward += t.elapsed().as_secs_f64();
-        }
-        Ok(Reply {
-            generation: stream.finish(session.strategy().name(), session.n_contexts()),
-            reused_tokens: reused,
-        })
+            Ok(Flow::Continue)
+        })?;
+        let generation = outcome.unwrap_or_else(|| bail!("the reply produced no result"))?;
+        Ok(Reply { reused_tokens: generation.cached_tokens, generation })
     }
 }
 

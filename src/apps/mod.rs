@@ -4,7 +4,6 @@
 pub mod batch;
 pub mod bench;
 pub mod chat;
-pub mod parallel;
 pub mod plot;
 pub mod score;
 pub mod server;

@@ -3,10 +3,12 @@
 //! An expert tuned from the reference with a KL penalty of strength β is, up to a constant
 //! per prompt, the optimum for the reward R_i(y|x) = β·log(π_i(y|x)/π_ref(y|x)). Given a
 //! prompt and a response, each policy's log-likelihood of the response (after its own prefix
-//! and the prompt) comes from one forward pass; the rewards follow.
+//! and the prompt) comes from one forward pass; the rewards follow. A [`Scorer`] keeps its
+//! policies' contexts from one response to the next.
 
-use crate::pipeline::engine::{Engine, SessionOptions};
+use crate::pipeline::engine::{Engine, Session, SessionOptions};
 use crate::pipeline::recipe::Recipe;
+use crate::pipeline::settings::invalid;
 use anyhow::{bail, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
@@ -25,42 +27,51 @@ pub enum Response<'a> {
     Text(&'a str),
 }
 
-/// Scores `response` after `prompt` under every policy of `engine` (which must hold the
-/// recipe's policies, reference first).
-pub fn score(
-    engine: &Engine,
-    recipe: &Recipe,
-    prompt: &str,
-    response: Response,
+/// Scores responses under every policy of an engine (the recipe's policies, reference
+/// first), reusing one session throughout.
+pub struct Scorer<'e> {
+    engine: &'e Engine,
+    session: Session,
     beta: f64,
-    options: SessionOptions,
-) -> Result<Scores> {
-    if recipe.reference.is_none() {
-        bail!("implicit rewards log(π_i/π_ref) need a [reference] policy in the recipe");
+}
+
+impl<'e> Scorer<'e> {
+    /// A scorer with implicit rewards of strength `beta`; the recipe needs a reference.
+    pub fn new(
+        engine: &'e Engine,
+        recipe: &Recipe,
+        beta: f64,
+        options: SessionOptions,
+    ) -> Result<Self> {
+        if recipe.reference.is_none() {
+            bail!("implicit rewards log(π_i/π_ref) need a [reference] policy in the recipe");
+        }
+        if !(beta.is_finite() && beta > 0.0) {
+            return Err(invalid("beta", format!("must be a positive number, got {beta}")));
+        }
+        let members: Vec<usize> = (0..engine.policies().len()).collect();
+        let session = engine.open_session(&members, 1, options)?;
+        Ok(Self { engine, session, beta })
     }
-    if !(beta.is_finite() && beta > 0.0) {
-        bail!("--beta must be a positive number, got {beta}");
+
+    /// Scores `response` after `prompt` (each policy's prefix is put before the prompt).
+    pub fn score(&mut self, prompt: &str, response: Response) -> Result<Scores> {
+        let engine = self.engine;
+        let tokens: Vec<LlamaToken> = match response {
+            Response::Tokens(t) => t.iter().map(|&t| LlamaToken(t as i32)).collect(),
+            Response::Text(text) => engine.tokenize_continuation(0, text),
+        };
+        let prompts = engine.prompt_tokens(prompt)?;
+        let lls = self.session.score(&prompts, &vec![tokens.clone(); prompts.len()])?;
+        let policies = engine.policies();
+        let mut log_likelihood = serde_json::Map::new();
+        for (p, ll) in policies.iter().zip(&lls) {
+            log_likelihood.insert(p.name.clone(), serde_json::json!(ll));
+        }
+        let mut rewards = serde_json::Map::new();
+        for (p, ll) in policies.iter().zip(&lls).skip(1) {
+            rewards.insert(p.name.clone(), serde_json::json!(self.beta * (ll - lls[0])));
+        }
+        Ok(Scores { log_likelihood, rewards, response_tokens: tokens.len() })
     }
-    let tokens: Vec<LlamaToken> = match response {
-        Response::Tokens(t) => t.iter().map(|&t| LlamaToken(t as i32)).collect(),
-        Response::Text(text) => engine.tokenize_continuation(0, text),
-    };
-    let policies = engine.policies();
-    let prompts: Vec<Vec<LlamaToken>> = policies
-        .iter()
-        .enumerate()
-        .map(|(p, policy)| engine.tokenize(p, &format!("{}{}", policy.prefix, prompt)))
-        .collect();
-    let members: Vec<usize> = (0..policies.len()).collect();
-    let mut session = engine.session(&members, options)?;
-    let lls = session.score(&prompts, &vec![tokens.clone(); members.len()])?;
-    let mut log_likelihood = serde_json::Map::new();
-    for (p, ll) in policies.iter().zip(&lls) {
-        log_likelihood.insert(p.name.clone(), serde_json::json!(ll));
-    }
-    let mut rewards = serde_json::Map::new();
-    for (p, ll) in policies.iter().zip(&lls).skip(1) {
-        rewards.insert(p.name.clone(), serde_json::json!(beta * (ll - lls[0])));
-    }
-    Ok(Scores { log_likelihood, rewards, response_tokens: tokens.len() })
 }

@@ -1,33 +1,36 @@
 //! Weight sweeps: decode a prompt set at every weight vector of a grid, score each output
 //! with the experts' implicit rewards, and tabulate the means — the Pareto front of MOD.
 
-use crate::pipeline::decode::Settings;
-use crate::pipeline::engine::Engine;
-use crate::apps::parallel;
+use crate::apps::score::{Response, Scorer};
+use crate::pipeline::decode::{decode_all, Request};
+use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
-use crate::apps::score::{self, Response};
-use anyhow::{anyhow, bail, Result};
+use crate::pipeline::settings::{invalid, Settings};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
 /// Weight vectors from `--grid A:B:STEP` (two experts: (w, 1 − w) for w = A, A+STEP, …, B).
 pub fn grid(spec: &str) -> Result<Vec<Vec<f64>>> {
     let parts: Vec<&str> = spec.split(':').collect();
-    let [a, b, step] = parts[..] else { bail!("--grid takes START:END:STEP, e.g. 0:1:0.1") };
+    let [a, b, step] = parts[..] else {
+        return Err(invalid("grid", "takes START:END:STEP, e.g. 0:1:0.1"));
+    };
     let num = |s: &str| -> Result<f64> {
         s.trim()
             .parse::<f64>()
             .ok()
             .filter(|v| v.is_finite())
-            .ok_or_else(|| anyhow!("--grid: '{s}' is not a number"))
+            .ok_or_else(|| invalid("grid", format!("'{s}' is not a number")))
     };
     let (a, b, step) = (num(a)?, num(b)?, num(step)?);
     if step <= 0.0 || b < a {
-        bail!("--grid needs START ≤ END and STEP > 0");
+        return Err(invalid("grid", "needs START ≤ END and STEP > 0"));
     }
-    let n = ((b - a) / step + 1e-9).floor() as usize;
-    if n > 10_000 {
-        bail!("--grid gives {} points; use a larger STEP", n + 1);
+    let n = ((b - a) / step + 1e-9).floor();
+    if n > 10_000.0 {
+        return Err(invalid("grid", format!("gives {} points; use a larger STEP", n + 1.0)));
     }
+    let n = n as usize;
     Ok((0..=n).map(|i| a + i as f64 * step).map(|w| vec![round(w), round(1.0 - w)]).collect())
 }
 
@@ -35,7 +38,18 @@ pub fn grid(spec: &str) -> Result<Vec<Vec<f64>>> {
 /// 1/n (a simplex lattice).
 pub fn simplex(experts: usize, n: usize) -> Result<Vec<Vec<f64>>> {
     if experts == 0 || n == 0 {
-        bail!("--simplex N needs N ≥ 1 and at least one expert");
+        return Err(invalid("simplex", "needs N ≥ 1 and at least one expert"));
+    }
+    // C(n + experts − 1, experts − 1) points: refuse early, before enumerating them.
+    let mut count = 1.0f64;
+    for k in 1..experts {
+        count = count * (n + k) as f64 / k as f64;
+    }
+    if count > 10_000.0 {
+        return Err(invalid(
+            "simplex",
+            format!("{n} gives {count:.0} points for {experts} experts; use a smaller N"),
+        ));
     }
     let mut out = Vec::new();
     let mut counts = vec![0usize; experts];
@@ -51,15 +65,15 @@ pub fn simplex(experts: usize, n: usize) -> Result<Vec<Vec<f64>>> {
         }
     }
     fill(0, n, n, &mut counts, &mut out);
-    if out.len() > 10_000 {
-        bail!("--simplex {n} gives {} points for {experts} experts; use a smaller N", out.len());
-    }
     Ok(out)
 }
 
 /// An explicit list: `0.2,0.8;0.5,0.5`.
 pub fn list(spec: &str) -> Result<Vec<Vec<f64>>> {
-    spec.split(';').filter(|s| !s.trim().is_empty()).map(crate::pipeline::recipe::parse_weights).collect()
+    spec.split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(crate::pipeline::recipe::parse_weights)
+        .collect()
 }
 
 fn round(x: f64) -> f64 {
@@ -87,6 +101,7 @@ pub struct Plan<'a> {
     pub beta: f64,
     /// Generations decoded at once.
     pub parallel: usize,
+    pub session: SessionOptions,
 }
 
 /// Decodes every prompt at every weight vector (up to `parallel` at once), scores the outputs
@@ -96,24 +111,27 @@ pub fn run(
     plan: &Plan,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Row>> {
-    let Plan { recipe, prompts, weights, settings, beta, parallel } = *plan;
+    let Plan { recipe, prompts, weights, settings, beta, parallel, session } = *plan;
     if recipe.reference.is_none() {
         bail!("a sweep scores outputs with implicit rewards log(π_i/π_ref): the recipe needs a [reference]");
     }
-    let mut jobs = Vec::with_capacity(weights.len() * prompts.len());
+    let tokens: Vec<_> = prompts.iter().map(|p| engine.prompt_tokens(p)).collect::<Result<_>>()?;
+    let mut requests = Vec::with_capacity(weights.len() * prompts.len());
     for w in weights {
         let mut r = recipe.clone();
         r.set_weights(w.clone())?;
         r.apply_weight_rules(false)?;
-        for p in prompts {
-            jobs.push(parallel::Job {
+        r.terms()?;
+        for t in &tokens {
+            requests.push(Request {
                 recipe: r.clone(),
-                prompt: p.clone(),
                 settings: settings.clone(),
+                prompts: t.clone(),
+                reuse_cache: false,
             });
         }
     }
-    let total = jobs.len();
+    let total = requests.len();
     let m = recipe.experts.len();
     let mut rows: Vec<Row> = weights
         .iter()
@@ -128,8 +146,8 @@ pub fn run(
     let mut counts = vec![0usize; weights.len()];
     let mut seconds = vec![0.0f64; weights.len()];
     let mut finished = 0;
-    let recipes: Vec<Recipe> = jobs.iter().map(|j| j.recipe.clone()).collect();
-    parallel::run(engine, jobs, parallel, &mut |i, outcome| {
+    let mut scorer = Scorer::new(engine, recipe, beta, session)?;
+    decode_all(engine, requests, parallel, session, &mut |i, outcome| {
         let (w, p) = (i / prompts.len(), i % prompts.len());
         finished += 1;
         progress(finished, total);
@@ -137,14 +155,7 @@ pub fn run(
             rows[w].errors += 1;
             return Ok(());
         };
-        let s = score::score(
-            engine,
-            &recipes[i],
-            &prompts[p],
-            Response::Tokens(&g.tokens),
-            beta,
-            settings.session,
-        )?;
+        let s = scorer.score(&prompts[p], Response::Tokens(&g.tokens))?;
         for (k, e) in recipe.experts.iter().enumerate() {
             rows[w].rewards[k] += s.rewards.get(&e.name).and_then(|v| v.as_f64()).unwrap_or(0.0);
         }

@@ -1,13 +1,13 @@
 //! `mood batch` and `mood score`: wire flags and files to [`mood::apps::batch`] and
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
-use super::wiring::{build_recipe, load_options, session_options, settings};
+use super::wiring::{build_recipe, load_options, one_line, session_options, settings};
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::apps::batch::{self, Options};
+use mood::apps::score::{Response, Scorer};
 use mood::pipeline::engine::Engine;
-use mood::apps::score::{self, Response};
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -15,7 +15,8 @@ use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
-    let defaults = settings(args.max_tokens, &args.stop, &args.sampling, &args.run)?;
+    let defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let session = session_options(&args.run)?;
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
     let total = BufReader::new(
@@ -48,6 +49,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
         fail_fast: args.fail_fast,
         score_beta: args.score.then_some(args.beta),
         parallel: usize::from(args.parallel),
+        session,
     };
     let summary = batch::run(
         &engine,
@@ -84,6 +86,7 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, load_options(&args.run))?;
     let options = session_options(&args.run)?;
+    let mut scorer = Scorer::new(&engine, &recipe, args.beta, options)?;
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
     let mut out: Box<dyn Write> = match &args.output {
@@ -102,17 +105,10 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
             let text = |k: &str| {
                 v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing string '{k}'"))
             };
-            let s = score::score(
-                &engine,
-                &recipe,
-                text("prompt")?,
-                Response::Text(text("response")?),
-                args.beta,
-                options,
-            )?;
+            let s = scorer.score(text("prompt")?, Response::Text(text("response")?))?;
             Ok(json!({ "id": v.get("id"), "line": i + 1, "scores": s }))
         })()
-        .unwrap_or_else(|e| json!({ "line": i + 1, "error": format!("{e:#}") }));
+        .unwrap_or_else(|e| json!({ "line": i + 1, "error": one_line(&e) }));
         writeln!(out, "{record}").context("cannot write the output")?;
         out.flush().context("cannot write the output")?;
     }

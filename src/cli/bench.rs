@@ -1,6 +1,6 @@
 //! `mood bench`: wires flags to [`mood::apps::bench`] and prints its report as tables or JSON.
 
-use super::wiring::{build_recipe, load_options, settings};
+use super::wiring::{build_recipe, load_options, session_options, settings};
 use super::BenchArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::bench::{self, Plan};
@@ -28,7 +28,8 @@ fn probe_in_child(k: usize) -> Result<Option<f64>> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
-    let settings = settings(args.max_tokens, &[], &args.sampling, &args.run)?;
+    let settings = settings(args.max_tokens, &[], &args.sampling)?;
+    let session = session_options(&args.run)?;
     if args.max_tokens < 2 {
         bail!("--max-tokens must be at least 2 for a speed measurement");
     }
@@ -48,6 +49,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         recipe: &recipe,
         prompt: &args.prompt,
         settings,
+        session,
         strategies,
         rounds: args.rounds,
         load: load_options(&args.run),
@@ -65,7 +67,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let mut report = bench::run(&plan, &mut progress)?;
     let mut peaks = Vec::new();
-    for &k in &memory_policies {
+    let unavailable = if memory_policies.is_empty() { None } else { bench::peak_rss_unavailable() };
+    if let Some(why) = unavailable {
+        progress(&format!("peak memory: not measured ({why})"));
+    }
+    for &k in memory_policies.iter().filter(|_| unavailable.is_none()) {
         match probe_in_child(k)? {
             Some(mb) => {
                 progress(&format!("peak memory with {k} prompted experts: {mb:.0} MB"));

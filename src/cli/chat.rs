@@ -1,7 +1,7 @@
 //! `mood chat`: a read-eval-print loop over [`mood::apps::chat::Chat`]. Replies stream to stdout;
 //! prompts, command answers and per-reply figures go to stderr.
 
-use super::wiring::{build_recipe, load_options, settings};
+use super::wiring::{build_recipe, load_options, one_line, session_options, settings};
 use super::ChatArgs;
 use anyhow::{Context, Result};
 use mood::apps::chat::{Chat, Input, HELP};
@@ -17,10 +17,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
             p.system.get_or_insert_with(|| system.clone());
         }
     }
-    let settings = settings(args.max_tokens, &args.stop, &args.sampling, &args.run)?;
+    let settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let options = session_options(&args.run)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, load_options(&args.run))?;
-    let mut chat = Chat::new(&engine, recipe, settings, &args.template)?;
+    let mut chat = Chat::new(&engine, recipe, settings, &args.template, options)?;
 
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&cancel);
@@ -46,7 +47,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             Ok(Some(input)) => input,
             Ok(None) => continue,
             Err(e) => {
-                eprintln!("mood: {e:#}");
+                eprintln!("mood: {}", one_line(&e));
                 continue;
             }
         };
@@ -69,12 +70,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
                             r.reused_tokens
                         );
                     }
-                    Err(e) => eprintln!("mood: {e:#}"),
+                    Err(e) => eprintln!("mood: {}", one_line(&e)),
                 }
             }
             command => match chat.command(command) {
                 Ok(msg) => eprintln!("{msg}"),
-                Err(e) => eprintln!("mood: {e:#}"),
+                Err(e) => eprintln!("mood: {}", one_line(&e)),
             },
         }
     }

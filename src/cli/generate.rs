@@ -1,7 +1,7 @@
 //! `mood generate`: wires flags to a recipe, an engine and the decoding loop, and prints the
 //! result (streamed text, or one JSON object).
 
-use super::wiring::{build_recipe, load_options, settings};
+use super::wiring::{build_recipe, load_options, session_options, settings};
 use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
 use mood::pipeline::decode;
@@ -11,10 +11,8 @@ use std::io::{Read, Write};
 pub fn run(args: GenerateArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
     let recipe = build_recipe(&args.policies)?;
-    let settings = settings(args.max_tokens, &args.stop, &args.sampling, &args.run)?;
-    if settings.max_tokens == 0 {
-        bail!("--max-tokens must be at least 1");
-    }
+    let settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let options = session_options(&args.run)?;
     if prompt.trim().is_empty() {
         bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
     }
@@ -30,11 +28,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             let _ = out.flush();
         }
     };
-    let generation = decode::generate(&engine, &recipe, &prompt, &settings, &mut print)?;
+    let generation = decode::generate(&engine, &recipe, &prompt, &settings, options, &mut print)?;
 
     if args.json {
-        let value = mood::apps::batch::generation_json(&recipe, &settings, &generation);
-        writeln!(out, "{value}").context("cannot write to standard output")?;
+        writeln!(out, "{}", generation.json(&recipe)).context("cannot write to standard output")?;
     } else {
         let _ = writeln!(out);
     }

@@ -292,7 +292,7 @@ pub struct PolicyArgs {
 pub struct SamplingArgs {
     /// Temperature of the combined distribution; 0 = greedy (the argmax).
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
-    pub temperature: f32,
+    pub temperature: f64,
 
     /// Sample only among the K most likely tokens (0 = off).
     #[arg(long, default_value_t = 40, value_name = "K")]
@@ -300,16 +300,16 @@ pub struct SamplingArgs {
 
     /// Sample only among the most likely tokens that make up probability P, in (0, 1].
     #[arg(long, default_value_t = 0.95, value_name = "P", allow_hyphen_values = true)]
-    pub top_p: f32,
+    pub top_p: f64,
 
     /// Drop tokens less likely than P × the most likely token's probability (0 = off).
     #[arg(long, default_value_t = 0.05, value_name = "P", allow_hyphen_values = true)]
-    pub min_p: f32,
+    pub min_p: f64,
 
     /// Penalise tokens among the last --repeat-last-n generated ones: a positive combined
     /// logit is divided by it, a negative one multiplied (1 = off).
     #[arg(long, default_value_t = 1.1, allow_hyphen_values = true)]
-    pub repeat_penalty: f32,
+    pub repeat_penalty: f64,
 
     /// How many recent generated tokens the repetition penalty looks at (0 = off).
     #[arg(long, default_value_t = 64, value_name = "N")]
@@ -437,6 +437,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub run: RunArgs,
 }
+
+pub use wiring::one_line;
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {

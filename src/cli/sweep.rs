@@ -1,10 +1,10 @@
 //! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], and writes the files.
 
-use super::wiring::{build_recipe, load_options, settings};
+use super::wiring::{build_recipe, load_options, session_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
-use mood::pipeline::engine::Engine;
 use mood::apps::{plot, sweep};
+use mood::pipeline::engine::Engine;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 
@@ -23,7 +23,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         (None, None, None) => bail!("give the weights to sweep: --grid, --simplex or --list"),
     };
     let prompts = read_prompts(&args.input)?;
-    let settings = settings(args.max_tokens, &[], &args.sampling, &args.run)?;
+    let settings = settings(args.max_tokens, &[], &args.sampling)?;
+    let session = session_options(&args.run)?;
     std::fs::create_dir_all(&args.output_dir)
         .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
@@ -42,6 +43,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         settings: &settings,
         beta: args.beta,
         parallel: usize::from(args.parallel),
+        session,
     };
     let rows = sweep::run(&engine, &plan, &mut |done, total| {
         if terminal {

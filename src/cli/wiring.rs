@@ -1,35 +1,33 @@
-//! Wiring shared by the front ends: flags to recipes, settings and engine options.
+//! Wiring shared by the front ends: flags to recipes, settings and engine options, and
+//! errors worded with flags.
 
 use super::{PolicyArgs, RunArgs, SamplingArgs};
-use anyhow::Result;
-use mood::pipeline::decode::Settings;
+use anyhow::{bail, Result};
+use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{LoadOptions, SessionOptions};
-use mood::pipeline::recipe::{parse_weights, Recipe};
+use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
+use mood::pipeline::settings::{SettingError, Settings};
+use std::path::{Path, PathBuf};
 
 /// Decoding settings from the flags, checked.
-pub fn settings(
-    max_tokens: usize,
-    stops: &[String],
-    sampling: &SamplingArgs,
-    run: &RunArgs,
-) -> Result<Settings> {
+pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) -> Result<Settings> {
     let settings = Settings {
         max_tokens,
         stops: stops.to_vec(),
         sampling: sampling_params(sampling),
         plausibility: sampling.plausibility,
-        session: session_options(run)?,
     };
-    settings.sampling.validate()?;
+    settings.check()?;
     Ok(settings)
 }
 
-/// The recipe from `--recipe`, or from the shorthand flags; `--weights` applied.
+/// The recipe from `--recipe`, or from the shorthand flags; `--divergence` and `--weights`
+/// applied and checked.
 pub fn build_recipe(args: &PolicyArgs) -> Result<Recipe> {
     let mut recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
-        None => Recipe::from_flags(args.model.as_deref(), &args.expert, &args.prefix)?,
+        None => from_flags(args.model.as_deref(), &args.expert, &args.prefix)?,
     };
     if let Some(d) = &args.divergence {
         recipe.divergence = d.parse()?;
@@ -38,7 +36,46 @@ pub fn build_recipe(args: &PolicyArgs) -> Result<Recipe> {
         recipe.set_weights(parse_weights(w)?)?;
     }
     recipe.apply_weight_rules(args.normalize_weights)?;
+    recipe.terms()?;
     Ok(recipe)
+}
+
+/// A recipe from the shorthand flags: `model` is the reference and the model of every
+/// prompted expert (`prefixes`); `expert_files` are experts that are model files of their
+/// own. With no expert at all, `model` alone is the single policy.
+pub fn from_flags(
+    model: Option<&Path>,
+    expert_files: &[PathBuf],
+    prefixes: &[String],
+) -> Result<Recipe> {
+    if !prefixes.is_empty() && model.is_none() {
+        bail!("--prefix needs --model: the model file the prompted experts run on");
+    }
+    let mut experts: Vec<Policy> =
+        expert_files.iter().map(|f| Policy { model: f.clone(), ..Policy::default() }).collect();
+    if let Some(model) = model {
+        experts.extend(prefixes.iter().map(|p| Policy {
+            model: model.to_path_buf(),
+            prefix: p.clone(),
+            ..Policy::default()
+        }));
+        if experts.is_empty() {
+            experts.push(Policy { model: model.to_path_buf(), ..Policy::default() });
+        }
+    }
+    if experts.is_empty() {
+        bail!("no policies: give --recipe FILE, or --model FILE (with --prefix TEXT / --expert FILE for experts)");
+    }
+    for (i, e) in experts.iter_mut().enumerate() {
+        e.name = format!("expert{}", i + 1);
+    }
+    let reference = model.map(|m| Policy {
+        name: "reference".into(),
+        model: m.to_path_buf(),
+        ..Policy::default()
+    });
+    let m = experts.len();
+    Recipe::new(Divergence::default(), reference, experts, vec![1.0 / m as f64; m])
 }
 
 pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
@@ -49,7 +86,7 @@ pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
         min_p: args.min_p,
         repeat_penalty: args.repeat_penalty,
         repeat_last_n: args.repeat_last_n,
-        seed: args.seed.unwrap_or_else(random_seed),
+        seed: args.seed,
     }
 }
 
@@ -66,9 +103,49 @@ pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
     })
 }
 
-fn random_seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    nanos ^ (u64::from(std::process::id()) << 32)
+/// The flag a setting is given with on the command line.
+pub fn flag(setting: &str) -> String {
+    format!("--{}", setting.replace('_', "-"))
+}
+
+/// An error as one line for the command line: causes joined with ": ", settings named by
+/// their flags.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| match c.downcast_ref::<SettingError>() {
+            Some(s) => s.render(&flag),
+            None => c.to_string(),
+        })
+        .collect();
+    parts.join(": ").replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorthand_flags_build_a_recipe() {
+        let m = PathBuf::from("m.gguf");
+        let r = from_flags(Some(&m), &[], &["A".into(), "B".into()]).unwrap();
+        assert_eq!(r.experts.len(), 2);
+        assert_eq!(r.experts[1].prefix, "B");
+        assert_eq!(r.reference.unwrap().model, m);
+        assert_eq!(r.weights, vec![0.5, 0.5]);
+        let single = from_flags(Some(&m), &[], &[]).unwrap();
+        assert_eq!(single.experts.len(), 1);
+        assert_eq!(single.weights, vec![1.0]);
+        let files = from_flags(None, &["x.gguf".into()], &[]).unwrap();
+        assert!(files.reference.is_none());
+        assert!(from_flags(None, &[], &["A".into()]).is_err());
+        assert!(from_flags(None, &[], &[]).is_err());
+    }
+
+    #[test]
+    fn errors_name_flags() {
+        let e = anyhow::Error::new(SettingError::new("top_p", "must be in (0, 1], got 2"))
+            .context("input line 3");
+        assert_eq!(one_line(&e), "input line 3: --top-p must be in (0, 1], got 2");
+    }
 }

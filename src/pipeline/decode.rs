@@ -1,26 +1,28 @@
-//! The decoding loop: prompt → policies → combiner → sampler → the same token to every
-//! policy, until an end-of-generation token, a stop string, the token limit or a full context.
+//! The decoding loop — the one every front end drives.
+//!
+//! A [`Decoder`] owns a session of policies with one or more *lanes* (independent token
+//! streams) and a queue of requests. Each [`Decoder::step`] fills free lanes with waiting
+//! requests (decoding their prompts), then, in every active lane, combines the policies'
+//! logits into the MOD distribution, samples a token and hands it to the caller as an
+//! [`Event`]; finally it feeds every lane's token to that lane's policies in one pass per
+//! context. A request ends at an end-of-generation token, a stop string, its token limit,
+//! a full context, or when the caller stops it.
+//!
+//! `generate` (one prompt), a conversation, a JSONL batch and the HTTP server are thin
+//! drivers: they build [`Request`]s and react to events.
 
-use crate::pipeline::combine::{Combiner, Role};
-use crate::pipeline::engine::{Engine, SessionOptions};
-use crate::pipeline::recipe::Recipe;
-use crate::pipeline::sample::{Sampler, SamplingParams};
-use crate::pipeline::text::TextStream;
-use anyhow::{bail, Result};
+use super::combine::Combiner;
+use super::engine::{Engine, Session, SessionOptions};
+use super::recipe::Recipe;
+use super::sample::{fresh_seed, Sampler};
+use super::settings::{invalid, Settings};
+use super::text::TextStream;
+use anyhow::{anyhow, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 use std::time::Instant;
-
-/// Everything about one generation except the prompt and the policies.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub max_tokens: usize,
-    pub stops: Vec<String>,
-    pub sampling: SamplingParams,
-    /// Plausibility threshold τ for sampling (DESIGN.md §1, "Poles"); 0 = whole vocabulary.
-    pub plausibility: f64,
-    pub session: SessionOptions,
-}
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,7 +34,7 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` was reached or the context is full.
     Length,
-    /// The user stopped it (Ctrl-C in `mood chat`).
+    /// The caller stopped it (Ctrl-C in `mood chat`, a client that went away).
     Cancelled,
 }
 
@@ -62,124 +64,394 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     /// (policy name, prompt tokens including its prefix), for every policy of the recipe.
     pub prompt_tokens: Vec<(String, usize)>,
+    /// Prompt tokens found already cached (the fewest over the policies that ran).
+    pub cached_tokens: usize,
+    /// The seed the sampler drew with (given, or drawn fresh).
+    pub seed: u64,
     pub timings: Timings,
 }
 
-/// Decodes a continuation of `prompt` with the recipe's policies combined by MOD.
+impl Generation {
+    /// The JSON object of a generation (what `mood generate --json` prints; batch records
+    /// add to it).
+    pub fn json(&self, recipe: &Recipe) -> Value {
+        let prompt_tokens: Map<String, Value> =
+            self.prompt_tokens.iter().map(|(n, c)| (n.clone(), json!(c))).collect();
+        json!({
+            "text": self.text,
+            "tokens": self.tokens,
+            "finish_reason": self.finish_reason,
+            "weights": recipe.weights,
+            "experts": recipe.experts.iter().map(|e| &e.name).collect::<Vec<_>>(),
+            "divergence": recipe.divergence.name(),
+            "seed": self.seed,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": self.tokens.len(),
+            "timings": self.timings,
+        })
+    }
+}
+
+/// One generation to decode.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The policies' weights and the divergence (the policies are the engine's).
+    pub recipe: Recipe,
+    pub settings: Settings,
+    /// Every policy's prompt, in [`Engine::policies`] order (see [`Engine::prompt_tokens`]).
+    pub prompts: Vec<Vec<LlamaToken>>,
+    /// Keep what the caches already hold of the prompt (a conversation's history, a prefix
+    /// another lane holds). Otherwise the prompt is decoded afresh, so that the output is a
+    /// function of the request alone.
+    pub reuse_cache: bool,
+}
+
+/// What happened to a request during a step.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// A token was generated (not an end-of-generation token); `text` is what became safe
+    /// to print (often empty: a character or a possible stop string is incomplete).
+    Token { token: u32, text: &'a str },
+    /// Text held back until the end (an incomplete character, the start of a stop string
+    /// that did not follow), released as the generation ends.
+    Text(&'a str),
+    /// The generation ended; the last text event came before.
+    Done(Generation),
+    /// The engine failed on this request (other requests go on).
+    Failed(anyhow::Error),
+}
+
+/// What the caller wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// End this request now (finish reason `cancelled`).
+    Stop,
+}
+
+/// Receives each request's events, with the tag it was submitted under. An error ends the
+/// step and is returned from it.
+pub type Sink<'s> = dyn FnMut(u64, Event<'_>) -> Result<Flow> + 's;
+
+/// The decoding loop for up to `lanes` requests at once (see the module documentation).
+pub struct Decoder<'e> {
+    engine: &'e Engine,
+    options: SessionOptions,
+    lanes: Vec<Option<Lane<'e>>>,
+    /// Each lane's combined-scores buffer, reused by the requests it serves.
+    combined: Vec<Vec<f32>>,
+    queue: VecDeque<(u64, Stream<'e>)>,
+    running: Option<Running>,
+    /// Scratch: each lane's token for the next pass.
+    tokens: Vec<Option<LlamaToken>>,
+}
+
+/// The session and the engine policies it holds, in order.
+struct Running {
+    members: Vec<usize>,
+    session: Session,
+}
+
+struct Lane<'e> {
+    tag: u64,
+    stream: Stream<'e>,
+    /// Where the request's combiner terms sit in the session, in term order.
+    slots: Vec<usize>,
+}
+
+impl<'e> Decoder<'e> {
+    /// A decoder with `lanes` lanes (at least 1). Its session opens with the first request.
+    pub fn new(engine: &'e Engine, lanes: usize, options: SessionOptions) -> Self {
+        let lanes = lanes.max(1);
+        Self {
+            engine,
+            options,
+            lanes: (0..lanes).map(|_| None).collect(),
+            combined: vec![Vec::new(); lanes],
+            queue: VecDeque::new(),
+            running: None,
+            tokens: vec![None; lanes],
+        }
+    }
+
+    /// Checks a request and queues it under `tag`. A bad request is an error here and
+    /// never reaches the engine.
+    pub fn submit(&mut self, tag: u64, request: Request) -> Result<()> {
+        let stream = Stream::new(self.engine, request, self.options.ctx_size)?;
+        self.queue.push_back((tag, stream));
+        Ok(())
+    }
+
+    /// Requests decoding now.
+    pub fn active(&self) -> usize {
+        self.lanes.iter().flatten().count()
+    }
+
+    /// True when nothing is queued or decoding.
+    pub fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.active() == 0
+    }
+
+    /// Steps until every request has ended.
+    pub fn run(&mut self, sink: &mut Sink<'_>) -> Result<()> {
+        while self.step(sink)? {}
+        Ok(())
+    }
+
+    /// One step of every lane (see the module documentation). Returns whether requests
+    /// remain. Only an error of the sink is returned; engine failures reach the requests
+    /// they hit as [`Event::Failed`].
+    pub fn step(&mut self, sink: &mut Sink<'_>) -> Result<bool> {
+        self.fill_lanes(sink)?;
+        let Some(running) = &self.running else { return Ok(!self.is_idle()) };
+        let session = &running.session;
+        let (strategy, contexts) = (session.strategy().name(), session.n_contexts());
+        for lane in 0..self.lanes.len() {
+            self.tokens[lane] = None;
+            let Some(active) = &mut self.lanes[lane] else { continue };
+            let (tag, stream) = (active.tag, &mut active.stream);
+            let room = session.has_room_in(lane);
+            let logits = |k: usize| session.logits_in(k, lane);
+            let finish = match stream.advance(&active.slots, logits, &mut self.combined[lane]) {
+                Err(e) => {
+                    self.lanes[lane] = None;
+                    sink(tag, Event::Failed(e))?;
+                    continue;
+                }
+                Ok(None) => Some(FinishReason::Eog),
+                Ok(Some(token)) => {
+                    stream.engine.piece(token, &mut stream.piece);
+                    let pushed = stream.text.push(&stream.piece);
+                    let stopped = pushed.stopped;
+                    let flow = sink(tag, Event::Token { token, text: pushed.emit })?;
+                    if flow == Flow::Stop {
+                        Some(FinishReason::Cancelled)
+                    } else if stopped {
+                        Some(FinishReason::Stop)
+                    } else if stream.tokens.len() >= stream.max_tokens || !room {
+                        Some(FinishReason::Length)
+                    } else {
+                        self.tokens[lane] = Some(LlamaToken(token as i32));
+                        None
+                    }
+                }
+            };
+            if let Some(reason) = finish {
+                if let Some(mut ended) = self.lanes[lane].take() {
+                    let rest = ended.stream.end(reason);
+                    if !rest.is_empty() {
+                        sink(tag, Event::Text(rest))?;
+                    }
+                    sink(tag, Event::Done(ended.stream.finish(strategy, contexts)))?;
+                }
+            }
+        }
+        if self.tokens.iter().any(Option::is_some) {
+            let started = Instant::now();
+            let result = self.running.as_mut().map_or(Ok(()), |r| r.session.step(&self.tokens));
+            let elapsed = started.elapsed().as_secs_f64();
+            if let Err(e) = result {
+                // The caches are in an unknown state: fail what was decoding, start afresh.
+                self.running = None;
+                for slot in self.lanes.iter_mut() {
+                    if let Some(a) = slot.take() {
+                        sink(a.tag, Event::Failed(anyhow!("{e:#}")))?;
+                    }
+                }
+            }
+            for a in self.lanes.iter_mut().flatten() {
+                a.stream.forward += elapsed;
+            }
+        }
+        Ok(!self.is_idle())
+    }
+
+    /// Moves waiting requests into free lanes, in order, decoding their prompts. A request
+    /// that needs a policy the session lacks waits until every lane is free; the session is
+    /// then reopened with every policy the waiting requests need.
+    fn fill_lanes(&mut self, sink: &mut Sink<'_>) -> Result<()> {
+        for lane in 0..self.lanes.len() {
+            if self.lanes[lane].is_some() {
+                continue;
+            }
+            let Some((_, next)) = self.queue.front() else { break };
+            let fits = self
+                .running
+                .as_ref()
+                .is_some_and(|r| next.members.iter().all(|m| r.members.contains(m)));
+            if !fits {
+                if self.active() > 0 {
+                    break;
+                }
+                if let Err(e) = self.reopen() {
+                    let (tag, _) = self.queue.pop_front().expect("a queued request");
+                    sink(tag, Event::Failed(e))?;
+                    continue;
+                }
+            }
+            let (tag, mut stream) = self.queue.pop_front().expect("a queued request");
+            let Some(running) = &mut self.running else { continue };
+            let prompts: Vec<Option<Vec<LlamaToken>>> = running
+                .members
+                .iter()
+                .map(|m| stream.members.contains(m).then(|| stream.prompts[*m].clone()))
+                .collect();
+            let started = Instant::now();
+            match running.session.prefill_lane(lane, &prompts, stream.reuse_cache) {
+                Ok(cached) => stream.cached = cached,
+                Err(e) => {
+                    sink(tag, Event::Failed(e))?;
+                    continue;
+                }
+            }
+            stream.prompt_ms = started.elapsed().as_secs_f64() * 1e3;
+            stream.started = Instant::now();
+            let slots = stream
+                .members
+                .iter()
+                .map(|m| running.members.iter().position(|x| x == m).unwrap_or(0))
+                .collect();
+            let n = self.engine.n_common_vocab();
+            self.combined[lane].resize(n, 0.0);
+            self.lanes[lane] = Some(Lane { tag, stream, slots });
+        }
+        Ok(())
+    }
+
+    /// Opens a session with the policies the old one held and every waiting request needs.
+    fn reopen(&mut self) -> Result<()> {
+        let mut members = self.running.take().map(|r| r.members).unwrap_or_default();
+        members.extend(self.queue.iter().flat_map(|(_, s)| s.members.iter().copied()));
+        members.sort_unstable();
+        members.dedup();
+        let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
+        self.running = Some(Running { members, session });
+        Ok(())
+    }
+}
+
+/// Decodes one prompt with the recipe's policies combined by MOD, on a session of its own.
 /// `on_text` receives the text as it becomes safe to print.
 pub fn generate(
     engine: &Engine,
     recipe: &Recipe,
     prompt: &str,
     settings: &Settings,
+    options: SessionOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    let mut stream = Stream::new(engine, recipe, prompt, settings)?;
-    let members = stream.members.clone();
-    let mut session = engine.session(&members, settings.session)?;
-    let started = Instant::now();
-    session.prefill(&stream.prompts_for(&members))?;
-    stream.prompt_ms = started.elapsed().as_secs_f64() * 1e3;
-    stream.started = Instant::now();
-    let identity: Vec<usize> = (0..members.len()).collect();
-    while let Some(token) =
-        stream.advance(&identity, |k| session.logits(k), session.has_room(), on_text)
-    {
-        let t = Instant::now();
-        session.append(LlamaToken(token as i32))?;
-        stream.forward += t.elapsed().as_secs_f64();
-    }
-    Ok(stream.finish(session.strategy().name(), session.n_contexts()))
+    let request = Request {
+        recipe: recipe.clone(),
+        settings: settings.clone(),
+        prompts: engine.prompt_tokens(prompt)?,
+        reuse_cache: false,
+    };
+    let mut decoder = Decoder::new(engine, 1, options);
+    decoder.submit(0, request)?;
+    let mut outcome = None;
+    decoder.run(&mut |_, event| {
+        match event {
+            Event::Token { text, .. } | Event::Text(text) => on_text(text),
+            Event::Done(g) => outcome = Some(Ok(g)),
+            Event::Failed(e) => outcome = Some(Err(e)),
+        }
+        Ok(Flow::Continue)
+    })?;
+    outcome.unwrap_or_else(|| Err(anyhow!("the generation produced no result")))
 }
 
-/// One generation in progress: its combiner, sampler, text and tokens. The decoding loops
-/// ([`generate`], and several at once in [`crate::apps::parallel`]) feed it logits and take the
-/// tokens it picks.
-pub struct Stream<'e> {
+/// Decodes `requests` with up to `lanes` at once (each with its own recipe and settings) on
+/// a session of their own; `done(index, outcome)` receives each outcome as soon as it is
+/// known, in finishing order. A bad request reports its error and the others go on; an
+/// error returned by `done` ends the run.
+pub fn decode_all(
+    engine: &Engine,
+    requests: Vec<Request>,
+    lanes: usize,
+    options: SessionOptions,
+    done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
+) -> Result<()> {
+    let lanes = lanes.clamp(1, requests.len().max(1));
+    let mut decoder = Decoder::new(engine, lanes, options);
+    for (i, request) in requests.into_iter().enumerate() {
+        if let Err(e) = decoder.submit(i as u64, request) {
+            done(i, Err(e))?;
+        }
+    }
+    decoder.run(&mut |tag, event| {
+        match event {
+            Event::Done(g) => done(tag as usize, Ok(g))?,
+            Event::Failed(e) => done(tag as usize, Err(e))?,
+            Event::Token { .. } | Event::Text(_) => {}
+        }
+        Ok(Flow::Continue)
+    })
+}
+
+/// One request in progress: its combiner, sampler, text, tokens and timings.
+struct Stream<'e> {
     engine: &'e Engine,
     combiner: Combiner,
     /// Engine policy indices of the combiner's terms, in order.
-    pub members: Vec<usize>,
-    /// Every policy's prompt tokens (prefix + prompt).
+    members: Vec<usize>,
+    /// Every policy's prompt tokens.
     prompts: Vec<Vec<LlamaToken>>,
+    reuse_cache: bool,
     sampler: Sampler,
+    seed: u64,
     greedy: bool,
     max_tokens: usize,
     text: TextStream,
     tokens: Vec<u32>,
     piece: Vec<u8>,
-    combined: Vec<f32>,
     finish: Option<FinishReason>,
-    pub prompt_ms: f64,
-    pub started: Instant,
-    pub forward: f64,
+    cached: usize,
+    prompt_ms: f64,
+    started: Instant,
+    forward: f64,
     combining: f64,
     sampling: f64,
 }
 
 impl<'e> Stream<'e> {
-    /// Checks the request and prepares its state; decoding has not started.
-    pub fn new(
-        engine: &'e Engine,
-        recipe: &Recipe,
-        prompt: &str,
-        settings: &Settings,
-    ) -> Result<Self> {
-        if prompt.trim().is_empty() {
-            bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
+    fn new(engine: &'e Engine, request: Request, ctx_size: u32) -> Result<Self> {
+        let Request { recipe, settings, prompts, reuse_cache } = request;
+        settings.check()?;
+        if prompts.len() != engine.policies().len() {
+            anyhow::bail!("{} prompts for {} policies", prompts.len(), engine.policies().len());
         }
-        let prompts: Vec<Vec<LlamaToken>> = engine
-            .policies()
-            .iter()
-            .enumerate()
-            .map(|(p, policy)| engine.tokenize(p, &format!("{}{}", policy.prefix, prompt)))
-            .collect();
-        Self::with_prompts(engine, recipe, settings, prompts)
-    }
-
-    /// As [`Stream::new`], with every policy's prompt already tokenized (a chat rendered
-    /// with each policy's template).
-    pub fn with_prompts(
-        engine: &'e Engine,
-        recipe: &Recipe,
-        settings: &Settings,
-        prompts: Vec<Vec<LlamaToken>>,
-    ) -> Result<Self> {
-        if settings.max_tokens == 0 {
-            bail!("--max-tokens must be at least 1");
-        }
-        settings.sampling.validate()?;
-        let combiner = Combiner::new(
-            recipe.divergence,
-            &recipe.weights,
-            recipe.reference.is_some(),
-            settings.plausibility,
-        )?;
-        let members = engine_members(recipe, combiner.terms());
-        let n_ctx = settings.session.ctx_size as usize;
+        let terms = recipe.terms()?;
+        let combiner = Combiner::new(recipe.divergence, &terms, settings.plausibility)?;
+        let members = recipe.members()?;
         for &m in &members {
-            if prompts[m].len() >= n_ctx {
-                bail!(
-                    "the prompt is {} tokens for policy '{}' but --ctx-size is {}; shorten the prompt or raise --ctx-size",
-                    prompts[m].len(),
-                    engine.policies()[m].name,
-                    n_ctx
-                );
+            if prompts[m].len() >= ctx_size as usize {
+                return Err(invalid(
+                    "prompt",
+                    format!(
+                        "is {} tokens for policy '{}' but the context (`ctx_size`) holds \
+                         {ctx_size}; shorten the prompt or raise `ctx_size`",
+                        prompts[m].len(),
+                        engine.policies()[m].name,
+                    ),
+                ));
             }
         }
+        let seed = settings.sampling.seed.unwrap_or_else(fresh_seed);
         Ok(Self {
             engine,
             combiner,
             members,
             prompts,
-            sampler: Sampler::new(settings.sampling.clone()),
+            reuse_cache,
+            sampler: Sampler::new(settings.sampling.clone(), seed),
+            seed,
             greedy: settings.sampling.temperature == 0.0,
             max_tokens: settings.max_tokens,
             text: TextStream::new(&settings.stops),
             tokens: Vec::new(),
             piece: Vec::new(),
-            combined: vec![0f32; engine.n_common_vocab()],
             finish: None,
+            cached: 0,
             prompt_ms: 0.0,
             started: Instant::now(),
             forward: 0.0,
@@ -188,22 +460,16 @@ impl<'e> Stream<'e> {
         })
     }
 
-    /// The prompt tokens of the given engine policies (for a session's prefill).
-    pub fn prompts_for(&self, policies: &[usize]) -> Vec<Vec<LlamaToken>> {
-        policies.iter().map(|&p| self.prompts[p].clone()).collect()
-    }
-
-    /// Picks the next token from the current logits. `slots[k]` is where term `k`'s policy
-    /// sits in the session, `logits(slot)` that policy's latest logits, `has_room` whether
-    /// the contexts can take one more token. Returns the token to feed every policy, or
-    /// `None` once the generation has ended.
-    pub fn advance<'s>(
+    /// Picks the next token from the current logits: `slots[k]` is where term `k`'s policy
+    /// sits in the session, `logits(slot)` its latest logits. `None` for an
+    /// end-of-generation token; another token is recorded in the history here, its text is
+    /// pushed by the caller.
+    fn advance<'s>(
         &mut self,
         slots: &[usize],
         logits: impl Fn(usize) -> &'s [f32],
-        has_room: bool,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Option<u32> {
+        combined: &mut [f32],
+    ) -> Result<Option<u32>> {
         let t0 = Instant::now();
         // The policies' logits, gathered without a heap allocation for up to 8 policies.
         let mut few: [&[f32]; 8] = [&[]; 8];
@@ -217,46 +483,33 @@ impl<'e> Stream<'e> {
             many = slots.iter().map(|&k| logits(k)).collect();
             &many
         };
-        self.combiner.combine(inputs, self.greedy, &mut self.combined);
+        self.combiner.combine(inputs, self.greedy, combined);
         let t1 = Instant::now();
-        let token = self.sampler.sample(&mut self.combined, &self.tokens);
+        let token = self.sampler.sample(combined, &self.tokens);
         self.combining += (t1 - t0).as_secs_f64();
         self.sampling += t1.elapsed().as_secs_f64();
-        let finish = if self.engine.is_eog(token) {
-            Some(FinishReason::Eog)
-        } else {
-            self.tokens.push(token);
-            self.engine.piece(token, &mut self.piece);
-            let pushed = self.text.push(&self.piece);
-            on_text(&pushed.emit);
-            if pushed.stopped {
-                Some(FinishReason::Stop)
-            } else if self.tokens.len() >= self.max_tokens || !has_room {
-                Some(FinishReason::Length)
-            } else {
-                None
-            }
-        };
-        match finish {
-            Some(reason) => {
-                self.finish = Some(reason);
-                on_text(&self.text.finish());
-                None
-            }
-            None => Some(token),
+        let token = token.ok_or_else(|| {
+            anyhow!(
+                "the combined distribution has no finite score (the weights or divergence \
+                 parameters are beyond what the arithmetic can represent)"
+            )
+        })?;
+        if self.engine.is_eog(token) {
+            return Ok(None);
         }
+        self.tokens.push(token);
+        Ok(Some(token))
     }
 
-    /// Ends the generation early (the user stopped it).
-    pub fn cancel(&mut self, on_text: &mut dyn FnMut(&str)) {
-        if self.finish.is_none() {
-            self.finish = Some(FinishReason::Cancelled);
-            on_text(&self.text.finish());
-        }
+    /// Ends the generation for `reason`; returns the text held back until now.
+    fn end(&mut self, reason: FinishReason) -> &str {
+        self.finish = Some(reason);
+        self.text.finish()
     }
 
     /// The finished generation.
-    pub fn finish(self, strategy: &'static str, contexts: usize) -> Generation {
+    fn finish(mut self, strategy: &'static str, contexts: usize) -> Generation {
+        self.text.finish();
         let decode_ms = self.started.elapsed().as_secs_f64() * 1e3;
         Generation {
             text: self.text.text().to_string(),
@@ -268,6 +521,8 @@ impl<'e> Stream<'e> {
                 .zip(&self.prompts)
                 .map(|(p, t)| (p.name.clone(), t.len()))
                 .collect(),
+            cached_tokens: self.cached,
+            seed: self.seed,
             timings: Timings {
                 prompt_ms: self.prompt_ms,
                 decode_ms,
@@ -281,10 +536,4 @@ impl<'e> Stream<'e> {
             tokens: self.tokens,
         }
     }
-}
-
-/// Engine policy indices (reference first when present, then experts) of the combiner's
-/// terms.
-pub fn engine_members(recipe: &Recipe, terms: &[(Role, f64)]) -> Vec<usize> {
-    terms.iter().map(|(role, _)| role.index(recipe.reference.is_some())).collect()
 }

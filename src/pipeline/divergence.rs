@@ -1,4 +1,4 @@
-//! The regulariser f that MOD combines under (DESIGN.md §1): names, g = f′, h = g⁻¹, the
+//! The regulariser f that MOD combines under (`docs/mod.md` §1): names, g = f′, h = g⁻¹, the
 //! weight rules, and the numerically stable forms the combiner evaluates.
 //!
 //! Pure Rust, no FFI. Throughout, `t = log(π_i/π_ref)` is a policy's log-ratio to the
@@ -18,6 +18,7 @@
 //! Jeffreys has no pole; there `h(u) = 1/ω(1 − u)` with ω the Wright omega function
 //! (ω(z) = W0(e^z)), evaluated as `log ω` so that neither e^(1−u) nor ω overflow.
 
+use super::settings::invalid;
 use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -171,29 +172,36 @@ impl Divergence {
     /// simplex (w ≥ 0, Σ = 1), or, with `normalize`, non-negative weights that are rescaled.
     pub fn check_weights(self, weights: &mut [f64], normalize: bool) -> Result<()> {
         if let Some(w) = weights.iter().find(|w| !w.is_finite()) {
-            bail!("weight {w} is not a finite number");
+            return Err(invalid("weights", format!("hold {w}, which is not a finite number")));
         }
         if !self.needs_simplex() {
             return Ok(());
         }
         let name = self.name();
         if let Some(w) = weights.iter().find(|w| **w < 0.0) {
-            bail!(
-                "{name} needs non-negative weights (got {w}); only reverse-kl takes negative weights"
-            );
+            return Err(invalid(
+                "weights",
+                format!("must be non-negative for {name} (got {w}); only reverse-kl takes negative weights"),
+            ));
         }
         let sum: f64 = weights.iter().sum();
         if (sum - 1.0).abs() <= UNIT_SUM_TOLERANCE {
             return Ok(());
         }
         if !normalize {
-            bail!(
-                "{name} needs weights that sum to 1 (they sum to {sum}); fix --weights or add \
-                 --normalize-weights to rescale them"
-            );
+            return Err(invalid(
+                "weights",
+                format!(
+                    "must sum to 1 for {name} (they sum to {sum}); change them, or set \
+                     `normalize_weights` to rescale them"
+                ),
+            ));
         }
         if sum <= 0.0 {
-            bail!("--normalize-weights: the weights sum to {sum}; at least one must be positive");
+            return Err(invalid(
+                "normalize_weights",
+                format!("cannot rescale weights that sum to {sum}; at least one must be positive"),
+            ));
         }
         for w in weights.iter_mut() {
             *w /= sum;
@@ -425,7 +433,7 @@ pub(crate) mod tests {
             let e = d.check_weights(&mut [1.5, -0.5], true).unwrap_err().to_string();
             assert!(e.contains("non-negative"), "{e}");
             let e = d.check_weights(&mut [1.0, 1.0], false).unwrap_err().to_string();
-            assert!(e.contains("sum to 1") && e.contains("--normalize-weights"), "{e}");
+            assert!(e.contains("sum to 1") && e.contains("normalize_weights"), "{e}");
             let mut w = vec![1.0, 3.0];
             d.check_weights(&mut w, true).unwrap();
             assert_eq!(w, vec![0.25, 0.75]);

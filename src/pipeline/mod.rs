@@ -8,4 +8,5 @@ pub mod divergence;
 pub mod engine;
 pub mod recipe;
 pub mod sample;
+pub mod settings;
 pub mod text;

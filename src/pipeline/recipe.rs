@@ -4,7 +4,8 @@
 //! flags. Model paths in a file are relative to the file's folder. This module knows nothing
 //! of llama.cpp: it only describes policies.
 
-use crate::pipeline::divergence::Divergence;
+use super::divergence::{Divergence, UNIT_SUM_TOLERANCE};
+use super::settings::invalid;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -162,86 +163,57 @@ impl Recipe {
         Ok(recipe)
     }
 
-    /// Builds a recipe from the shorthand flags: `model` is the reference and the model of
-    /// every prompted expert (`prefixes`); `expert_files` are experts that are model files
-    /// of their own. With no expert at all, `model` alone is the single policy.
-    pub fn from_flags(
-        model: Option<&Path>,
-        expert_files: &[PathBuf],
-        prefixes: &[String],
+    /// A recipe from its parts, checked (weights in range, expert names unique).
+    pub fn new(
+        divergence: Divergence,
+        reference: Option<Policy>,
+        experts: Vec<Policy>,
+        weights: Vec<f64>,
     ) -> Result<Self> {
-        if !prefixes.is_empty() && model.is_none() {
-            bail!("--prefix needs --model: the model file the prompted experts run on");
-        }
-        let mut experts: Vec<Policy> =
-            expert_files.iter().map(|f| Policy { model: f.clone(), ..Policy::default() }).collect();
-        if let Some(model) = model {
-            experts.extend(prefixes.iter().map(|p| Policy {
-                model: model.to_path_buf(),
-                prefix: p.clone(),
-                ..Policy::default()
-            }));
-            if experts.is_empty() {
-                experts.push(Policy { model: model.to_path_buf(), ..Policy::default() });
-            }
-        }
-        if experts.is_empty() {
-            bail!("no policies: give --recipe FILE, or --model FILE (with --prefix TEXT / --expert FILE for experts)");
-        }
-        for (i, e) in experts.iter_mut().enumerate() {
-            e.name = format!("expert{}", i + 1);
-        }
-        let reference = model.map(|m| Policy {
-            name: "reference".into(),
-            model: m.to_path_buf(),
-            ..Policy::default()
-        });
-        let m = experts.len();
-        let recipe = Recipe {
-            divergence: Divergence::default(),
-            reference,
-            experts,
-            weights: vec![1.0 / m as f64; m],
-        };
+        let recipe = Recipe { divergence, reference, experts, weights };
         recipe.check()?;
         Ok(recipe)
     }
 
-    /// Replaces the weights (e.g. from `--weights`).
+    /// Replaces the weights.
     pub fn set_weights(&mut self, weights: Vec<f64>) -> Result<()> {
         if weights.len() != self.experts.len() {
-            bail!(
-                "--weights has {} value(s) but the recipe has {} expert(s) ({}); give one weight per expert",
-                weights.len(),
-                self.experts.len(),
-                self.experts.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
-            );
+            return Err(invalid(
+                "weights",
+                format!(
+                    "has {} value(s) but the recipe has {} expert(s) ({}); give one weight per expert",
+                    weights.len(),
+                    self.experts.len(),
+                    self.experts.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
         }
+        check_weight_values(&weights, &self.experts)?;
         self.weights = weights;
-        self.check()
+        Ok(())
     }
 
     /// Weights from JSON: an array (one per expert), or an object by expert name (experts it
     /// does not name keep their weight).
     pub fn weights_from_json(&self, v: &serde_json::Value) -> Result<Vec<f64>> {
         use serde_json::Value;
-        let number =
-            |x: &Value| x.as_f64().ok_or_else(|| anyhow::anyhow!("weights must be numbers"));
+        let number = |x: &Value| x.as_f64().ok_or_else(|| invalid("weights", "must be numbers"));
         match v {
             Value::Array(a) => a.iter().map(number).collect(),
             Value::Object(m) => {
                 let mut w = self.weights.clone();
                 for (name, x) in m {
                     let i = self.experts.iter().position(|e| &e.name == name).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "weights names '{name}', which is not an expert of the recipe"
+                        invalid(
+                            "weights",
+                            format!("names '{name}', which is not an expert of the recipe"),
                         )
                     })?;
                     w[i] = number(x)?;
                 }
                 Ok(w)
             }
-            _ => bail!("weights must be an array or an object by expert name"),
+            _ => Err(invalid("weights", "must be an array or an object by expert name")),
         }
     }
 
@@ -256,34 +228,125 @@ impl Recipe {
         self.reference.iter().chain(&self.experts)
     }
 
-    fn check(&self) -> Result<()> {
-        if let Some((i, w)) = self.weights.iter().enumerate().find(|(_, w)| !w.is_finite()) {
-            bail!(
-                "weight of expert '{}' is {w}; weights must be finite numbers",
-                self.experts[i].name
-            );
+    /// The policies MOD runs for these weights and this divergence, with their coefficients
+    /// (see `docs/mod.md`):
+    /// * reverse KL combines `(1 − S)·logits_ref + Σ_i w_i·logits_i`: the reference takes part
+    ///   only when S ≠ 1 (it cancels otherwise), an expert only when its weight is not 0;
+    /// * the other divergences take the reference (coefficient 0: it enters through the
+    ///   ratios π_i/π_ref), then every expert of positive weight with its weight.
+    ///
+    /// Errors when the weights break the divergence's rules or need a reference the recipe
+    /// lacks.
+    pub fn terms(&self) -> Result<Vec<Term>> {
+        if self.experts.is_empty() {
+            bail!("no experts: a recipe needs at least one [[expert]]");
         }
+        self.divergence.check_weights(&mut self.weights.clone(), false)?;
+        let has_reference = self.reference.is_some();
+        let mut terms = Vec::with_capacity(self.weights.len() + 1);
+        if self.divergence == Divergence::ReverseKl {
+            let ref_coeff = 1.0 - self.weights.iter().sum::<f64>();
+            if ref_coeff.abs() > UNIT_SUM_TOLERANCE {
+                if !has_reference {
+                    return Err(invalid(
+                        "weights",
+                        format!(
+                            "sum to {} (not 1), so reverse-KL MOD needs the reference policy's \
+                             factor π_ref^(1−S); add a [reference] to the recipe, or make the \
+                             weights sum to 1",
+                            1.0 - ref_coeff
+                        ),
+                    ));
+                }
+                terms.push((Role::Reference, ref_coeff));
+            }
+        } else {
+            if !has_reference {
+                return Err(invalid(
+                    "divergence",
+                    format!(
+                        "{} needs the reference policy (π_ref does not cancel as in \
+                         reverse-kl); add a [reference] to the recipe",
+                        self.divergence.name()
+                    ),
+                ));
+            }
+            terms.push((Role::Reference, 0.0));
+        }
+        let experts = self.weights.iter().enumerate();
+        terms.extend(experts.filter(|(_, w)| **w != 0.0).map(|(i, w)| (Role::Expert(i), *w)));
+        Ok(terms)
+    }
+
+    /// Indices into [`Recipe::policies`] of the policies the terms need, in term order.
+    pub fn members(&self) -> Result<Vec<usize>> {
+        Ok(self.terms()?.iter().map(|(role, _)| self.index_of(*role)).collect())
+    }
+
+    /// Index into [`Recipe::policies`] of the policy with this role.
+    pub fn index_of(&self, role: Role) -> usize {
+        match role {
+            Role::Reference => 0,
+            Role::Expert(i) => usize::from(self.reference.is_some()) + i,
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        check_weight_values(&self.weights, &self.experts)?;
         let mut names: Vec<&str> = self.experts.iter().map(|e| e.name.as_str()).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("two experts are named '{}'; expert names must be unique", w[0]);
         }
+        if names.contains(&"reference") {
+            bail!("an expert is named 'reference', the name of the reference policy; rename it");
+        }
         Ok(())
     }
 }
 
-/// Parses `--weights 0.3,0.7` (also accepts spaces); each must be a finite number.
+/// The largest weight magnitude: far beyond any useful steering, and small enough that
+/// weighted logits stay finite in f32.
+pub const MAX_WEIGHT: f64 = 1e6;
+
+fn check_weight_values(weights: &[f64], experts: &[Policy]) -> Result<()> {
+    if let Some((i, w)) =
+        weights.iter().enumerate().find(|(_, w)| !w.is_finite() || w.abs() > MAX_WEIGHT)
+    {
+        let name = experts.get(i).map_or("?", |e| e.name.as_str());
+        return Err(invalid(
+            "weights",
+            format!("of expert '{name}' is {w}; weights must be finite numbers from -{MAX_WEIGHT} to {MAX_WEIGHT}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Which policy of a recipe a combiner term applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The reference policy π_ref.
+    Reference,
+    /// Expert policy number `i` (0-based, in recipe order).
+    Expert(usize),
+}
+
+/// A policy and its coefficient in the combination (see [`Recipe::terms`]).
+pub type Term = (Role, f64);
+
+/// Parses weights written `0.3,0.7` (spaces allowed); each must be a finite number.
 pub fn parse_weights(s: &str) -> Result<Vec<f64>> {
     s.split(',')
         .map(|part| {
             let part = part.trim();
-            let w: f64 = part.parse().map_err(|_| {
-                anyhow::anyhow!("--weights: '{part}' is not a number (expected e.g. 0.3,0.7)")
-            })?;
-            if !w.is_finite() {
-                bail!("--weights: '{part}' is not a finite number");
+            match part.parse::<f64>() {
+                Ok(w) if w.is_finite() => Ok(w),
+                Ok(_) => Err(invalid("weights", format!("'{part}' is not a finite number"))),
+                Err(_) => Err(invalid(
+                    "weights",
+                    format!("'{part}' is not a number (expected e.g. 0.3,0.7)"),
+                )),
             }
-            Ok(w)
         })
         .collect()
 }
@@ -395,19 +458,38 @@ weight = 0.75
     }
 
     #[test]
-    fn shorthand_flags_build_a_recipe() {
-        let m = PathBuf::from("m.gguf");
-        let r = Recipe::from_flags(Some(&m), &[], &["A".into(), "B".into()]).unwrap();
-        assert_eq!(r.experts.len(), 2);
-        assert_eq!(r.experts[1].prefix, "B");
-        assert_eq!(r.reference.unwrap().model, m);
-        assert_eq!(r.weights, vec![0.5, 0.5]);
-        let single = Recipe::from_flags(Some(&m), &[], &[]).unwrap();
-        assert_eq!(single.experts.len(), 1);
-        assert_eq!(single.weights, vec![1.0]);
-        let files = Recipe::from_flags(None, &["x.gguf".into()], &[]).unwrap();
-        assert!(files.reference.is_none());
-        assert!(Recipe::from_flags(None, &[], &["A".into()]).is_err());
-        assert!(Recipe::from_flags(None, &[], &[]).is_err());
+    fn huge_weights_are_refused() {
+        let mut r = Recipe::parse(DEMO, Path::new(".")).unwrap();
+        let e = r.set_weights(vec![1e308, -1e308]).unwrap_err().to_string();
+        assert!(e.starts_with("weights ") && e.contains("1000000"), "{e}");
+        r.set_weights(vec![1e6, -1e6]).unwrap();
+    }
+
+    #[test]
+    fn terms_follow_the_weights_and_the_divergence() {
+        let mut r = Recipe::parse(DEMO, Path::new(".")).unwrap();
+        r.set_weights(vec![0.4, 0.6]).unwrap();
+        assert_eq!(r.terms().unwrap(), vec![(Role::Expert(0), 0.4), (Role::Expert(1), 0.6)]);
+        assert_eq!(r.members().unwrap(), vec![1, 2]);
+        r.set_weights(vec![1.1, 0.0]).unwrap();
+        let t = r.terms().unwrap();
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t[0].0, Role::Reference);
+        assert!((t[0].1 + 0.1).abs() < 1e-12);
+        assert_eq!(t[1], (Role::Expert(0), 1.1));
+        assert_eq!(r.members().unwrap(), vec![0, 1]);
+        r.divergence = Divergence::Jsd;
+        assert!(r.terms().is_err(), "jsd needs the simplex");
+        r.set_weights(vec![0.0, 1.0]).unwrap();
+        assert_eq!(r.terms().unwrap(), vec![(Role::Reference, 0.0), (Role::Expert(1), 1.0)]);
+        let mut no_ref = r.clone();
+        no_ref.reference = None;
+        let e = no_ref.terms().unwrap_err().to_string();
+        assert!(e.contains("jsd needs the reference"), "{e}");
+        no_ref.divergence = Divergence::ReverseKl;
+        no_ref.set_weights(vec![0.6, 0.8]).unwrap();
+        let e = no_ref.terms().unwrap_err().to_string();
+        assert!(e.starts_with("weights sum to 1.4") && e.contains("reference"), "{e}");
+        assert_eq!(no_ref.index_of(Role::Expert(1)), 1);
     }
 }

@@ -5,25 +5,26 @@
 //! temperature → a draw from a seeded generator. Given the same seed and logits, the same
 //! token comes out.
 
-use anyhow::{bail, Result};
+use super::settings::invalid;
+use anyhow::Result;
 
 /// Sampling settings, as llama.cpp users know them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     /// 0 = greedy (argmax); otherwise logits are divided by it before the draw.
-    pub temperature: f32,
+    pub temperature: f64,
     /// Keep the k most likely tokens; 0 = off.
     pub top_k: usize,
     /// Keep the smallest set of most likely tokens whose probability reaches p; 1 = off.
-    pub top_p: f32,
+    pub top_p: f64,
     /// Drop tokens less likely than `min_p` × the top token's probability; 0 = off.
-    pub min_p: f32,
+    pub min_p: f64,
     /// Penalty for tokens among the last `repeat_last_n` generated ones; 1 = off.
-    pub repeat_penalty: f32,
+    pub repeat_penalty: f64,
     /// How many recent tokens the repetition penalty looks at; 0 = off.
     pub repeat_last_n: usize,
-    /// Seed of the random generator.
-    pub seed: u64,
+    /// Seed of the random generator; `None` draws a fresh one per generation.
+    pub seed: Option<u64>,
 }
 
 impl Default for SamplingParams {
@@ -35,28 +36,60 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repeat_penalty: 1.1,
             repeat_last_n: 64,
-            seed: 0,
+            seed: None,
         }
     }
 }
 
 impl SamplingParams {
-    /// Checks every setting; the message names the flag and its valid range.
-    pub fn validate(&self) -> Result<()> {
-        if !self.temperature.is_finite() || self.temperature < 0.0 {
-            bail!("--temperature must be a number ≥ 0 (0 = greedy), got {}", self.temperature);
+    /// Checks every setting; an error names the setting and its valid range.
+    pub fn check(&self) -> Result<()> {
+        // Temperatures below 1e-3 would overflow f32 logits once divided: use 0 (greedy).
+        let t = self.temperature;
+        if !(t == 0.0 || (MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&t)) {
+            return Err(invalid(
+                "temperature",
+                format!(
+                    "must be 0 (greedy) or from {MIN_TEMPERATURE} to {MAX_TEMPERATURE}, got {t}"
+                ),
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p must be in (0, 1], got {}", self.top_p);
+            return Err(invalid("top_p", format!("must be in (0, 1], got {}", self.top_p)));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            bail!("--min-p must be in [0, 1], got {}", self.min_p);
+            return Err(invalid("min_p", format!("must be in [0, 1], got {}", self.min_p)));
         }
-        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            bail!("--repeat-penalty must be a number > 0 (1 = off), got {}", self.repeat_penalty);
+        let r = self.repeat_penalty;
+        if !(MIN_PENALTY..=MAX_PENALTY).contains(&r) {
+            return Err(invalid(
+                "repeat_penalty",
+                format!("must be from {MIN_PENALTY} to {MAX_PENALTY} (1 = off), got {r}"),
+            ));
         }
         Ok(())
     }
+}
+
+/// The range of non-zero temperatures: outside it, dividing f32 logits overflows or does
+/// nothing measurable.
+pub const MIN_TEMPERATURE: f64 = 1e-3;
+pub const MAX_TEMPERATURE: f64 = 1e3;
+/// The range of repetition penalties (1 = off).
+pub const MIN_PENALTY: f64 = 1e-3;
+pub const MAX_PENALTY: f64 = 1e3;
+
+/// A fresh seed for a generation that gave none: below 2^53, so that JSON (whose numbers
+/// are doubles) carries it exactly and it can be replayed.
+pub fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut rng = Rng::new(nanos ^ (u64::from(std::process::id()) << 32) ^ n.rotate_left(17));
+    rng.next_u64() >> 11
 }
 
 /// A small, fast, seedable generator (SplitMix64): reproducible across platforms.
@@ -91,29 +124,32 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(params: SamplingParams) -> Self {
-        let rng = Rng::new(params.seed);
-        Self { params, rng, candidates: Vec::new() }
-    }
-
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
+    /// A sampler drawing with the generator seeded by `seed` (the params' own seed is the
+    /// caller's to resolve).
+    pub fn new(params: SamplingParams, seed: u64) -> Self {
+        Self { params, rng: Rng::new(seed), candidates: Vec::new() }
     }
 
     /// Picks the next token id from `logits` (modified in place by the penalty), given the
-    /// tokens generated so far.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
-        let p = self.params.clone();
+    /// tokens generated so far. `None` when no token has a finite score (every score NaN or
+    /// −∞, or one +∞): there is no distribution to draw from.
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Option<u32> {
+        let p = &self.params;
         let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-        apply_repeat_penalty(logits, recent, p.repeat_penalty);
+        apply_repeat_penalty(logits, recent, p.repeat_penalty as f32);
         if p.temperature == 0.0 {
-            return argmax(logits);
+            let best = argmax(logits);
+            return logits[best as usize].is_finite().then_some(best);
         }
+        let (top_p, min_p, temperature) = (p.top_p, p.min_p, p.temperature);
         let (max, total) = self.collect_candidates(logits);
+        if !max.is_finite() {
+            return None;
+        }
         let c = &mut self.candidates;
-        truncate_top_p(c, p.top_p, max, total);
-        truncate_min_p(c, p.min_p);
-        draw(c, p.temperature, self.rng.next_f64())
+        truncate_top_p(c, top_p, max, total);
+        truncate_min_p(c, min_p);
+        Some(draw(c, temperature, self.rng.next_f64()))
     }
 
     /// Fills `candidates` with the tokens that can survive top-k and min-p, sorted by logit,
@@ -126,14 +162,14 @@ impl Sampler {
         let p = &self.params;
         let c = &mut self.candidates;
         c.clear();
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = max_finite_or_inf(logits);
         if p.top_k > 0 {
-            top_k_into(logits, p.top_k, c);
+            top_k_into(logits, p.top_k.min(logits.len()), c);
             c.sort_unstable_by(descending);
             let total = c.iter().map(|x| f64::from(x.1 - max).exp()).sum();
             return (max, total);
         }
-        let floor = if p.min_p > 0.0 { max + p.min_p.ln() } else { f32::MIN };
+        let floor = if p.min_p > 0.0 { max + p.min_p.ln() as f32 } else { f32::MIN };
         let mut total = 0.0;
         let need_total = p.top_p < 1.0;
         for (i, &l) in logits.iter().enumerate() {
@@ -149,6 +185,11 @@ impl Sampler {
         }
         (max, total)
     }
+}
+
+/// The largest score, NaN ignored (+∞ where one is +∞, −∞ where none is a number).
+fn max_finite_or_inf(logits: &[f32]) -> f32 {
+    logits.iter().copied().fold(f32::NEG_INFINITY, |m, x| if x > m { x } else { m })
 }
 
 /// Orders candidates by logit, descending; the lower id first on ties.
@@ -207,11 +248,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 
 /// Keeps the shortest prefix (candidates sorted descending) whose mass reaches `top_p` of
 /// `total` (masses relative to the logit `max`).
-fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f32, max: f32, total: f64) {
+fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f64, max: f32, total: f64) {
     if top_p >= 1.0 || c.is_empty() {
         return;
     }
-    let target = f64::from(top_p) * total;
+    let target = top_p * total;
     let mut acc = 0.0;
     let mut keep = c.len();
     for (i, x) in c.iter().enumerate() {
@@ -225,19 +266,19 @@ fn truncate_top_p(c: &mut Vec<(u32, f32)>, top_p: f32, max: f32, total: f64) {
 }
 
 /// Drops candidates whose probability is below `min_p` × the top probability.
-fn truncate_min_p(c: &mut Vec<(u32, f32)>, min_p: f32) {
+fn truncate_min_p(c: &mut Vec<(u32, f32)>, min_p: f64) {
     if min_p <= 0.0 || c.is_empty() {
         return;
     }
     let max = c.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
-    let floor = max + min_p.ln();
+    let floor = max + min_p.ln() as f32;
     c.retain(|x| x.1 >= floor);
 }
 
 /// Draws one candidate from softmax(logit / temperature) with the uniform number `u`.
-fn draw(c: &[(u32, f32)], temperature: f32, u: f64) -> u32 {
+fn draw(c: &[(u32, f32)], temperature: f64, u: f64) -> u32 {
     let max = c.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
-    let t = f64::from(temperature);
+    let t = temperature;
     let weight = |l: f32| (f64::from(l - max) / t).exp();
     let total: f64 = c.iter().map(|x| weight(x.1)).sum();
     let mut target = u * total;
@@ -254,7 +295,7 @@ fn draw(c: &[(u32, f32)], temperature: f32, u: f64) -> u32 {
 mod tests {
     use super::*;
 
-    fn params(temperature: f32) -> SamplingParams {
+    fn params(temperature: f64) -> SamplingParams {
         SamplingParams {
             temperature,
             top_k: 0,
@@ -262,14 +303,19 @@ mod tests {
             min_p: 0.0,
             repeat_penalty: 1.0,
             repeat_last_n: 0,
-            seed: 7,
+            seed: Some(7),
         }
+    }
+
+    fn sampler(p: SamplingParams) -> Sampler {
+        let seed = p.seed.unwrap_or(7);
+        Sampler::new(p, seed)
     }
 
     #[test]
     fn greedy_is_argmax_lowest_index_on_ties() {
-        let mut s = Sampler::new(params(0.0));
-        assert_eq!(s.sample(&mut [0.0, 3.0, -1.0, 3.0], &[]), 1);
+        let mut s = sampler(params(0.0));
+        assert_eq!(s.sample(&mut [0.0, 3.0, -1.0, 3.0], &[]).unwrap(), 1);
         assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
     }
 
@@ -277,11 +323,11 @@ mod tests {
     fn draws_follow_the_distribution() {
         // p = softmax(log [0.5, 0.3, 0.2]); 200k draws, each frequency within 5 σ.
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = Sampler::new(params(1.0));
+        let mut s = sampler(params(1.0));
         let n = 200_000;
         let mut counts = [0usize; 3];
         for _ in 0..n {
-            counts[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+            counts[s.sample(&mut logits.clone(), &[]).unwrap() as usize] += 1;
         }
         for (c, p) in counts.iter().zip([0.5, 0.3, 0.2]) {
             let sigma = (p * (1.0 - p) / n as f64).sqrt();
@@ -293,11 +339,11 @@ mod tests {
     fn temperature_sharpens_as_closed_form() {
         // At T = 0.5, p ∝ p0^2: [0.25, 0.09, 0.04] / 0.38.
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = Sampler::new(params(0.5));
+        let mut s = sampler(params(0.5));
         let n = 200_000;
         let mut first = 0;
         for _ in 0..n {
-            first += usize::from(s.sample(&mut logits.clone(), &[]) == 0);
+            first += usize::from(s.sample(&mut logits.clone(), &[]).unwrap() == 0);
         }
         let p = 0.25 / 0.38;
         let sigma = (p * (1.0 - p) / n as f64).sqrt();
@@ -308,10 +354,10 @@ mod tests {
     fn top_k_top_p_min_p_restrict_the_support() {
         let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.06, 0.04].iter().map(|p| p.ln()).collect();
         let support = |p: SamplingParams| {
-            let mut s = Sampler::new(p);
+            let mut s = sampler(p);
             let mut seen = [false; 5];
             for _ in 0..5000 {
-                seen[s.sample(&mut logits.clone(), &[]) as usize] = true;
+                seen[s.sample(&mut logits.clone(), &[]).unwrap() as usize] = true;
             }
             seen
         };
@@ -354,10 +400,10 @@ mod tests {
         logits[0] = 0.5f32.ln();
         logits[1] = 0.3f32.ln();
         let p = SamplingParams { top_p: 0.6, min_p: 0.01, ..params(1.0) };
-        let mut s = Sampler::new(p);
+        let mut s = sampler(p);
         let mut seen = [false; 2];
         for _ in 0..2000 {
-            let t = s.sample(&mut logits.clone(), &[]) as usize;
+            let t = s.sample(&mut logits.clone(), &[]).unwrap() as usize;
             assert!(t < 2, "token {t} is below the min-p floor");
             seen[t] = true;
         }
@@ -371,30 +417,50 @@ mod tests {
         assert_eq!(l, [1.0, -4.0, 1.0]);
         // Greedy flips away from a repeated token.
         let mut s =
-            Sampler::new(SamplingParams { repeat_penalty: 2.0, repeat_last_n: 1, ..params(0.0) });
-        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]), 1);
-        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 1]), 0, "only the last 1 token counts");
+            sampler(SamplingParams { repeat_penalty: 2.0, repeat_last_n: 1, ..params(0.0) });
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]).unwrap(), 1);
+        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 1]).unwrap(), 0, "only the last 1 token counts");
     }
 
     #[test]
     fn same_seed_same_draws_different_seed_differs() {
         let logits: Vec<f32> = (0..1000).map(|i| (i % 17) as f32 * 0.1).collect();
         let run = |seed| {
-            let mut s = Sampler::new(SamplingParams { seed, ..params(1.0) });
-            (0..50).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            let mut s = sampler(SamplingParams { seed: Some(seed), ..params(1.0) });
+            (0..50).map(|_| s.sample(&mut logits.clone(), &[]).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
     }
 
     #[test]
-    fn validation_names_the_flag() {
-        let bad = |p: SamplingParams| p.validate().unwrap_err().to_string();
-        assert!(bad(SamplingParams { top_p: 0.0, ..params(1.0) }).contains("--top-p"));
-        assert!(bad(SamplingParams { top_p: 1.5, ..params(1.0) }).contains("--top-p"));
-        assert!(bad(params(-1.0)).contains("--temperature"));
-        assert!(bad(params(f32::NAN)).contains("--temperature"));
-        assert!(bad(SamplingParams { min_p: 2.0, ..params(1.0) }).contains("--min-p"));
-        assert!(SamplingParams::default().validate().is_ok());
+    fn validation_names_the_setting() {
+        let bad = |p: SamplingParams| {
+            let e = p.check().unwrap_err();
+            e.downcast_ref::<crate::pipeline::settings::SettingError>().unwrap().setting.clone()
+        };
+        assert_eq!(bad(SamplingParams { top_p: 0.0, ..params(1.0) }), "top_p");
+        assert_eq!(bad(SamplingParams { top_p: 1.5, ..params(1.0) }), "top_p");
+        assert_eq!(bad(params(-1.0)), "temperature");
+        assert_eq!(bad(params(f64::NAN)), "temperature");
+        assert_eq!(bad(params(1e-9)), "temperature", "would overflow f32 logits");
+        assert_eq!(bad(SamplingParams { min_p: 2.0, ..params(1.0) }), "min_p");
+        assert_eq!(
+            bad(SamplingParams { repeat_penalty: f64::INFINITY, ..params(1.0) }),
+            "repeat_penalty"
+        );
+        assert!(SamplingParams::default().check().is_ok());
+    }
+
+    #[test]
+    fn no_finite_score_is_no_token_and_huge_top_k_is_all() {
+        for t in [0.0, 1.0] {
+            let mut s = sampler(params(t));
+            assert_eq!(s.sample(&mut [f32::NAN; 4], &[]), None, "T={t}");
+            assert_eq!(s.sample(&mut [f32::NEG_INFINITY; 4], &[]), None, "T={t}");
+            assert_eq!(s.sample(&mut [f32::NAN, 1.0, f32::NAN], &[]), Some(1), "T={t}");
+        }
+        let mut s = sampler(SamplingParams { top_k: usize::MAX, ..params(1.0) });
+        assert!(s.sample(&mut [0.0, 1.0, 2.0], &[]).is_some());
     }
 }

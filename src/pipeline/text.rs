@@ -6,14 +6,15 @@
 
 /// What pushing a piece produced.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Pushed {
+pub struct Pushed<'a> {
     /// Text that may be printed now.
-    pub emit: String,
+    pub emit: &'a str,
     /// True when a stop string was found; the text ends before it and nothing more is taken.
     pub stopped: bool,
 }
 
-/// Accumulates generated text. See the module documentation.
+/// Accumulates generated text. See the module documentation. After the first few tokens it
+/// allocates nothing: pieces are decoded in place and emitted text is lent out.
 #[derive(Debug, Default)]
 pub struct TextStream {
     text: String,
@@ -39,9 +40,9 @@ impl TextStream {
     }
 
     /// Takes the bytes of one token piece.
-    pub fn push(&mut self, piece: &[u8]) -> Pushed {
+    pub fn push(&mut self, piece: &[u8]) -> Pushed<'_> {
         if self.stopped {
-            return Pushed { emit: String::new(), stopped: true };
+            return Pushed { emit: "", stopped: true };
         }
         let before = self.text.len();
         self.partial.extend_from_slice(piece);
@@ -50,7 +51,8 @@ impl TextStream {
             self.text.truncate(at);
             self.partial.clear();
             self.stopped = true;
-            return Pushed { emit: self.take(self.text.len()), stopped: true };
+            let end = self.text.len();
+            return Pushed { emit: self.take(end), stopped: true };
         }
         let safe = self.text.len() - self.held_back();
         Pushed { emit: self.take(safe), stopped: false }
@@ -58,51 +60,50 @@ impl TextStream {
 
     /// Ends the stream: returns whatever was held back (an incomplete character becomes
     /// U+FFFD).
-    pub fn finish(&mut self) -> String {
+    pub fn finish(&mut self) -> &str {
         if !self.stopped && !self.partial.is_empty() {
             let rest = String::from_utf8_lossy(&self.partial).into_owned();
             self.text.push_str(&rest);
             self.partial.clear();
         }
-        self.take(self.text.len())
+        let end = self.text.len();
+        self.take(end)
     }
 
-    fn take(&mut self, upto: usize) -> String {
-        let out = self.text[self.emitted..upto].to_string();
+    fn take(&mut self, upto: usize) -> &str {
+        let from = self.emitted;
         self.emitted = upto;
-        out
+        &self.text[from..upto]
     }
 
     /// Moves every complete character from `partial` into `text`; invalid bytes become
     /// U+FFFD; an incomplete trailing character stays in `partial`.
     fn decode_partial(&mut self) {
-        let mut rest: &[u8] = &self.partial;
-        let mut out = String::new();
+        let mut used = 0;
         loop {
+            let rest = &self.partial[used..];
             match std::str::from_utf8(rest) {
                 Ok(s) => {
-                    out.push_str(s);
-                    rest = &[];
+                    self.text.push_str(s);
+                    used = self.partial.len();
                     break;
                 }
                 Err(e) => {
-                    let (good, bad) = rest.split_at(e.valid_up_to());
-                    out.push_str(std::str::from_utf8(good).unwrap_or_default());
+                    let good = e.valid_up_to();
+                    // The first `good` bytes were just checked to be UTF-8.
+                    self.text.push_str(std::str::from_utf8(&rest[..good]).unwrap_or_default());
+                    used += good;
                     match e.error_len() {
                         Some(n) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            rest = &bad[n..];
+                            self.text.push(char::REPLACEMENT_CHARACTER);
+                            used += n;
                         }
-                        None => {
-                            rest = bad;
-                            break;
-                        }
+                        None => break,
                     }
                 }
             }
         }
-        self.text.push_str(&out);
-        self.partial = rest.to_vec();
+        self.partial.drain(..used);
     }
 
     /// The earliest stop string that ends after byte `before` (new text), if any.
@@ -142,13 +143,13 @@ mod tests {
         let mut stopped = false;
         for p in pieces {
             let r = t.push(p);
-            emitted.push(r.emit);
+            emitted.push(r.emit.to_string());
             if r.stopped {
                 stopped = true;
                 break;
             }
         }
-        emitted.push(t.finish());
+        emitted.push(t.finish().to_string());
         (emitted, t.text().to_string(), stopped)
     }
 

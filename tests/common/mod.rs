@@ -152,3 +152,23 @@ pub fn log_softmax_f64(l: &[f64]) -> Vec<f64> {
     let z = m + l.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
     l.iter().map(|&x| x - z).collect()
 }
+
+/// A one-lane session of the given engine policies.
+pub fn one_lane(
+    engine: &mood::pipeline::engine::Engine,
+    members: &[usize],
+    options: mood::pipeline::engine::SessionOptions,
+) -> mood::pipeline::engine::Session {
+    engine.open_session(members, 1, options).unwrap()
+}
+
+/// Decodes each member's prompt afresh in lane 0.
+pub fn prefill(session: &mut mood::pipeline::engine::Session, prompts: &[Vec<LlamaToken>]) {
+    let prompts: Vec<_> = prompts.iter().cloned().map(Some).collect();
+    session.prefill_lane(0, &prompts, false).unwrap();
+}
+
+/// Feeds one token to every member of lane 0.
+pub fn feed(session: &mut mood::pipeline::engine::Session, token: u32) {
+    session.step(&[Some(LlamaToken(token as i32))]).unwrap();
+}

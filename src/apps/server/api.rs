@@ -1,11 +1,13 @@
 //! The OpenAI-compatible request and response bodies: validation of a request into what the
 //! decoding thread needs, and the JSON of answers, stream chunks and errors.
 
-use crate::pipeline::decode::{FinishReason, Generation, Settings};
+use crate::pipeline::decode::{FinishReason, Generation, Request};
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use crate::pipeline::engine::Engine;
 use crate::pipeline::recipe::Recipe;
+use crate::pipeline::settings::{from_json, Overrides, SettingError, Settings};
 use llama_cpp_2::token::LlamaToken;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// A request error: HTTP status and OpenAI-style error fields.
@@ -27,6 +29,11 @@ impl ApiError {
         }
     }
 
+    /// A fault of the server's, not of the request.
+    pub fn server(message: impl Into<String>) -> Self {
+        Self { status: 500, message: message.into(), kind: "server_error", param: None }
+    }
+
     pub fn body(&self) -> Value {
         json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": Value::Null } })
     }
@@ -41,13 +48,58 @@ pub enum Kind {
 
 /// A validated request.
 pub struct Parsed {
-    pub recipe: Recipe,
-    pub settings: Settings,
-    pub prompts: Vec<Vec<LlamaToken>>,
+    pub request: Request,
     pub stream: bool,
 }
 
-/// Validates a request body against the server's recipe and defaults.
+/// The fields of a completion body besides the generation settings ([`Overrides`]).
+/// `model` is accepted whatever it names (the server has one model); `user` (an end-user id
+/// for OpenAI's abuse monitoring) is accepted and not used.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompletionBody {
+    prompt: Option<Value>,
+    stream: Option<bool>,
+    n: Option<u64>,
+    #[serde(rename = "model")]
+    _model: Option<String>,
+    #[serde(rename = "user")]
+    _user: Option<String>,
+}
+
+/// The fields of a chat body besides the generation settings; as [`CompletionBody`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatBody {
+    messages: Option<Vec<ChatMessage>>,
+    /// Per-policy system prompts, by policy name.
+    system_prompts: Option<Map<String, Value>>,
+    stream: Option<bool>,
+    n: Option<u64>,
+    #[serde(rename = "model")]
+    _model: Option<String>,
+    #[serde(rename = "user")]
+    _user: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatMessage {
+    role: String,
+    content: String,
+    /// A participant's name (OpenAI); not used.
+    #[serde(rename = "name")]
+    _name: Option<String>,
+}
+
+/// An error from the pipeline as a 400 naming the setting it concerns.
+fn bad(e: anyhow::Error, fallback: Option<&str>) -> ApiError {
+    let setting = e.chain().find_map(|c| c.downcast_ref::<SettingError>());
+    ApiError::invalid(format!("{e:#}"), setting.map(|s| s.setting.as_str()).or(fallback))
+}
+
+/// Validates a request body against the server's recipe and defaults. Unknown fields are
+/// refused, as everywhere in mood.
 pub fn parse(
     body: &[u8],
     kind: Kind,
@@ -58,215 +110,111 @@ pub fn parse(
 ) -> Result<Parsed, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}"), None))?;
-    let obj =
-        v.as_object().ok_or_else(|| ApiError::invalid("the body must be a JSON object", None))?;
-    // Fields other OpenAI clients send (frequency_penalty, logprobs, …) are accepted and
-    // ignored; the ones honoured here are type-checked.
-    let mut settings = defaults.clone();
-    let mut recipe = recipe.clone();
-    if let Some(n) = uint(obj, "max_tokens")? {
-        if n == 0 {
-            return Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens")));
-        }
-        settings.max_tokens = n as usize;
-    }
-    if let Some(t) = number(obj, "temperature")? {
-        settings.sampling.temperature = t as f32;
-    }
-    if let Some(p) = number(obj, "top_p")? {
-        settings.sampling.top_p = p as f32;
-    }
-    if let Some(p) = number(obj, "min_p")? {
-        settings.sampling.min_p = p as f32;
-    }
-    if let Some(k) = uint(obj, "top_k")? {
-        settings.sampling.top_k = k as usize;
-    }
-    if let Some(s) = uint(obj, "seed")? {
-        settings.sampling.seed = s;
-    }
-    if let Some(p) = number(obj, "plausibility")? {
-        settings.plausibility = p;
-    }
-    match obj.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => settings.stops.push(s.clone()),
-        Some(Value::Array(a)) => {
-            for s in a {
-                let s = s.as_str().ok_or_else(|| {
-                    ApiError::invalid("stop must be a string or an array of strings", Some("stop"))
-                })?;
-                settings.stops.push(s.to_string());
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop must be a string or an array of strings",
-                Some("stop"),
-            ))
-        }
-    }
-    if let Some(n) = uint(obj, "n")? {
-        if n != 1 {
-            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
-        }
-    }
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::invalid("stream must be true or false", Some("stream"))),
+    let Value::Object(mut obj) = v else {
+        return Err(ApiError::invalid("the body must be a JSON object", None));
     };
-    settings
-        .sampling
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string().replace("--", ""), None))?;
-    if let Some(d) = obj.get("divergence") {
-        let d = d
-            .as_str()
-            .ok_or_else(|| ApiError::invalid("divergence must be a string", Some("divergence")))?;
-        recipe.divergence = d
-            .parse()
-            .map_err(|e: anyhow::Error| ApiError::invalid(e.to_string(), Some("divergence")))?;
-    }
-    if let Some(w) = obj.get("weights") {
-        let weights = recipe
-            .weights_from_json(w)
-            .map_err(|e| ApiError::invalid(e.to_string(), Some("weights")))?;
-        recipe
-            .set_weights(weights)
-            .map_err(|e| ApiError::invalid(e.to_string().replace("--", ""), Some("weights")))?;
-    }
-    recipe
-        .apply_weight_rules(false)
-        .map_err(|e| ApiError::invalid(e.to_string(), Some("weights")))?;
-
-    let prompts = match kind {
+    let overrides = Overrides::take(&mut obj).map_err(|e| bad(e, None))?;
+    let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
+    overrides.apply(&mut recipe, &mut settings, false).map_err(|e| bad(e, None))?;
+    recipe.terms().map_err(|e| bad(e, Some("weights")))?;
+    let rest = Value::Object(obj);
+    let (prompts, n, stream) = match kind {
         Kind::Completion => {
-            let prompt = match obj.get("prompt") {
-                Some(Value::String(p)) if !p.is_empty() => p.clone(),
+            let body: CompletionBody = from_json(rest).map_err(|e| bad(e, None))?;
+            let prompt = match body.prompt {
+                Some(Value::String(p)) => p,
                 Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
                     a[0].as_str().unwrap_or_default().to_string()
                 }
-                Some(Value::String(_)) => {
-                    return Err(ApiError::invalid("prompt is empty", Some("prompt")))
+                Some(Value::Array(_)) => {
+                    return Err(ApiError::invalid(
+                        "prompt must be a string (or an array of one string)",
+                        Some("prompt"),
+                    ))
                 }
                 Some(_) => {
                     return Err(ApiError::invalid("prompt must be a string", Some("prompt")))
                 }
                 None => return Err(ApiError::invalid("missing prompt", Some("prompt"))),
             };
-            (0..engine.policies().len())
-                .map(|p| engine.tokenize(p, &format!("{}{prompt}", engine.policies()[p].prefix)))
-                .collect::<Vec<_>>()
+            let prompts = engine.prompt_tokens(&prompt).map_err(|e| bad(e, Some("prompt")))?;
+            (prompts, body.n, body.stream)
         }
-        Kind::Chat => chat_prompts(obj, engine, &recipe, template, &mut settings)?,
+        Kind::Chat => {
+            let body: ChatBody = from_json(rest).map_err(|e| bad(e, None))?;
+            let prompts = chat_prompts(&body, engine, template, &mut settings)?;
+            (prompts, body.n, body.stream)
+        }
     };
-    let limit = settings.session.ctx_size as usize;
-    if let Some(longest) = prompts.iter().map(Vec::len).max() {
-        if longest >= limit {
-            return Err(ApiError::invalid(
-                format!("the prompt is {longest} tokens but the context holds {limit}"),
-                Some(if kind == Kind::Chat { "messages" } else { "prompt" }),
-            ));
-        }
+    if n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
     }
-    Ok(Parsed { recipe, settings, prompts, stream })
+    let request = Request { recipe, settings, prompts, reuse_cache: true };
+    Ok(Parsed { request, stream: stream.unwrap_or(false) })
 }
 
 fn chat_prompts(
-    obj: &Map<String, Value>,
+    body: &ChatBody,
     engine: &Engine,
-    recipe: &Recipe,
     template: &str,
     settings: &mut Settings,
 ) -> Result<Vec<Vec<LlamaToken>>, ApiError> {
     let msgs =
-        obj.get("messages").and_then(Value::as_array).filter(|a| !a.is_empty()).ok_or_else(
-            || ApiError::invalid("messages must be a non-empty array", Some("messages")),
-        )?;
-    let mut system: Vec<String> = Vec::new();
+        body.messages.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
+            ApiError::invalid("messages must be a non-empty array", Some("messages"))
+        })?;
+    let mut system: Vec<&str> = Vec::new();
     let mut turns = Vec::new();
     for m in msgs {
-        let role = m.get("role").and_then(Value::as_str);
-        let content = m.get("content").and_then(Value::as_str);
-        let (Some(role), Some(content)) = (role, content) else {
-            return Err(ApiError::invalid(
-                "each message needs a string role and content",
-                Some("messages"),
-            ));
-        };
-        match role {
-            "system" | "developer" => system.push(content.to_string()),
+        match m.role.as_str() {
+            "system" | "developer" => system.push(&m.content),
             "user" | "assistant" => {
-                turns.push(Message { role: role.into(), content: content.into() })
+                turns.push(Message { role: m.role.clone(), content: m.content.clone() })
             }
             other => {
                 return Err(ApiError::invalid(
-                    format!("unknown message role '{other}'"),
+                    format!("unknown message role '{other}' (system, developer, user, assistant)"),
                     Some("messages"),
                 ))
             }
         }
     }
-    let overrides = match obj.get("system_prompts") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m.clone(),
-        Some(_) => {
+    let names: Vec<&str> = engine.policies().iter().map(|p| p.name.as_str()).collect();
+    let mut own = vec![None; names.len()];
+    for (name, value) in body.system_prompts.iter().flatten() {
+        let Some(p) = names.iter().position(|n| n == name) else {
             return Err(ApiError::invalid(
-                "system_prompts must be an object by expert name",
-                Some("system_prompts"),
-            ))
-        }
-    };
-    for name in overrides.keys() {
-        if !recipe.experts.iter().any(|e| &e.name == name) && name != "reference" {
-            return Err(ApiError::invalid(
-                format!("system_prompts names '{name}', which is not a policy"),
+                format!(
+                    "system_prompts names '{name}', which is not a policy ({})",
+                    names.join(", ")
+                ),
                 Some("system_prompts"),
             ));
-        }
+        };
+        let Value::String(text) = value else {
+            return Err(ApiError::invalid(
+                format!("system_prompts.{name} must be a string"),
+                Some("system_prompts"),
+            ));
+        };
+        own[p] = Some(text.clone());
     }
     let shared = (!system.is_empty()).then(|| system.join("\n\n"));
-    let mut prompts = Vec::with_capacity(engine.policies().len());
-    let mut transcript = false;
-    for (p, policy) in engine.policies().iter().enumerate() {
-        let own = overrides.get(&policy.name).and_then(Value::as_str).map(str::to_string);
-        let system = own.or_else(|| shared.clone()).or_else(|| policy.system.clone());
-        transcript |= policy.template.as_deref().unwrap_or(template) == "none";
-        let text =
-            engine.render_chat_with(p, &turns, template, system.as_deref()).map_err(|e| {
-                ApiError {
-                    status: 500,
-                    message: format!("{e:#}"),
-                    kind: "server_error",
-                    param: None,
-                }
-            })?;
-        prompts.push(engine.tokenize_chat(p, &text));
-    }
-    if transcript && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP) {
+    let systems: Vec<Option<String>> = own
+        .into_iter()
+        .zip(engine.policies())
+        .map(|(own, policy)| own.or_else(|| shared.clone()).or_else(|| policy.system.clone()))
+        .collect();
+    let prompts = engine.chat_tokens(&turns, template, Some(&systems)).map_err(|e| ApiError {
+        status: 500,
+        message: format!("{e:#}"),
+        kind: "server_error",
+        param: None,
+    })?;
+    if engine.uses_transcript(template) && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP) {
         settings.stops.push(TRANSCRIPT_STOP.to_string());
     }
     Ok(prompts)
-}
-
-fn number(obj: &Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid(format!("{key} must be a number"), Some(key))),
-    }
-}
-
-fn uint(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, ApiError> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            ApiError::invalid(format!("{key} must be a whole number ≥ 0"), Some(key))
-        }),
-    }
 }
 
 fn finish(reason: FinishReason) -> &'static str {

@@ -8,9 +8,9 @@
 pub mod api;
 pub mod scheduler;
 
-use crate::pipeline::decode::Settings;
-use crate::pipeline::engine::Engine;
+use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
+use crate::pipeline::settings::Settings;
 use anyhow::{Context, Result};
 use api::{ApiError, Kind};
 use axum::body::Bytes;
@@ -40,6 +40,7 @@ pub struct Config {
     pub template: String,
     /// Name reported as the model id.
     pub model_name: String,
+    pub session: SessionOptions,
 }
 
 struct Shared {
@@ -49,7 +50,7 @@ struct Shared {
     template: String,
     model_name: String,
     api_key: Option<String>,
-    queue: Mutex<Sender<scheduler::Request>>,
+    queue: Mutex<Sender<scheduler::Job>>,
 }
 
 impl IntoResponse for ApiError {
@@ -68,22 +69,13 @@ pub fn serve(
     ready: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let engine = Arc::new(engine);
-    // Start with the policies the recipe's own weights need.
-    let combiner = crate::pipeline::combine::Combiner::new(
-        recipe.divergence,
-        &recipe.weights,
-        recipe.reference.is_some(),
-        settings.plausibility,
-    )?;
-    let initial = crate::pipeline::decode::engine_members(&recipe, combiner.terms());
     let (tx, rx) = std::sync::mpsc::channel();
     let decoder = {
         let engine = Arc::clone(&engine);
-        let settings = settings.clone();
-        let lanes = config.parallel.max(1);
+        let (lanes, options) = (config.parallel.max(1), config.session);
         std::thread::Builder::new()
             .name("mood-decoder".into())
-            .spawn(move || scheduler::run(&engine, lanes, &settings, initial, rx))
+            .spawn(move || scheduler::run(&engine, lanes, options, rx))
             .context("cannot start the decoding thread")?
     };
     let shared = Arc::new(Shared {
@@ -192,14 +184,9 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
         Err(e) => return e.into_response(),
     };
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let recipe = parsed.recipe.clone();
-    let request = scheduler::Request {
-        recipe: parsed.recipe,
-        settings: parsed.settings,
-        prompts: parsed.prompts,
-        events: events_tx,
-    };
-    let queued = shared.queue.lock().map(|q| q.send(request).is_ok()).unwrap_or(false);
+    let recipe = parsed.request.recipe.clone();
+    let job = scheduler::Job { request: parsed.request, events: events_tx };
+    let queued = shared.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false);
     if !queued {
         return ApiError {
             status: 503,
@@ -227,7 +214,8 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
                     return Json(api::answer(kind, &id, &model, created, &recipe, &g))
                         .into_response()
                 }
-                Event::Error(e) => return ApiError::invalid(e, None).into_response(),
+                Event::Invalid(e) => return ApiError::invalid(e, None).into_response(),
+                Event::Failed(e) => return ApiError::server(e).into_response(),
             }
         }
         return ApiError {
@@ -244,7 +232,8 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
             Event::Done(g) => {
                 format!("{}", api::chunk(kind, &id, &model, created, "", Some(g.finish_reason)))
             }
-            Event::Error(e) => ApiError::invalid(e, None).body().to_string(),
+            Event::Invalid(e) => ApiError::invalid(e, None).body().to_string(),
+            Event::Failed(e) => ApiError::server(e).body().to_string(),
         };
         Ok::<_, Infallible>(SseEvent::default().data(data))
     });

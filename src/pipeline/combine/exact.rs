@@ -1,8 +1,10 @@
 //! The MOD distribution over a set of tokens, in f64, for every divergence.
 //!
-//! Inputs are normalised log-probabilities: `lp_ref[v]` of the reference and `lp[i][v]` of
-//! expert i, for the tokens v of the set, with weights `w` (on the simplex for every
-//! divergence but reverse KL). Outputs are log-probabilities over the same tokens.
+//! Inputs are normalised log-probabilities: `lp_ref[v]` of the reference and `lp[i·n + v]` of
+//! expert i (n tokens, the experts one after another), for the tokens v of the set, with
+//! weights `w` (on the simplex for every divergence but reverse KL). Outputs are
+//! log-probabilities over the same tokens. A [`Scratch`] carries the working buffers from
+//! call to call, so that a decoding step allocates nothing.
 //!
 //! * [`eq6_log_scores`]: log(π_ref(v)·h(u(v))) at Z = 0, whose argmax is the paper's greedy
 //!   choice (eq. 6).
@@ -32,6 +34,17 @@ pub struct Solve {
     pub pruned: usize,
 }
 
+/// Working buffers of the solvers, reused from call to call.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    values: Vec<f64>,
+    ratios: Vec<f64>,
+    gaps: Vec<f64>,
+    active: Vec<usize>,
+    terms: Vec<f64>,
+    slopes: Vec<f64>,
+}
+
 fn lse(x: &[f64]) -> f64 {
     let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if !m.is_finite() {
@@ -40,30 +53,30 @@ fn lse(x: &[f64]) -> f64 {
     m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln()
 }
 
-/// Log-ratios t_i = lp_i(v) − lp_ref(v) of token `v` into `t`.
-fn ratios(lp_ref: &[f64], lp: &[&[f64]], v: usize, t: &mut Vec<f64>) {
-    t.clear();
-    t.extend(lp.iter().map(|l| l[v] - lp_ref[v]));
-}
-
 /// Per-token quantity the divergence works with: the log gap log c(v) to the pole, or the
 /// score u(v) where h has no pole (reverse KL's is its closed-form log-score).
-fn token_values(div: Divergence, w: &[f64], lp_ref: &[f64], lp: &[&[f64]], out: &mut Vec<f64>) {
+fn token_values(div: Divergence, w: &[f64], lp_ref: &[f64], lp: &[f64], scratch: &mut Scratch) {
+    let n = lp_ref.len();
+    assert_eq!(lp.len(), w.len() * n, "one log-probability per expert and token");
     let s: f64 = w.iter().sum();
-    let mut t = Vec::with_capacity(w.len());
-    out.clear();
-    for v in 0..lp_ref.len() {
-        out.push(match div {
+    let Scratch { values, ratios: t, .. } = scratch;
+    values.clear();
+    for v in 0..n {
+        let expert = |i: usize| lp[i * n + v];
+        values.push(match div {
             Divergence::ReverseKl => {
-                (1.0 - s) * lp_ref[v] + w.iter().zip(lp).map(|(wi, l)| wi * l[v]).sum::<f64>()
-            }
-            Divergence::Jeffreys => {
-                ratios(lp_ref, lp, v, &mut t);
-                div.score(w, &t)
+                (1.0 - s) * lp_ref[v]
+                    + w.iter().enumerate().map(|(i, wi)| wi * expert(i)).sum::<f64>()
             }
             _ => {
-                ratios(lp_ref, lp, v, &mut t);
-                div.log_gap(w, &t)
+                // Log-ratios t_i = lp_i(v) − lp_ref(v).
+                t.clear();
+                t.extend((0..w.len()).map(|i| expert(i) - lp_ref[v]));
+                if div == Divergence::Jeffreys {
+                    div.score(w, t)
+                } else {
+                    div.log_gap(w, t)
+                }
             }
         });
     }
@@ -74,11 +87,12 @@ pub fn eq6_log_scores(
     div: Divergence,
     w: &[f64],
     lp_ref: &[f64],
-    lp: &[&[f64]],
+    lp: &[f64],
     out: &mut Vec<f64>,
+    scratch: &mut Scratch,
 ) {
-    let mut vals = Vec::new();
-    token_values(div, w, lp_ref, lp, &mut vals);
+    token_values(div, w, lp_ref, lp, scratch);
+    let vals = &scratch.values;
     out.clear();
     out.extend(vals.iter().zip(lp_ref).map(|(&x, &a)| match div {
         Divergence::ReverseKl => x,
@@ -92,20 +106,21 @@ pub fn mod_log_probs(
     div: Divergence,
     w: &[f64],
     lp_ref: &[f64],
-    lp: &[&[f64]],
+    lp: &[f64],
     out: &mut Vec<f64>,
+    scratch: &mut Scratch,
 ) -> Solve {
-    let mut vals = Vec::new();
-    token_values(div, w, lp_ref, lp, &mut vals);
+    token_values(div, w, lp_ref, lp, scratch);
     out.clear();
     match div {
         Divergence::ReverseKl => {
-            let z = lse(&vals);
+            let vals = &scratch.values;
+            let z = lse(vals);
             out.extend(vals.iter().map(|x| x - z));
             Solve { z, iterations: 0, pruned: 0 }
         }
-        Divergence::Jeffreys => solve_jeffreys(lp_ref, &vals, out),
-        _ => solve_pole(div, lp_ref, &vals, out),
+        Divergence::Jeffreys => solve_jeffreys(lp_ref, out, scratch),
+        _ => solve_pole(div, lp_ref, out, scratch),
     }
 }
 
@@ -163,18 +178,24 @@ fn lse_and_mean(x: &[f64], d: &[f64]) -> (f64, f64) {
 }
 
 /// Pole divergences: Z = −c_min + e^s, each token's gap c(v) + Z = (c(v) − c_min) + e^s.
-fn solve_pole(div: Divergence, lp_ref: &[f64], log_c: &[f64], out: &mut Vec<f64>) -> Solve {
+/// The log gaps log c(v) are in `scratch.values`.
+fn solve_pole(div: Divergence, lp_ref: &[f64], out: &mut Vec<f64>, scratch: &mut Scratch) -> Solve {
     let n = lp_ref.len();
+    let Scratch { values: log_c, gaps: d, active, terms, slopes, .. } = scratch;
     let lc_min = log_c.iter().copied().fold(f64::INFINITY, f64::min);
     let c_min = lc_min.exp();
     // d(v) = c(v) − c_min ≥ 0, exact 0 for the token(s) nearest the pole.
-    let d: Vec<f64> = log_c
-        .iter()
-        .map(|&lc| if lc - lc_min > 700.0 { f64::INFINITY } else { c_min * (lc - lc_min).exp_m1() })
-        .collect();
-    let mut active: Vec<usize> = (0..n).collect();
-    let mut terms = vec![0.0; n];
-    let mut slopes = vec![0.0; n];
+    d.clear();
+    d.extend(log_c.iter().map(|&lc| {
+        if lc - lc_min > 700.0 {
+            f64::INFINITY
+        } else {
+            c_min * (lc - lc_min).exp_m1()
+        }
+    }));
+    let d = &*d;
+    active.clear();
+    active.extend(0..n);
     let eval = |s: f64, active: &[usize], terms: &mut Vec<f64>, slopes: &mut Vec<f64>| {
         let es = s.exp();
         terms.clear();
@@ -190,22 +211,19 @@ fn solve_pole(div: Divergence, lp_ref: &[f64], log_c: &[f64], out: &mut Vec<f64>
     // Z = 0 (s = log c_min) is an upper bracket on the full vocabulary (h of a convex
     // combination is at most the arithmetic mean); expand upward if a subset says otherwise.
     let start = if lc_min.is_finite() { lc_min } else { 0.0 };
-    let (lo, hi) = bracket(start, 1e4, |s| eval(s, &active, &mut terms, &mut slopes).0);
+    let (lo, hi) = bracket(start, 1e4, |s| eval(s, active, terms, slopes).0);
     // Pruning: p(v) ≤ π_ref(v)·H(d(v) + e^lo) at any root in the bracket.
     let bar = (PRUNE_MASS / n as f64).ln();
     let es_lo = lo.exp();
     active.retain(|&v| lp_ref[v] + div.log_h_gap(d[v] + es_lo) >= bar);
     let pruned = n - active.len();
     let mut root = Root { lo, hi, iterations: 0 };
-    let s = root.solve(0.5 * (lo + hi), &mut |s| eval(s, &active, &mut terms, &mut slopes));
+    let s = root.solve(0.5 * (lo + hi), &mut |s| eval(s, active, terms, slopes));
     let es = s.exp();
+    out.clear();
     out.resize(n, f64::NEG_INFINITY);
-    let mut keep = vec![false; n];
-    for &v in &active {
-        keep[v] = true;
-    }
-    for v in 0..n {
-        out[v] = if keep[v] { lp_ref[v] + div.log_h_gap(d[v] + es) } else { f64::NEG_INFINITY };
+    for &v in active.iter() {
+        out[v] = lp_ref[v] + div.log_h_gap(d[v] + es);
     }
     Solve { z: es - c_min, iterations: root.iterations, pruned }
 }
@@ -229,12 +247,14 @@ fn bracket(start: f64, limit: f64, mut f: impl FnMut(f64) -> f64) -> (f64, f64) 
     (lo, hi)
 }
 
-/// Jeffreys: p(v) = π_ref(v)/ω(1 − u(v) + Z); Z is bracketed directly.
-fn solve_jeffreys(lp_ref: &[f64], u: &[f64], out: &mut Vec<f64>) -> Solve {
+/// Jeffreys: p(v) = π_ref(v)/ω(1 − u(v) + Z); Z is bracketed directly. The scores u(v) are
+/// in `scratch.values`.
+fn solve_jeffreys(lp_ref: &[f64], out: &mut Vec<f64>, scratch: &mut Scratch) -> Solve {
     let n = lp_ref.len();
-    let mut active: Vec<usize> = (0..n).collect();
-    let mut terms = vec![0.0; n];
-    let mut slopes = vec![0.0; n];
+    let Scratch { values: u, active, terms, slopes, .. } = scratch;
+    let u = &*u;
+    active.clear();
+    active.extend(0..n);
     let eval = |z: f64, active: &[usize], terms: &mut Vec<f64>, slopes: &mut Vec<f64>| {
         terms.clear();
         slopes.clear();
@@ -245,23 +265,16 @@ fn solve_jeffreys(lp_ref: &[f64], u: &[f64], out: &mut Vec<f64>) -> Solve {
         }
         lse_and_mean(terms, slopes)
     };
-    let (lo, hi) = bracket(0.0, 1e300, |z| eval(z, &active, &mut terms, &mut slopes).0);
+    let (lo, hi) = bracket(0.0, 1e300, |z| eval(z, active, terms, slopes).0);
     let bar = (PRUNE_MASS / n as f64).ln();
     active.retain(|&v| lp_ref[v] - log_wright_omega(1.0 - u[v] + lo) >= bar);
     let pruned = n - active.len();
     let mut root = Root { lo, hi, iterations: 0 };
-    let z = root.solve(0.5 * (lo + hi), &mut |z| eval(z, &active, &mut terms, &mut slopes));
-    let mut keep = vec![false; n];
-    for &v in &active {
-        keep[v] = true;
-    }
+    let z = root.solve(0.5 * (lo + hi), &mut |z| eval(z, active, terms, slopes));
     out.clear();
-    out.extend((0..n).map(|v| {
-        if keep[v] {
-            lp_ref[v] - log_wright_omega(1.0 - u[v] + z)
-        } else {
-            f64::NEG_INFINITY
-        }
-    }));
+    out.resize(n, f64::NEG_INFINITY);
+    for &v in active.iter() {
+        out[v] = lp_ref[v] - log_wright_omega(1.0 - u[v] + z);
+    }
     Solve { z, iterations: root.iterations, pruned }
 }

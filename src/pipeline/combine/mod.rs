@@ -26,29 +26,11 @@
 pub mod exact;
 
 use crate::pipeline::divergence::Divergence;
-use anyhow::{bail, Result};
+use crate::pipeline::recipe::{Role, Term};
+use crate::pipeline::settings::invalid;
+use anyhow::Result;
 pub use exact::Solve;
 use rayon::prelude::*;
-
-/// Which policy a term applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// The reference policy π_ref.
-    Reference,
-    /// Expert policy number `i` (0-based, in recipe order).
-    Expert(usize),
-}
-
-impl Role {
-    /// Index of the policy in a list that holds the reference first (when `has_reference`)
-    /// and then the experts in recipe order.
-    pub fn index(self, has_reference: bool) -> usize {
-        match self {
-            Role::Reference => 0,
-            Role::Expert(i) => usize::from(has_reference) + i,
-        }
-    }
-}
 
 /// Default plausibility threshold τ.
 pub const DEFAULT_PLAUSIBILITY: f64 = 1e-4;
@@ -57,78 +39,46 @@ pub const DEFAULT_PLAUSIBILITY: f64 = 1e-4;
 #[derive(Debug, Clone)]
 pub struct Combiner {
     divergence: Divergence,
-    /// The policies whose logits `combine` takes, in that order, with their coefficient:
-    /// for reverse KL c_ref = 1 − S and c_i = w_i (zeros left out); otherwise the reference
-    /// (coefficient 0, unused) then every expert of positive weight.
-    terms: Vec<(Role, f64)>,
+    /// The policies whose logits `combine` takes, in that order, with their coefficient
+    /// (see [`crate::pipeline::recipe::Recipe::terms`]).
+    terms: Vec<Term>,
     plausibility: f64,
     coeffs: Vec<f32>,
     /// Weights of the experts in `terms` (divergences other than reverse KL).
     weights: Vec<f64>,
+    // Scratch space, reused from step to step.
     candidates: Vec<u32>,
     scratch: Vec<f32>,
     lse: Vec<f32>,
     floors: Vec<f32>,
     lp_ref: Vec<f64>,
-    lp: Vec<Vec<f64>>,
+    /// The experts' log-probabilities on the candidates, one expert after another.
+    lp: Vec<f64>,
     scores: Vec<f64>,
-    last_solve: Option<Solve>,
+    exact: exact::Scratch,
 }
 
 impl Combiner {
-    /// A combiner for expert weights `weights`; the weights must already obey
-    /// [`Divergence::check_weights`]. `has_reference` says whether a reference policy exists.
-    pub fn new(
-        divergence: Divergence,
-        weights: &[f64],
-        has_reference: bool,
-        plausibility: f64,
-    ) -> Result<Self> {
-        if weights.is_empty() {
-            bail!("no experts: a recipe needs at least one [[expert]]");
+    /// A combiner for the terms of a recipe ([`crate::pipeline::recipe::Recipe::terms`]).
+    pub fn new(divergence: Divergence, terms: &[Term], plausibility: f64) -> Result<Self> {
+        if terms.is_empty() {
+            anyhow::bail!("no policies to combine");
         }
         if !(0.0..1.0).contains(&plausibility) {
-            bail!(
-                "--plausibility must be in [0, 1) (0 = the whole vocabulary), got {plausibility}"
-            );
+            return Err(invalid(
+                "plausibility",
+                format!("must be in [0, 1) (0 = the whole vocabulary), got {plausibility}"),
+            ));
         }
-        divergence.check_weights(&mut weights.to_vec(), false)?;
-        let experts = weights
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| **w != 0.0)
-            .map(|(i, w)| (Role::Expert(i), *w));
-        let mut terms = Vec::with_capacity(weights.len() + 1);
-        if divergence == Divergence::ReverseKl {
-            let ref_coeff = 1.0 - weights.iter().sum::<f64>();
-            if ref_coeff.abs() > crate::pipeline::divergence::UNIT_SUM_TOLERANCE {
-                if !has_reference {
-                    bail!(
-                        "the weights sum to {} (not 1), so reverse-KL MOD needs the reference \
-                         policy's factor π_ref^(1−S); add a [reference] to the recipe (or \
-                         --model), or make the weights sum to 1",
-                        1.0 - ref_coeff
-                    );
-                }
-                terms.push((Role::Reference, ref_coeff));
-            }
-        } else {
-            if !has_reference {
-                bail!(
-                    "{} needs the reference policy (π_ref does not cancel as in reverse-kl); \
-                     add a [reference] to the recipe (or --model)",
-                    divergence.name()
-                );
-            }
-            terms.push((Role::Reference, 0.0));
+        if divergence != Divergence::ReverseKl && terms[0].0 != Role::Reference {
+            anyhow::bail!("{} needs the reference as its first term", divergence.name());
         }
-        terms.extend(experts);
         let coeffs = terms.iter().map(|(_, c)| *c as f32).collect();
         let weights =
             terms.iter().filter(|(r, _)| *r != Role::Reference).map(|(_, w)| *w).collect();
         Ok(Self {
             divergence,
-            terms,
+            terms: terms.to_vec(),
             plausibility,
             coeffs,
             weights,
@@ -139,23 +89,13 @@ impl Combiner {
             lp_ref: Vec::new(),
             lp: Vec::new(),
             scores: Vec::new(),
-            last_solve: None,
+            exact: exact::Scratch::default(),
         })
     }
 
     /// The policies `combine` needs logits from, in order.
-    pub fn terms(&self) -> &[(Role, f64)] {
+    pub fn terms(&self) -> &[Term] {
         &self.terms
-    }
-
-    /// Whether the policy with this role takes part.
-    pub fn uses(&self, role: Role) -> bool {
-        self.terms.iter().any(|(r, _)| *r == role)
-    }
-
-    /// The normaliser found at the last sampling step of a divergence that needs one.
-    pub fn last_solve(&self) -> Option<Solve> {
-        self.last_solve
     }
 
     /// Writes MOD scores for the vocabulary `0..out.len()` from `logits` (one slice per
@@ -203,23 +143,28 @@ impl Combiner {
         } else {
             self.candidates.extend(0..n as u32);
         }
-        let gather = |l: &[f32], z: f32, dst: &mut Vec<f64>, cand: &[u32]| {
-            dst.clear();
+        let cand = &self.candidates;
+        let gather = |l: &[f32], z: f32, dst: &mut Vec<f64>| {
             dst.extend(cand.iter().map(|&v| f64::from(l[v as usize] - z)));
         };
-        gather(logits[0], self.lse[0], &mut self.lp_ref, &self.candidates);
-        self.lp.resize_with(experts.len(), Vec::new);
-        for ((l, &z), dst) in experts.iter().zip(expert_lse).zip(self.lp.iter_mut()) {
-            gather(l, z, dst, &self.candidates);
+        self.lp_ref.clear();
+        gather(logits[0], self.lse[0], &mut self.lp_ref);
+        self.lp.clear();
+        for (l, &z) in experts.iter().zip(expert_lse) {
+            gather(l, z, &mut self.lp);
         }
-        let w = &self.weights;
-        let lps: Vec<&[f64]> = self.lp.iter().map(|v| &v[..]).collect();
+        let (w, div) = (&self.weights, self.divergence);
         if greedy {
-            exact::eq6_log_scores(self.divergence, w, &self.lp_ref, &lps, &mut self.scores);
+            exact::eq6_log_scores(
+                div,
+                w,
+                &self.lp_ref,
+                &self.lp,
+                &mut self.scores,
+                &mut self.exact,
+            );
         } else {
-            let solve =
-                exact::mod_log_probs(self.divergence, w, &self.lp_ref, &lps, &mut self.scores);
-            self.last_solve = Some(solve);
+            exact::mod_log_probs(div, w, &self.lp_ref, &self.lp, &mut self.scores, &mut self.exact);
         }
         let offset: f64 = w.iter().zip(expert_lse).map(|(w, z)| w * f64::from(*z)).sum();
         out.fill(f32::NEG_INFINITY);

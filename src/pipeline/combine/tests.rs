@@ -1,22 +1,50 @@
 //! Tests of the combiner against closed forms and independent computations.
 
-use super::exact::{eq6_log_scores, mod_log_probs, PRUNE_MASS};
+use super::exact::{eq6_log_scores, mod_log_probs, Scratch, PRUNE_MASS};
 use super::*;
 use crate::pipeline::divergence::tests::ALL;
 use crate::pipeline::divergence::Divergence;
+use crate::pipeline::recipe::{Policy, Recipe};
 use crate::pipeline::sample::Rng;
 
 /// A sampler that draws from the distribution as it is (no truncation, no penalty).
 fn plain_sampler(seed: u64) -> crate::pipeline::sample::Sampler {
-    crate::pipeline::sample::Sampler::new(crate::pipeline::sample::SamplingParams {
+    let params = crate::pipeline::sample::SamplingParams {
         temperature: 1.0,
         top_k: 0,
         top_p: 1.0,
         min_p: 0.0,
         repeat_penalty: 1.0,
         repeat_last_n: 0,
-        seed,
-    })
+        seed: Some(seed),
+    };
+    crate::pipeline::sample::Sampler::new(params, seed)
+}
+
+/// The terms a recipe with a reference and `w.len()` experts gets for these weights.
+fn terms(div: Divergence, w: &[f64]) -> Vec<Term> {
+    let policy = |name: &str| Policy { name: name.into(), ..Policy::default() };
+    let experts = (0..w.len()).map(|i| policy(&format!("e{i}"))).collect();
+    let recipe = Recipe::new(div, Some(policy("reference")), experts, w.to_vec()).unwrap();
+    recipe.terms().unwrap()
+}
+
+/// A combiner over a recipe with a reference (see [`terms`]).
+fn combiner(div: Divergence, w: &[f64], plausibility: f64) -> Combiner {
+    Combiner::new(div, &terms(div, w), plausibility).unwrap()
+}
+
+/// Index of a term's policy among (reference, expert 1, …).
+fn index(role: Role) -> usize {
+    match role {
+        Role::Reference => 0,
+        Role::Expert(i) => 1 + i,
+    }
+}
+
+/// The experts' log-probabilities one after another, as the exact solvers take them.
+fn flat(lp: &[Vec<f64>]) -> Vec<f64> {
+    lp.concat()
 }
 
 fn norm(l: &[f64]) -> Vec<f64> {
@@ -72,9 +100,8 @@ fn plain_normalise(div: Divergence, p_ref: &[f64], u: &[f64]) -> Vec<f64> {
 }
 
 fn mod_probs(div: Divergence, w: &[f64], lp_ref: &[f64], lp: &[Vec<f64>]) -> Vec<f64> {
-    let lps: Vec<&[f64]> = lp.iter().map(|v| &v[..]).collect();
     let mut out = Vec::new();
-    mod_log_probs(div, w, lp_ref, &lps, &mut out);
+    mod_log_probs(div, w, lp_ref, &flat(lp), &mut out, &mut Scratch::default());
     out.iter().map(|x| x.exp()).collect()
 }
 
@@ -142,9 +169,15 @@ fn forward_kl_at_unit_sum_and_zero_normaliser_is_the_weighted_harmonic_mean() {
     let lp_ref = norm(&random_logits(&mut rng, n, 8.0));
     let lp: Vec<Vec<f64>> = (0..3).map(|_| norm(&random_logits(&mut rng, n, 8.0))).collect();
     let w = [0.2, 0.5, 0.3];
-    let lps: Vec<&[f64]> = lp.iter().map(|v| &v[..]).collect();
     let mut scores = Vec::new();
-    eq6_log_scores(Divergence::ForwardKl, &w, &lp_ref, &lps, &mut scores);
+    eq6_log_scores(
+        Divergence::ForwardKl,
+        &w,
+        &lp_ref,
+        &flat(&lp),
+        &mut scores,
+        &mut Scratch::default(),
+    );
     for v in 0..n {
         let harmonic = 1.0 / lp.iter().zip(w).map(|(l, wi)| wi / l[v].exp()).sum::<f64>();
         assert!((scores[v].exp() - harmonic).abs() < 1e-12 * harmonic.max(1e-300));
@@ -233,9 +266,8 @@ fn pruning_drops_at_most_the_bounded_mass() {
     for div in
         [Divergence::ForwardKl, Divergence::Jsd, Divergence::Alpha(0.5), Divergence::Jeffreys]
     {
-        let lps: Vec<&[f64]> = lp.iter().map(|v| &v[..]).collect();
         let mut out = Vec::new();
-        let solve = mod_log_probs(div, &w, &lp_ref, &lps, &mut out);
+        let solve = mod_log_probs(div, &w, &lp_ref, &flat(&lp), &mut out, &mut Scratch::default());
         assert!(solve.pruned > n / 10, "{div}: only {} of {n} pruned", solve.pruned);
         let p_ref: Vec<f64> = lp_ref.iter().map(|x| x.exp()).collect();
         let u: Vec<f64> = (0..n)
@@ -250,26 +282,41 @@ fn pruning_drops_at_most_the_bounded_mass() {
 
 #[test]
 fn reverse_kl_greedy_is_the_argmax_of_the_exact_distribution() {
+    // The combiner's f32 weighted sum of raw logits against the general MOD formula with the
+    // textbook g and h (p = π_ref·h(Σ w_i g(π_i/π_ref) − Z), Z by plain bisection).
     let mut rng = Rng::new(13);
     let n = 1000;
     for w in [vec![0.5, 0.5], vec![1.5, -0.5], vec![0.7, 0.6]] {
         let logits: Vec<Vec<f32>> = (0..3)
             .map(|_| random_logits(&mut rng, n, 20.0).iter().map(|&x| x as f32).collect())
             .collect();
-        let mut c = Combiner::new(Divergence::ReverseKl, &w, true, 0.0).unwrap();
-        let inputs: Vec<&[f32]> =
-            c.terms().iter().map(|(r, _)| &logits[r.index(true)][..]).collect();
+        let mut c = combiner(Divergence::ReverseKl, &w, 0.0);
+        let inputs: Vec<&[f32]> = c.terms().iter().map(|(r, _)| &logits[index(*r)][..]).collect();
         let mut out = vec![0f32; n];
         c.combine(&inputs, true, &mut out);
         let greedy = crate::pipeline::sample::argmax(&out);
-        let lp_ref = norm(&logits[0].iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
-        let lp: Vec<Vec<f64>> = logits[1..]
+        let lp: Vec<Vec<f64>> = logits
             .iter()
             .map(|l| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>()))
             .collect();
-        let exact = mod_probs(Divergence::ReverseKl, &w, &lp_ref, &lp);
+        let div = Divergence::ReverseKl;
+        let p_ref: Vec<f64> = lp[0].iter().map(|x| x.exp()).collect();
+        let u: Vec<f64> = (0..n)
+            .map(|v| {
+                w.iter().zip(&lp[1..]).map(|(wi, l)| wi * div.g((l[v] - lp[0][v]).exp())).sum()
+            })
+            .collect();
+        let exact = plain_normalise(div, &p_ref, &u);
+        let total: f64 = exact.iter().sum();
+        assert!((total - 1.0).abs() < 1e-9, "the textbook solve normalises: {total}");
         let best = (0..n).max_by(|&a, &b| exact[a].total_cmp(&exact[b])).unwrap();
         assert_eq!(greedy as usize, best, "w={w:?}");
+        // And the whole distribution, not just its mode.
+        let lse = logsumexp(&out);
+        for v in 0..n {
+            let got = (f64::from(out[v]) - lse).exp();
+            assert!((got - exact[v]).abs() < 1e-5 * exact[v].max(1e-3), "w={w:?} v={v}");
+        }
     }
 }
 
@@ -295,16 +342,16 @@ fn plausibility_keeps_pole_tokens_out_and_zero_keeps_them_in() {
     let logits = pole_case();
     for div in ALL {
         let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
-        let mut c = Combiner::new(div, &[0.5, 0.5], true, 1e-2).unwrap();
+        let mut c = combiner(div, &[0.5, 0.5], 1e-2);
         let inputs = if div == Divergence::ReverseKl { &inputs[1..] } else { &inputs[..] };
         let mut out = vec![0f32; 50];
         c.combine(inputs, false, &mut out);
         assert_eq!(out[3], f32::NEG_INFINITY, "{div}: the pole token must be excluded");
         let mut sampler = plain_sampler(1);
         for _ in 0..2000 {
-            assert_ne!(sampler.sample(&mut out.clone(), &[]), 3, "{div}");
+            assert_ne!(sampler.sample(&mut out.clone(), &[]).unwrap(), 3, "{div}");
         }
-        let mut c = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
+        let mut c = combiner(div, &[0.5, 0.5], 0.0);
         c.combine(inputs, false, &mut out);
         assert!(out[3].is_finite(), "{div}: with τ = 0 every token has mass");
     }
@@ -316,7 +363,7 @@ fn combiner_matches_exact_over_the_plausible_set() {
     let logits = pole_case();
     let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
     for div in ALL.into_iter().filter(|d| *d != Divergence::ReverseKl) {
-        let mut c = Combiner::new(div, &[0.3, 0.7], true, 0.0).unwrap();
+        let mut c = combiner(div, &[0.3, 0.7], 0.0);
         let mut out = vec![0f32; 50];
         c.combine(&inputs, false, &mut out);
         let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
@@ -340,14 +387,15 @@ fn eq6_candidate_pruning_never_loses_the_argmax() {
                 .map(|_| random_logits(&mut rng, n, 25.0).iter().map(|&x| x as f32).collect())
                 .collect();
             let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
-            let mut c = Combiner::new(div, &[0.5, 0.5], true, 0.0).unwrap();
+            let mut c = combiner(div, &[0.5, 0.5], 0.0);
             let mut out = vec![0f32; n];
             c.combine(&inputs, true, &mut out);
             let got = crate::pipeline::sample::argmax(&out) as usize;
             let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
             let (lr, l1, l2) = (to64(&logits[0]), to64(&logits[1]), to64(&logits[2]));
             let mut all = Vec::new();
-            eq6_log_scores(div, &[0.5, 0.5], &lr, &[&l1, &l2], &mut all);
+            let mut scratch = Scratch::default();
+            eq6_log_scores(div, &[0.5, 0.5], &lr, &flat(&[l1, l2]), &mut all, &mut scratch);
             let best = (0..n).max_by(|&a, &b| all[a].total_cmp(&all[b])).unwrap();
             assert!(all[best] - all[got] < 1e-4, "{div}: picked {got}, best {best}");
         }
@@ -355,22 +403,14 @@ fn eq6_candidate_pruning_never_loses_the_argmax() {
 }
 
 #[test]
-fn terms_and_reference_rules() {
-    let c = Combiner::new(Divergence::ReverseKl, &[0.5, 0.5], true, 0.0).unwrap();
-    assert!(!c.uses(Role::Reference));
-    let c = Combiner::new(Divergence::ReverseKl, &[0.5, 0.6], true, 0.0).unwrap();
-    assert!((c.terms()[0].1 + 0.1).abs() < 1e-12);
-    let c = Combiner::new(Divergence::ReverseKl, &[1.0, 0.0], false, 0.0).unwrap();
-    assert_eq!(c.terms(), &[(Role::Expert(0), 1.0)]);
-    let e = Combiner::new(Divergence::ReverseKl, &[0.5, 0.2], false, 0.0).unwrap_err().to_string();
-    assert!(e.contains("reference"), "{e}");
-    let e = Combiner::new(Divergence::Jsd, &[0.5, 0.5], false, 0.0).unwrap_err().to_string();
-    assert!(e.contains("jsd needs the reference"), "{e}");
-    let c = Combiner::new(Divergence::Jsd, &[1.0, 0.0], true, 0.0).unwrap();
-    assert_eq!(c.terms(), &[(Role::Reference, 0.0), (Role::Expert(0), 1.0)]);
-    assert!(Combiner::new(Divergence::Jsd, &[0.7, 0.7], true, 0.0).is_err());
-    assert!(Combiner::new(Divergence::ReverseKl, &[0.5, 0.5], true, 1.0).is_err());
-    assert!(Combiner::new(Divergence::ReverseKl, &[], true, 0.0).is_err());
+fn combiner_refuses_bad_parameters() {
+    let t = terms(Divergence::ReverseKl, &[0.5, 0.5]);
+    assert!(Combiner::new(Divergence::ReverseKl, &t, 1.0).is_err(), "τ must be below 1");
+    assert!(Combiner::new(Divergence::ReverseKl, &t, -0.1).is_err());
+    assert!(Combiner::new(Divergence::ReverseKl, &[], 0.0).is_err(), "no terms");
+    // Other divergences take the reference first.
+    assert!(Combiner::new(Divergence::Jsd, &t, 0.0).is_err());
+    assert!(Combiner::new(Divergence::Jsd, &terms(Divergence::Jsd, &[0.5, 0.5]), 0.0).is_ok());
 }
 
 #[test]
@@ -416,7 +456,7 @@ fn plausibility_zero_samples_the_exact_distribution() {
     let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
     let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
     for (div, w) in [(Divergence::ReverseKl, [0.7, 0.6]), (Divergence::ForwardKl, [0.5, 0.5])] {
-        let mut c = Combiner::new(div, &w, true, 0.0).unwrap();
+        let mut c = combiner(div, &w, 0.0);
         let k = c.terms().len();
         let mut out = vec![0f32; 50];
         c.combine(&inputs[3 - k..], false, &mut out);
@@ -425,7 +465,7 @@ fn plausibility_zero_samples_the_exact_distribution() {
         let n = 40_000;
         let mut counts = vec![0usize; 50];
         for _ in 0..n {
-            counts[sampler.sample(&mut out.clone(), &[]) as usize] += 1;
+            counts[sampler.sample(&mut out.clone(), &[]).unwrap() as usize] += 1;
         }
         // Pool tokens with expected count < 5 into one cell.
         let (mut chi2, mut cells, mut rare_e, mut rare_o) = (0.0, 0, 0.0, 0.0);

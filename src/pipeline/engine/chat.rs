@@ -80,6 +80,33 @@ impl Engine {
     pub fn tokenize_chat(&self, p: usize, text: &str) -> Vec<LlamaToken> {
         self.model(p).vocab().tokenize(text.as_bytes(), true, true)
     }
+
+    /// Every policy's prompt for a conversation, rendered with its template
+    /// (`default_template` where it sets none) and tokenized. `systems` gives each policy's
+    /// system prompt; without it each policy keeps its own.
+    pub fn chat_tokens(
+        &self,
+        messages: &[Message],
+        default_template: &str,
+        systems: Option<&[Option<String>]>,
+    ) -> Result<Vec<Vec<LlamaToken>>> {
+        (0..self.policies().len())
+            .map(|p| {
+                let text = match systems {
+                    Some(s) => {
+                        self.render_chat_with(p, messages, default_template, s[p].as_deref())?
+                    }
+                    None => self.render_chat(p, messages, default_template)?,
+                };
+                Ok(self.tokenize_chat(p, &text))
+            })
+            .collect()
+    }
+
+    /// Whether any policy formats conversations as the plain transcript.
+    pub fn uses_transcript(&self, default_template: &str) -> bool {
+        self.policies().iter().any(|p| p.template.as_deref().unwrap_or(default_template) == "none")
+    }
 }
 
 fn message(role: &str, content: &str) -> Result<LlamaChatMessage> {

@@ -15,6 +15,7 @@ pub use session::{Session, SessionOptions, Strategy};
 use session::MemberSpec;
 
 use crate::pipeline::recipe::Policy;
+use crate::pipeline::settings::invalid;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -107,7 +108,7 @@ pub struct Engine {
 impl Engine {
     /// Loads every distinct model file named by `policies` once (and every distinct LoRA
     /// adapter once per model), and checks that all vocabularies are compatible
-    /// (DESIGN.md §2).
+    /// (`docs/mod.md` §2).
     pub fn load(policies: &[Policy], options: LoadOptions) -> Result<Self> {
         if policies.is_empty() {
             bail!("no policies to load");
@@ -115,11 +116,11 @@ impl Engine {
         let backend = backend()?;
         let layers_of = |p: &Policy| p.n_gpu_layers.unwrap_or(options.n_gpu_layers);
         if policies.iter().any(|p| layers_of(p) > 0) && !backend.supports_gpu_offload() {
-            bail!(
-                "--n-gpu-layers / n_gpu_layers asks for GPU offload, but this build of mood has \
-                 no GPU backend; rebuild with --features cuda (or metal, vulkan), or drop the \
-                 option to run on the CPU"
-            );
+            return Err(invalid(
+                "n_gpu_layers",
+                "asks for GPU offload, but this build of mood has no GPU backend; rebuild with \
+                 --features cuda (or metal, vulkan), or drop the setting to run on the CPU",
+            ));
         }
         let mut paths = Vec::with_capacity(policies.len());
         for policy in policies {
@@ -202,6 +203,17 @@ impl Engine {
         self.model(p).vocab().tokenize(text.as_bytes(), true, false)
     }
 
+    /// Every policy's prompt for a completion: its prefix, then `prompt`, tokenized.
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<Vec<Vec<LlamaToken>>> {
+        if prompt.trim().is_empty() {
+            return Err(invalid("prompt", "is empty (or only white space)"));
+        }
+        let policies = self.policies.iter().enumerate();
+        Ok(policies
+            .map(|(p, policy)| self.tokenize(p, &format!("{}{prompt}", policy.prefix)))
+            .collect())
+    }
+
     /// Tokenizes text that continues a prompt (no BOS).
     pub fn tokenize_continuation(&self, p: usize, text: &str) -> Vec<LlamaToken> {
         self.model(p).vocab().tokenize(text.as_bytes(), false, false)
@@ -224,16 +236,11 @@ impl Engine {
     }
 
     /// Opens a session in which the policies `members` (indices into [`Engine::policies`])
-    /// decode side by side.
-    /// With offload, `Strategy::Auto` becomes one batched context per model (one pass over
-    /// the weights per step); on the CPU it becomes a context per policy.
-    pub fn session(&self, members: &[usize], options: SessionOptions) -> Result<Session> {
-        self.session_lanes(members, 1, options)
-    }
-
-    /// A session with `lanes` independent streams (prompts decoded side by side, each lane
-    /// with its own tokens); every member takes part in every lane.
-    pub fn session_lanes(
+    /// decode side by side, in `lanes` independent streams (prompts decoded side by side,
+    /// each lane with its own tokens). With offload, `Strategy::Auto` becomes one batched
+    /// context per model (one pass over the weights per step); on the CPU it becomes a
+    /// context per policy.
+    pub fn open_session(
         &self,
         members: &[usize],
         lanes: usize,

@@ -11,12 +11,16 @@
 //! forth, so nothing is allocated per step.
 
 use super::worker::{self, Job, Lora};
+use crate::pipeline::settings::invalid;
 use anyhow::{anyhow, bail, Result};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// The smallest context a policy may have.
+pub const MIN_CTX: u32 = 8;
 
 /// How policies are laid out over llama.cpp contexts.
 ///
@@ -101,9 +105,15 @@ struct Worker {
     members: Vec<usize>,
     /// The logits buffers while the worker is idle: index `slot · lanes + lane`.
     logits: Vec<Vec<f32>>,
+    /// The step's tokens for the worker's members, same index; travels with the step job.
+    tokens: Vec<Option<LlamaToken>>,
 }
 
 /// Policies decoding side by side, in one or more lanes.
+///
+/// A lane runs the members its last prefill gave a prompt: the others sit out that lane's
+/// steps (their cache there stays as it was), so a request that needs fewer policies than
+/// the session holds costs no more than a session of its own.
 pub struct Session {
     workers: Vec<Worker>,
     /// For each member: (worker, slot within the worker).
@@ -111,6 +121,8 @@ pub struct Session {
     lanes: usize,
     /// Tokens in each (member, lane)'s cache: index `member · lanes + lane`.
     positions: Vec<usize>,
+    /// Whether each member runs in each lane: same index.
+    running: Vec<bool>,
     n_ctx: u32,
     strategy: Strategy,
     n_contexts: usize,
@@ -128,8 +140,11 @@ impl Session {
         if lanes == 0 {
             bail!("a session needs at least one lane");
         }
-        if options.ctx_size < 8 {
-            bail!("--ctx-size must be at least 8 tokens, got {}", options.ctx_size);
+        if options.ctx_size < MIN_CTX {
+            return Err(invalid(
+                "ctx_size",
+                format!("must be at least {MIN_CTX} tokens, got {}", options.ctx_size),
+            ));
         }
         let threads = options.threads.max(1);
         let strategy = options.strategy.resolve(false);
@@ -166,13 +181,14 @@ impl Session {
                 .spawn(move || worker::run(plan, job_rx, reply_tx, ready_tx))
                 .map_err(|e| anyhow!("cannot start a worker thread: {e}"))?;
             ready.push(ready_rx);
-            let logits = vec![Vec::new(); members.len() * lanes];
+            let slots = members.len() * lanes;
             workers.push(Worker {
                 jobs: Some(job_tx),
                 replies: reply_rx,
                 thread: Some(thread),
                 members,
-                logits,
+                logits: vec![Vec::new(); slots],
+                tokens: vec![None; slots],
             });
         }
         let mut place = vec![(0, 0); models.len()];
@@ -186,6 +202,7 @@ impl Session {
             place,
             lanes,
             positions: vec![0; models.len() * lanes],
+            running: vec![false; models.len() * lanes],
             n_ctx: options.ctx_size,
             strategy,
             n_contexts,
@@ -199,18 +216,8 @@ impl Session {
     }
 
     /// Number of policies in the session.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.place.len()
-    }
-
-    /// Always false: a session has at least one policy.
-    pub fn is_empty(&self) -> bool {
-        self.place.is_empty()
-    }
-
-    /// Number of lanes (independent token streams).
-    pub fn lanes(&self) -> usize {
-        self.lanes
     }
 
     /// The strategy in use (never `Auto`).
@@ -223,102 +230,82 @@ impl Session {
         self.n_contexts
     }
 
-    /// Number of worker threads.
-    pub fn n_workers(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// The context length of each policy in each lane.
-    pub fn n_ctx(&self) -> u32 {
-        self.n_ctx
-    }
-
-    /// True while every policy of lane 0 has room for one more token.
-    pub fn has_room(&self) -> bool {
-        self.has_room_in(0)
-    }
-
-    /// True while every policy of `lane` has room for one more token.
+    /// True while every member running in `lane` has room for one more token.
     pub fn has_room_in(&self, lane: usize) -> bool {
-        (0..self.len()).all(|m| self.positions[m * self.lanes + lane] < self.n_ctx as usize)
+        (0..self.len()).all(|m| {
+            let i = m * self.lanes + lane;
+            !self.running[i] || self.positions[i] < self.n_ctx as usize
+        })
     }
 
-    /// Decodes each member's prompt in lane 0 (see [`Session::prefill_lane`]).
-    pub fn prefill(&mut self, prompts: &[Vec<LlamaToken>]) -> Result<()> {
-        self.prefill_lane(0, prompts)
-    }
-
-    /// Decodes each member's prompt in `lane`, all members in parallel, dropping whatever
-    /// the lane held; afterwards [`Session::logits_in`] holds each member's next-token
+    /// Makes `lane` run the members that `prompts` gives a prompt (one entry per member,
+    /// `None`: the member sits this lane out) and decodes their prompts, all members in
+    /// parallel; afterwards [`Session::logits_in`] holds each running member's next-token
     /// logits for the lane.
-    pub fn prefill_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<()> {
-        self.check_prompts(lane, prompts)?;
-        self.load_lane(lane, prompts, false).map(|_| ())
-    }
-
-    fn check_prompts(&self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<()> {
+    ///
+    /// Without `reuse` the lane starts from scratch: the same numbers as a fresh context.
+    /// With `reuse`, each member keeps the longest start of its prompt already cached, in
+    /// this lane (a conversation's next turn) or in another (a prefix or system prompt that
+    /// prompts share, copied), and decodes only the rest; logits can then differ from a fresh
+    /// prefill by llama.cpp's batch-split noise. Returns the fewest tokens a member reused.
+    pub fn prefill_lane(
+        &mut self,
+        lane: usize,
+        prompts: &[Option<Vec<LlamaToken>>],
+        reuse: bool,
+    ) -> Result<usize> {
         if lane >= self.lanes {
             bail!("lane {lane} of {}", self.lanes);
         }
         if prompts.len() != self.len() {
             bail!("{} prompts for {} policies", prompts.len(), self.len());
         }
-        for p in prompts {
+        if prompts.iter().all(Option::is_none) {
+            bail!("a lane needs at least one policy");
+        }
+        for p in prompts.iter().flatten() {
             if p.is_empty() {
                 bail!("the prompt is empty");
             }
             if p.len() >= self.n_ctx as usize {
-                bail!(
-                    "the prompt is {} tokens but the context holds {}; shorten the prompt or raise --ctx-size",
-                    p.len(),
-                    self.n_ctx
-                );
+                return Err(invalid(
+                    "ctx_size",
+                    format!(
+                        "is {} tokens but the prompt takes {}; shorten the prompt or raise `ctx_size`",
+                        self.n_ctx,
+                        p.len()
+                    ),
+                ));
             }
         }
-        Ok(())
-    }
-
-    /// Like [`Session::prefill_lane`], but keeps the longest start of each prompt already
-    /// cached, in this lane (a conversation's next turn) or in another (a prefix or system
-    /// prompt that prompts share, copied), and decodes only the rest. Returns the fewest
-    /// tokens any member reused. Logits can differ from a fresh prefill by llama.cpp's
-    /// batch-split noise.
-    pub fn continue_lane(&mut self, lane: usize, prompts: &[Vec<LlamaToken>]) -> Result<usize> {
-        self.check_prompts(lane, prompts)?;
-        self.load_lane(lane, prompts, true)
-    }
-
-    fn load_lane(
-        &mut self,
-        lane: usize,
-        prompts: &[Vec<LlamaToken>],
-        reuse: bool,
-    ) -> Result<usize> {
         let mut reused = usize::MAX;
-        self.run_collect(
-            |members, logits| Job::Prefill {
-                lane,
-                prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
-                reuse,
-                logits,
+        let result = Self::run_collect(
+            &mut self.workers,
+            |members, logits, tokens| {
+                let job = Job::Prefill {
+                    lane,
+                    prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
+                    reuse,
+                    logits,
+                };
+                (job, tokens)
             },
-            |_, _, kept| reused = reused.min(kept.iter().copied().min().unwrap_or(0)),
-        )?;
+            |_, _, kept| reused = reused.min(kept.iter().copied().min().unwrap_or(usize::MAX)),
+        );
         for (m, p) in prompts.iter().enumerate() {
-            self.positions[m * self.lanes + lane] = p.len();
+            let i = m * self.lanes + lane;
+            self.running[i] = p.is_some();
+            if let Some(p) = p {
+                // After a failure the lane's caches are unknown: nothing reused next time.
+                self.positions[i] = if result.is_ok() { p.len() } else { self.n_ctx as usize };
+            }
         }
+        result?;
         Ok(if reused == usize::MAX { 0 } else { reused })
     }
 
-    /// Feeds `token` to every member of lane 0 and fetches their next logits.
-    pub fn append(&mut self, token: LlamaToken) -> Result<()> {
-        let mut tokens = vec![None; self.lanes];
-        tokens[0] = Some(token);
-        self.step(&tokens)
-    }
-
-    /// Feeds each lane its token (`None`: the lane sits out), every member of a lane the
-    /// same token, all in one pass per context; fetches the next logits.
+    /// Feeds each lane its token (`None`: the lane sits out), every member running in the
+    /// lane the same token, all in one pass per context; fetches the next logits.
     pub fn step(&mut self, tokens: &[Option<LlamaToken>]) -> Result<()> {
         if tokens.len() != self.lanes {
             bail!("{} tokens for {} lanes", tokens.len(), self.lanes);
@@ -328,15 +315,31 @@ impl Session {
                 bail!("the context of lane {lane} is full ({} tokens)", self.n_ctx);
             }
         }
-        self.run(|_, logits| Job::Step { tokens: tokens.to_vec(), logits })?;
+        let lanes = self.lanes;
+        let running = &self.running;
+        let result = Self::run_collect(
+            &mut self.workers,
+            |members, logits, mut buffer| {
+                for (slot, &m) in members.iter().enumerate() {
+                    for (lane, t) in tokens.iter().enumerate() {
+                        buffer[slot * lanes + lane] = t.filter(|_| running[m * lanes + lane]);
+                    }
+                }
+                (Job::Step { tokens: buffer, logits }, Vec::new())
+            },
+            |_, _, _| {},
+        );
         for (lane, t) in tokens.iter().enumerate() {
             if t.is_some() {
                 for m in 0..self.len() {
-                    self.positions[m * self.lanes + lane] += 1;
+                    let i = m * self.lanes + lane;
+                    if self.running[i] {
+                        self.positions[i] += 1;
+                    }
                 }
             }
         }
-        Ok(())
+        result
     }
 
     /// Each member's log-likelihood of `continuations[m]` after `prompts[m]` (natural log,
@@ -356,69 +359,86 @@ impl Session {
                 bail!("the prompt is empty");
             }
             if p.len() + c.len() > self.n_ctx as usize {
-                bail!(
-                    "prompt and response are {} tokens but the context holds {}; raise --ctx-size",
-                    p.len() + c.len(),
-                    self.n_ctx
-                );
+                return Err(invalid(
+                    "ctx_size",
+                    format!(
+                        "is {} tokens but prompt and response take {}; raise `ctx_size`",
+                        self.n_ctx,
+                        p.len() + c.len()
+                    ),
+                ));
             }
         }
         let mut scores = vec![0.0; self.len()];
-        self.run_collect(
-            |members, logits| Job::Score {
-                texts: members
+        let result = Self::run_collect(
+            &mut self.workers,
+            |members, logits, tokens| {
+                let texts = members
                     .iter()
                     .map(|&m| (prompts[m].clone(), continuations[m].clone()))
-                    .collect(),
-                logits,
+                    .collect();
+                (Job::Score { texts, logits }, tokens)
             },
             |members, worker_scores, _| {
                 for (&m, &s) in members.iter().zip(worker_scores) {
                     scores[m] = s;
                 }
             },
-        )?;
-        // No room anywhere until the next prefill.
-        self.positions.iter_mut().for_each(|p| *p = self.n_ctx as usize);
-        Ok(scores)
+        );
+        // Nothing runs anywhere until the next prefill.
+        self.running.iter_mut().for_each(|r| *r = false);
+        result.map(|()| scores)
     }
 
-    /// Member `m`'s latest next-token logits in lane 0 (its model's whole vocabulary).
-    pub fn logits(&self, m: usize) -> &[f32] {
-        self.logits_in(m, 0)
-    }
-
-    /// Member `m`'s latest next-token logits in `lane`.
+    /// Member `m`'s latest next-token logits in `lane` (its model's whole vocabulary).
     pub fn logits_in(&self, m: usize, lane: usize) -> &[f32] {
         let (w, slot) = self.place[m];
         &self.workers[w].logits[slot * self.lanes + lane]
     }
 
-    /// Sends one job to every worker, then waits for all of them.
-    fn run(&mut self, make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job) -> Result<()> {
-        self.run_collect(make, |_, _, _| {})
-    }
-
-    /// As [`Session::run`], handing each worker's members, scores and reused-token counts to
-    /// `collect`.
+    /// Sends one job to every worker, then waits for all of them; hands each worker's
+    /// members, scores and reused-token counts to `collect`. `make` builds a worker's job
+    /// from its members, its logits buffers and its token buffer, and gives back the token
+    /// buffer when the job does not take it.
     fn run_collect(
-        &mut self,
-        make: impl Fn(&[usize], Vec<Vec<f32>>) -> Job,
+        workers: &mut [Worker],
+        make: impl Fn(
+            &[usize],
+            Vec<Vec<f32>>,
+            Vec<Option<LlamaToken>>,
+        ) -> (Job, Vec<Option<LlamaToken>>),
         mut collect: impl FnMut(&[usize], &[f64], &[usize]),
     ) -> Result<()> {
-        for worker in &mut self.workers {
+        let mut first_error = None;
+        let mut sent = [false; 64];
+        let mut sent_more = Vec::new();
+        if workers.len() > sent.len() {
+            sent_more = vec![false; workers.len()];
+        }
+        let sent: &mut [bool] =
+            if sent_more.is_empty() { &mut sent[..workers.len()] } else { &mut sent_more };
+        for (w, worker) in workers.iter_mut().enumerate() {
             let logits = std::mem::take(&mut worker.logits);
-            let job = make(&worker.members, logits);
-            let sent = worker.jobs.as_ref().map(|tx| tx.send(job).is_ok()).unwrap_or(false);
-            if !sent {
-                bail!("a policy worker has stopped");
+            let tokens = std::mem::take(&mut worker.tokens);
+            let (job, kept) = make(&worker.members, logits, tokens);
+            if !kept.is_empty() {
+                worker.tokens = kept;
+            }
+            sent[w] = worker.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+            if !sent[w] {
+                first_error.get_or_insert_with(|| "a policy worker has stopped".to_string());
             }
         }
-        let mut first_error = None;
-        for worker in &mut self.workers {
+        for (worker, &sent) in workers.iter_mut().zip(sent.iter()) {
+            if !sent {
+                continue;
+            }
             match worker.replies.recv() {
                 Ok(reply) => {
                     worker.logits = reply.logits;
+                    if !reply.tokens.is_empty() {
+                        worker.tokens = reply.tokens;
+                    }
                     collect(&worker.members, &reply.scores, &reply.reused);
                     if let Err(e) = reply.result {
                         first_error.get_or_insert(e);

@@ -1,6 +1,6 @@
 //! Vocabulary compatibility: may two models' next-token distributions be combined?
 //!
-//! The rule is llama.cpp's for speculative decoding (DESIGN.md §2): same vocabulary type,
+//! The rule is llama.cpp's for speculative decoding (`docs/mod.md` §2): same vocabulary type,
 //! same BOS/EOS handling, sizes within 128 of each other, and identical token text for every
 //! id in the common range except the first few control ids. Distributions are then combined
 //! over the common range only.

@@ -31,8 +31,15 @@ pub(super) enum Job {
     /// logits. With `reuse`, the longest start of the prompt cached in any lane is kept (only
     /// the rest is decoded); without, the lane starts from scratch (the same numbers as a
     /// fresh context).
-    Prefill { lane: usize, prompts: Vec<Vec<LlamaToken>>, reuse: bool, logits: Vec<Vec<f32>> },
-    /// Feed each lane its token (`None`: the lane sits out this step).
+    /// A member whose prompt is `None` sits the lane out (its cache there is left alone).
+    Prefill {
+        lane: usize,
+        prompts: Vec<Option<Vec<LlamaToken>>>,
+        reuse: bool,
+        logits: Vec<Vec<f32>>,
+    },
+    /// Feed each (member slot, lane) its token, index `slot · lanes + lane` (`None`: it sits
+    /// out this step).
     Step { tokens: Vec<Option<LlamaToken>>, logits: Vec<Vec<f32>> },
     /// Log-likelihood of each member's (prompt, continuation) in lane 0; clears the caches.
     Score { texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>, logits: Vec<Vec<f32>> },
@@ -41,6 +48,8 @@ pub(super) enum Job {
 pub(super) struct Reply {
     /// One buffer per (member slot, lane): index `slot · lanes + lane`.
     pub logits: Vec<Vec<f32>>,
+    /// A step's token buffer, handed back for the next step (empty for other jobs).
+    pub tokens: Vec<Option<LlamaToken>>,
     pub scores: Vec<f64>,
     /// For a prefill: how many prompt tokens each member found already cached.
     pub reused: Vec<usize>,
@@ -85,6 +94,7 @@ pub(super) fn run(
         let mut reused = Vec::new();
         let mut result = Ok(());
         let mut slot = 0;
+        let mut step_tokens = Vec::new();
         let logits = match job {
             Job::Prefill { lane, prompts, reuse, mut logits } => {
                 for g in &mut groups {
@@ -104,14 +114,14 @@ pub(super) fn run(
             }
             Job::Step { tokens, mut logits } => {
                 for g in &mut groups {
-                    let n = g.members;
-                    result =
-                        step(g, &mut batch, &tokens, &mut logits[slot * lanes..(slot + n) * lanes]);
-                    slot += n;
+                    let range = slot * lanes..(slot + g.members) * lanes;
+                    result = step(g, &mut batch, &tokens[range.clone()], &mut logits[range]);
+                    slot += g.members;
                     if result.is_err() {
                         break;
                     }
                 }
+                step_tokens = tokens;
                 logits
             }
             Job::Score { texts, logits } => {
@@ -131,7 +141,8 @@ pub(super) fn run(
                 logits
             }
         };
-        if replies.send(Reply { logits, scores, reused, result }).is_err() {
+        let reply = Reply { logits, tokens: step_tokens, scores, reused, result };
+        if replies.send(reply).is_err() {
             return;
         }
     }
@@ -196,13 +207,17 @@ fn prefill(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
     lane: usize,
-    prompts: &[Vec<LlamaToken>],
+    prompts: &[Option<Vec<LlamaToken>>],
     reuse: bool,
     out: &mut [Vec<f32>],
 ) -> Result<Vec<usize>, String> {
     let lanes = g.lanes;
     let mut kept = Vec::with_capacity(prompts.len());
     for (j, prompt) in prompts.iter().enumerate() {
+        let Some(prompt) = prompt else {
+            kept.push(usize::MAX);
+            continue;
+        };
         let keep = if reuse {
             reuse_prefix(g, j, lane, prompt)?
         } else {
@@ -215,6 +230,7 @@ fn prefill(
     let mut wanted: Vec<(usize, i32)> = Vec::new();
     batch.clear();
     for (j, prompt) in prompts.iter().enumerate() {
+        let Some(prompt) = prompt else { continue };
         let seq = j * lanes + lane;
         for (i, &t) in prompt.iter().enumerate().skip(kept[j]) {
             let last = i + 1 == prompt.len();
@@ -306,8 +322,8 @@ fn decode_and_copy(
     Ok(())
 }
 
-/// Feeds every lane with a token to all members of the group in one batch, and copies the
-/// logits into `out[j · lanes + l]`.
+/// Feeds each (member j, lane l) of the group its token `tokens[j · lanes + l]`, all in one
+/// batch, and copies the logits into `out[j · lanes + l]`.
 fn step(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
@@ -319,9 +335,9 @@ fn step(
     let mut wanted = std::mem::take(&mut g.wanted);
     wanted.clear();
     for j in 0..g.members {
-        for (l, token) in tokens.iter().enumerate() {
-            let Some(token) = *token else { continue };
+        for l in 0..g.lanes {
             let seq = j * g.lanes + l;
+            let Some(token) = tokens[seq] else { continue };
             wanted.push((seq, batch.n_tokens()));
             let pos = g.history[seq].len() as i32;
             batch.add(token, pos, &[seq as i32], true).map_err(|e| e.to_string())?;

@@ -1,0 +1,346 @@
+//! The settings of one generation, their checks, and the one typed form in which a batch
+//! line or an HTTP body overrides them.
+//!
+//! Errors about a setting are [`SettingError`]s. They name the setting as JSON writes it
+//! (`top_p`) and mention other settings in backticks, so that each front end words them for
+//! its users: `--top-p` on the command line, the field name over HTTP.
+
+use super::recipe::Recipe;
+use super::sample::SamplingParams;
+use anyhow::Result;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A setting with a value it cannot take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The setting, as JSON names it (`top_p`, `weights`, `max_tokens`, …).
+    pub setting: String,
+    /// What is wrong, e.g. "must be in (0, 1], got 2"; other settings in backticks.
+    pub problem: String,
+}
+
+impl SettingError {
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { setting: setting.into(), problem: problem.into() }
+    }
+
+    /// The message, with every setting name (the subject and those in backticks) written
+    /// by `name`.
+    pub fn render(&self, name: &dyn Fn(&str) -> String) -> String {
+        let mut out = format!("{} ", name(&self.setting));
+        let mut parts = self.problem.split('`');
+        out.push_str(parts.next().unwrap_or_default());
+        for (i, part) in parts.enumerate() {
+            if i % 2 == 0 {
+                out.push_str(&name(part));
+            } else {
+                out.push_str(part);
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(&|s| s.to_string()))
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+/// An error about `setting`.
+pub fn invalid(setting: &str, problem: impl Into<String>) -> anyhow::Error {
+    SettingError::new(setting, problem).into()
+}
+
+/// Everything about one generation except the prompt and the policies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub max_tokens: usize,
+    pub stops: Vec<String>,
+    pub sampling: SamplingParams,
+    /// Plausibility threshold τ for sampling (`docs/mod.md` §1.4); 0 = the whole
+    /// vocabulary.
+    pub plausibility: f64,
+}
+
+/// The largest `max_tokens` accepted: more than any context holds.
+pub const MAX_TOKENS_LIMIT: usize = 1 << 24;
+/// The most stop strings a request may give, and the longest one (bytes).
+pub const STOPS_LIMIT: usize = 16;
+pub const STOP_BYTES_LIMIT: usize = 256;
+
+impl Settings {
+    /// Checks every setting.
+    pub fn check(&self) -> Result<()> {
+        if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS_LIMIT {
+            return Err(invalid(
+                "max_tokens",
+                format!("must be from 1 to {MAX_TOKENS_LIMIT}, got {}", self.max_tokens),
+            ));
+        }
+        if self.stops.len() > STOPS_LIMIT {
+            return Err(invalid(
+                "stop",
+                format!("holds {} strings; at most {STOPS_LIMIT} are allowed", self.stops.len()),
+            ));
+        }
+        if let Some(s) = self.stops.iter().find(|s| s.len() > STOP_BYTES_LIMIT) {
+            return Err(invalid(
+                "stop",
+                format!("strings may be {STOP_BYTES_LIMIT} bytes long; one is {}", s.len()),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.plausibility) {
+            return Err(invalid(
+                "plausibility",
+                format!("must be in [0, 1) (0 = the whole vocabulary), got {}", self.plausibility),
+            ));
+        }
+        self.sampling.check()
+    }
+}
+
+/// What a batch line or an HTTP body may set for its own generation, on top of the
+/// defaults. Every key is optional; `null` is the same as leaving it out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// An array (one weight per expert), or an object by expert name (changing only those).
+    pub weights: Option<Value>,
+    pub divergence: Option<String>,
+    /// Rescale non-negative weights to sum to 1.
+    pub normalize_weights: Option<bool>,
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_k: Option<u64>,
+    pub top_p: Option<f64>,
+    pub min_p: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+    pub repeat_last_n: Option<u64>,
+    pub seed: Option<u64>,
+    /// A string, or an array of strings; replaces the default stop strings.
+    pub stop: Option<Value>,
+    pub plausibility: Option<f64>,
+}
+
+impl Overrides {
+    /// The keys an overrides object may hold.
+    pub const KEYS: [&'static str; 13] = [
+        "weights",
+        "divergence",
+        "normalize_weights",
+        "max_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "repeat_penalty",
+        "repeat_last_n",
+        "seed",
+        "stop",
+        "plausibility",
+    ];
+
+    /// Takes the override keys out of `object` (the caller's own keys stay) and reads them.
+    pub fn take(object: &mut Map<String, Value>) -> Result<Self> {
+        let mut mine = Map::new();
+        for key in Self::KEYS {
+            if let Some(v) = object.remove(key) {
+                mine.insert(key.to_string(), v);
+            }
+        }
+        from_json(Value::Object(mine))
+    }
+
+    /// Applies the overrides to a recipe and settings (the defaults); `normalize` is the
+    /// default of `normalize_weights`. Checks the result.
+    pub fn apply(
+        &self,
+        recipe: &mut Recipe,
+        settings: &mut Settings,
+        normalize: bool,
+    ) -> Result<()> {
+        if let Some(d) = &self.divergence {
+            recipe.divergence =
+                d.parse().map_err(|e: anyhow::Error| invalid("divergence", e.to_string()))?;
+        }
+        if let Some(w) = &self.weights {
+            let weights = recipe.weights_from_json(w)?;
+            recipe.set_weights(weights)?;
+        }
+        recipe.apply_weight_rules(self.normalize_weights.unwrap_or(normalize))?;
+        if let Some(n) = self.max_tokens {
+            settings.max_tokens = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        let s = &mut settings.sampling;
+        if let Some(t) = self.temperature {
+            s.temperature = t;
+        }
+        if let Some(k) = self.top_k {
+            s.top_k = usize::try_from(k).unwrap_or(usize::MAX);
+        }
+        if let Some(p) = self.top_p {
+            s.top_p = p;
+        }
+        if let Some(p) = self.min_p {
+            s.min_p = p;
+        }
+        if let Some(r) = self.repeat_penalty {
+            s.repeat_penalty = r;
+        }
+        if let Some(n) = self.repeat_last_n {
+            s.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(seed) = self.seed {
+            s.seed = Some(seed);
+        }
+        if let Some(p) = self.plausibility {
+            settings.plausibility = p;
+        }
+        match &self.stop {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => settings.stops = vec![s.clone()],
+            Some(Value::Array(a)) => {
+                settings.stops = a
+                    .iter()
+                    .map(|s| {
+                        s.as_str().map(str::to_string).ok_or_else(|| {
+                            invalid("stop", "must be a string or an array of strings")
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            Some(_) => return Err(invalid("stop", "must be a string or an array of strings")),
+        }
+        settings.check()
+    }
+}
+
+/// Refuses keys of `object` that are neither the caller's own (`own`) nor overrides.
+pub fn refuse_unknown(object: &Map<String, Value>, own: &[&str]) -> Result<()> {
+    match object.keys().find(|k| !own.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(k) => {
+            let known: Vec<&str> = own.iter().chain(&Overrides::KEYS).copied().collect();
+            Err(invalid(k, format!("is not a setting mood knows (known: {})", known.join(", "))))
+        }
+    }
+}
+
+/// Reads a typed value from JSON; a wrong type or an unknown key becomes a [`SettingError`]
+/// naming the key.
+pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if let Some(rest) = inner.strip_prefix("unknown field `") {
+            let key = rest.split('`').next().unwrap_or_default();
+            return invalid(key, "is not a setting mood knows (a typo?)");
+        }
+        let setting = if path == "." { "request".to_string() } else { path };
+        invalid(&setting, humanize(&inner))
+    })
+}
+
+/// Rewords serde's "invalid type: string \"x\", expected f64" for people.
+fn humanize(serde: &str) -> String {
+    let Some((got, expected)) = serde.split_once(", expected ") else { return serde.to_string() };
+    let got = got.trim_start_matches("invalid type: ").trim_start_matches("invalid value: ");
+    let want = match expected {
+        "f64" | "f32" => "a number",
+        "u64" | "u32" | "usize" => "a whole number ≥ 0",
+        "a string" => "a string",
+        "a boolean" => "true or false",
+        other => other,
+    };
+    format!("must be {want}, got {got}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn recipe() -> Recipe {
+        Recipe::parse(
+            "[reference]\nmodel='m'\n[[expert]]\nname='a'\nmodel='m'\nweight=0.5\n[[expert]]\nname='b'\nmodel='m'\nweight=0.5\n",
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    fn defaults() -> Settings {
+        Settings {
+            max_tokens: 16,
+            stops: vec!["x".into()],
+            sampling: SamplingParams::default(),
+            plausibility: 1e-4,
+        }
+    }
+
+    fn apply(v: Value) -> Result<(Recipe, Settings)> {
+        let Value::Object(mut m) = v else { panic!("an object") };
+        let o = Overrides::take(&mut m)?;
+        refuse_unknown(&m, &[])?;
+        let (mut r, mut s) = (recipe(), defaults());
+        o.apply(&mut r, &mut s, false)?;
+        Ok((r, s))
+    }
+
+    #[test]
+    fn overrides_apply_and_others_stay() {
+        let (r, s) = apply(json!({"weights": {"b": 0.9}, "max_tokens": 3, "temperature": 0.5,
+            "top_k": 2, "seed": 9, "stop": ["."], "top_p": 0.5, "min_p": 0.1, "plausibility": 0}))
+        .unwrap();
+        assert_eq!(r.weights, vec![0.5, 0.9]);
+        assert_eq!(s.max_tokens, 3);
+        assert_eq!(s.sampling.temperature, 0.5);
+        assert_eq!((s.sampling.top_k, s.sampling.seed), (2, Some(9)));
+        assert_eq!((s.sampling.top_p, s.sampling.min_p), (0.5, 0.1));
+        assert_eq!(s.stops, vec!["."]);
+        assert_eq!(s.plausibility, 0.0);
+        let (r, s) =
+            apply(json!({"weights": [1, 3], "divergence": "jsd", "normalize_weights": true,
+            "stop": null}))
+            .unwrap();
+        assert_eq!(r.weights, vec![0.25, 0.75]);
+        assert_eq!(s.stops, vec!["x"], "null leaves the default");
+    }
+
+    #[test]
+    fn bad_overrides_name_the_setting() {
+        let cases = [
+            (json!({"temprature": 1}), "temprature", "not a setting"),
+            (json!({"temperature": "hot"}), "temperature", "must be a number, got string"),
+            (json!({"top_k": -1}), "top_k", "whole number"),
+            (json!({"seed": 1.5}), "seed", "whole number"),
+            (json!({"top_p": 2}), "top_p", "(0, 1]"),
+            (json!({"max_tokens": 0}), "max_tokens", "from 1"),
+            (json!({"weights": [1]}), "weights", "1 value(s)"),
+            (json!({"weights": {"zz": 1}}), "weights", "'zz'"),
+            (json!({"divergence": "tv"}), "divergence", "barrier"),
+            (json!({"divergence": "jsd", "weights": [0.7, 0.7]}), "weights", "sum to 1"),
+            (json!({"stop": 3}), "stop", "string"),
+            (json!({"plausibility": 1}), "plausibility", "[0, 1)"),
+            (json!({"normalize_weights": "yes"}), "normalize_weights", "true or false"),
+        ];
+        for (v, setting, want) in cases {
+            let e = apply(v.clone()).unwrap_err();
+            let s = e.downcast_ref::<SettingError>().unwrap_or_else(|| panic!("{v}: {e:#}"));
+            assert_eq!(s.setting, setting, "{v}: {s}");
+            assert!(s.to_string().contains(want), "{v}: {s}");
+        }
+    }
+
+    #[test]
+    fn rendering_words_every_setting_name() {
+        let e = SettingError::new("weights", "must sum to 1; set `normalize_weights` to rescale");
+        let flag = |s: &str| format!("--{}", s.replace('_', "-"));
+        assert_eq!(e.render(&flag), "--weights must sum to 1; set --normalize-weights to rescale");
+        assert_eq!(e.to_string(), "weights must sum to 1; set normalize_weights to rescale");
+    }
+}
