@@ -16,4 +16,5 @@
 //! The mathematics every part honours is written out in `docs/mod.md`.
 
 pub mod apps;
+pub mod input;
 pub mod pipeline;

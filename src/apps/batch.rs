@@ -8,6 +8,7 @@
 //! goes on.
 
 use crate::apps::score::{Response, Scorer};
+use crate::input::{self, Lines, LINE_LIMIT};
 use crate::pipeline::decode::{decode_all, Generation, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
@@ -18,8 +19,8 @@ use std::collections::HashSet;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
-/// One line's request, after applying its overrides.
-pub struct Line {
+/// One input line's request, after applying its overrides.
+pub struct LineRequest {
     pub id: Value,
     pub prompt: String,
     pub recipe: Recipe,
@@ -36,13 +37,11 @@ pub fn parse_line(
     recipe: &Recipe,
     defaults: &Settings,
     normalize: bool,
-) -> Result<Line> {
+) -> Result<LineRequest> {
     let v: Value = serde_json::from_str(line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
     let Value::Object(mut obj) = v else { bail!("a line must be a JSON object") };
     let id = obj.get("id").cloned().ok_or_else(|| invalid("id", "is missing"))?;
-    if !(id.is_string() || id.is_number()) {
-        return Err(invalid("id", "must be a string or a number"));
-    }
+    check_id(&id)?;
     let prompt = match obj.get("prompt").cloned() {
         Some(Value::String(p)) if !p.trim().is_empty() => p,
         Some(Value::String(_)) => return Err(invalid("prompt", "is empty")),
@@ -54,12 +53,34 @@ pub fn parse_line(
     let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
     overrides.apply(&mut recipe, &mut settings, normalize)?;
     recipe.terms()?;
-    Ok(Line { id, prompt, recipe, settings })
+    Ok(LineRequest { id, prompt, recipe, settings })
+}
+
+/// The largest numeric id: JSON readers that hold numbers as doubles (most do) carry whole
+/// numbers exactly only up to 2^53.
+const MAX_NUMERIC_ID: u64 = 1 << 53;
+/// The longest string id (bytes).
+const MAX_ID_BYTES: usize = 1024;
+
+fn check_id(id: &Value) -> Result<()> {
+    match id {
+        Value::String(s) if s.len() <= MAX_ID_BYTES => Ok(()),
+        Value::String(_) => Err(invalid("id", format!("is longer than {MAX_ID_BYTES} bytes"))),
+        Value::Number(n) if n.as_u64().is_some_and(|n| n <= MAX_NUMERIC_ID) => Ok(()),
+        Value::Number(n) if n.as_i64().is_some_and(|n| n.unsigned_abs() <= MAX_NUMERIC_ID) => {
+            Ok(())
+        }
+        Value::Number(n) => Err(invalid(
+            "id",
+            format!("{n} is not a whole number within ±2^53 (JSON readers would change it); use a string id"),
+        )),
+        _ => Err(invalid("id", "must be a string or a number")),
+    }
 }
 
 /// The output object of one generation: what `generate --json` prints, plus `id`, `line`
 /// and the settings used.
-pub fn record(req: &Line, line: usize, g: &Generation) -> Value {
+pub fn record(req: &LineRequest, line: usize, g: &Generation) -> Value {
     let mut obj = Map::new();
     obj.insert("id".into(), req.id.clone());
     obj.insert("line".into(), json!(line));
@@ -85,40 +106,120 @@ pub fn record(req: &Line, line: usize, g: &Generation) -> Value {
     Value::Object(obj)
 }
 
-/// What an existing output file already holds, for resuming.
+/// What an existing output file holds, for resuming.
 #[derive(Debug, Default)]
 pub struct Done {
-    /// Ids (as JSON text) of lines with a record.
-    pub ids: HashSet<String>,
-    /// Input line numbers with a record (errors included).
+    /// Input line numbers that have a record (a generation or an error record of that line).
     pub lines: HashSet<usize>,
+    /// Ids (as JSON text) of lines with a generation: another line with such an id is a
+    /// duplicate.
+    pub ids: HashSet<String>,
+    /// Lines of the file that are not records (left in place, ignored).
+    pub unreadable: Vec<usize>,
 }
 
-/// Reads `path` (if it exists), cuts off a last line that a kill left incomplete, and
-/// returns what it holds.
-pub fn scan_output(path: &Path) -> Result<Done> {
-    let mut done = Done::default();
-    let Ok(bytes) = std::fs::read(path) else { return Ok(done) };
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let mut keep = 0;
-    for raw in bytes[..complete].split_inclusive(|&b| b == b'\n') {
-        let Ok(v) = serde_json::from_slice::<Value>(raw) else { break };
-        if let Some(line) = v.get("line").and_then(Value::as_u64) {
-            done.lines.insert(line as usize);
-        }
-        if let Some(id) = v.get("id") {
-            done.ids.insert(id.to_string());
-        }
-        keep += raw.len();
+/// The output file of a run, locked for the run's whole life.
+pub struct Output {
+    pub file: std::fs::File,
+    pub done: Done,
+}
+
+/// Opens the output: a new file, or with `resume` an existing one of ours (or a new one),
+/// whose records are read (see [`Done`]). The file is locked until the run ends: a second
+/// run on the same output is refused. Nothing in an existing file is ever deleted but a
+/// last line that a kill cut short.
+pub fn open_output(path: &Path, resume: bool) -> Result<Output> {
+    let shown = path.display();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).append(true);
+    if resume {
+        options.create(true);
+    } else {
+        options.create_new(true);
     }
-    if keep < bytes.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot open {} to repair it", path.display()))?;
-        f.set_len(keep as u64).with_context(|| format!("cannot truncate {}", path.display()))?;
+    let mut file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            anyhow!("output {shown} exists; pass --resume to continue it, or choose another file")
+        }
+        _ => anyhow!("cannot open output {shown}: {e}"),
+    })?;
+    if !file.metadata().with_context(|| format!("cannot read output {shown}"))?.is_file() {
+        bail!("output {shown} is not a regular file; give a file path");
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "output {shown} is in use by another mood batch run; wait for it to end, or choose \
+             another file"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock output {shown}: {e}"),
+    }
+    let done = if resume { scan_output(&mut file, path)? } else { Done::default() };
+    Ok(Output { file, done })
+}
+
+/// Reads the records of our output file. The first line must be a record (else the file is
+/// not ours and is refused); later lines that are not records are left alone. A last line
+/// without its end of line is kept if it is a whole record (the end of line is added), and
+/// cut off otherwise (a write the kill interrupted).
+fn scan_output(file: &mut std::fs::File, path: &Path) -> Result<Done> {
+    use std::io::{Seek, SeekFrom};
+    let shown = path.display();
+    file.seek(SeekFrom::Start(0)).with_context(|| format!("cannot read output {shown}"))?;
+    let mut lines = Lines::new(std::io::BufReader::new(&*file), LINE_LIMIT);
+    let mut done = Done::default();
+    let mut number = 0;
+    let mut seen_record = false;
+    // Where a cut-off last line starts, or that a whole last record lacks its end of line.
+    let (mut cut_at, mut add_newline) = (None, false);
+    loop {
+        let start = lines.consumed;
+        let Some(line) =
+            lines.next_line().with_context(|| format!("cannot read output {shown}"))?
+        else {
+            break;
+        };
+        number += 1;
+        let record = match &line {
+            input::Line::Text(t) if t.trim().is_empty() => continue,
+            input::Line::Text(t) => parse_record(t),
+            _ => None,
+        };
+        match record {
+            Some((line_no, id)) => {
+                seen_record = true;
+                done.lines.insert(line_no);
+                if let Some(id) = id {
+                    done.ids.insert(id);
+                }
+                add_newline = !lines.complete;
+            }
+            None if !lines.complete => cut_at = Some(start),
+            None if !seen_record => bail!(
+                "output {shown} is not a mood batch output (its line {number} is not a record); \
+                 choose another file (nothing was changed)"
+            ),
+            None => done.unreadable.push(number),
+        }
+    }
+    drop(lines);
+    if let Some(at) = cut_at {
+        file.set_len(at).with_context(|| format!("cannot repair output {shown}"))?;
+    } else if add_newline {
+        file.write_all(b"\n").with_context(|| format!("cannot repair output {shown}"))?;
     }
     Ok(done)
+}
+
+/// A record's input line number, and its id if it is a generation (not an error record).
+fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let line = usize::try_from(v.get("line")?.as_u64()?).ok()?;
+    let id = match v.get("error") {
+        Some(_) => None,
+        None => Some(v.get("id")?.to_string()),
+    };
+    Some((line, id))
 }
 
 /// Options of a batch run.
@@ -156,31 +257,43 @@ pub fn run(
 ) -> Result<Summary> {
     let done = &options.done;
     let mut summary = Summary::default();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut lines: Vec<(usize, Line)> = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let number = i + 1;
-        let line = line.with_context(|| format!("cannot read input line {number}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        if done.lines.contains(&number) {
-            summary.skipped += 1;
-            continue;
-        }
-        let parsed = parse_line(&line, recipe, defaults, options.normalize).and_then(|req| {
-            let key = req.id.to_string();
-            if !done.ids.contains(&key) && !seen.insert(key) {
-                bail!("duplicate id {}: an earlier line has it", req.id);
+    // Ids of lines with a generation (earlier runs' and this one's).
+    let mut seen: HashSet<String> = done.ids.clone();
+    let mut lines: Vec<(usize, LineRequest)> = Vec::new();
+    let mut reader = Lines::new(input, LINE_LIMIT);
+    let mut number = 0;
+    loop {
+        let line =
+            reader.next_line().with_context(|| format!("cannot read input line {}", number + 1))?;
+        let Some(line) = line else { break };
+        number += 1;
+        let parsed = match line {
+            input::Line::Text(t) if t.trim().is_empty() => continue,
+            _ if done.lines.contains(&number) => {
+                summary.skipped += 1;
+                continue;
             }
-            Ok(req)
-        });
+            input::Line::Text(t) => parse_line(&t, recipe, defaults, options.normalize)
+                .and_then(|req| {
+                    if !seen.insert(req.id.to_string()) {
+                        bail!("duplicate id {}: an earlier line has it", req.id);
+                    }
+                    Ok(req)
+                })
+                .map_err(|e| {
+                    (e, serde_json::from_str::<Value>(&t).ok().and_then(|v| v.get("id").cloned()))
+                }),
+            input::Line::NotUtf8(at) => {
+                Err((anyhow!("the line is not UTF-8 text (invalid byte at offset {at})"), None))
+            }
+            input::Line::TooLong => Err((
+                anyhow!("the line is longer than {} MiB; it was skipped", LINE_LIMIT >> 20),
+                None,
+            )),
+        };
         match parsed {
-            Ok(req) if done.ids.contains(&req.id.to_string()) => summary.skipped += 1,
             Ok(req) => lines.push((number, req)),
-            Err(e) => {
-                let id =
-                    serde_json::from_str::<Value>(&line).ok().and_then(|v| v.get("id").cloned());
+            Err((e, id)) => {
                 let msg = format!("{e:#}");
                 write_line(output, &json!({ "id": id, "line": number, "error": msg }))?;
                 summary.errors += 1;
@@ -320,22 +433,77 @@ mod tests {
         }
     }
 
-    #[test]
-    fn scanning_repairs_a_truncated_last_line() {
+    fn scratch(name: &str, content: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mood-batch-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path: PathBuf = dir.join("out.jsonl");
-        std::fs::write(
-            &path,
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    #[test]
+    fn resuming_reads_records_and_repairs_only_a_cut_last_line() {
+        let path = scratch(
+            "out.jsonl",
             "{\"id\":\"a\",\"line\":1}\n{\"id\":2,\"line\":3,\"error\":\"x\"}\n{\"id\":\"c\",\"li",
-        )
-        .unwrap();
-        let done = scan_output(&path).unwrap();
-        assert!(
-            done.ids.contains("\"a\"") && done.ids.contains("2") && !done.ids.contains("\"c\"")
         );
+        let done = open_output(&path, true).unwrap().done;
+        assert!(done.ids.contains("\"a\""));
+        assert!(!done.ids.contains("2"), "an error record marks its line, not its id");
         assert_eq!(done.lines, [1, 3].into_iter().collect());
         assert!(std::fs::read_to_string(&path).unwrap().ends_with("\"error\":\"x\"}\n"));
-        assert!(scan_output(&dir.join("missing.jsonl")).unwrap().ids.is_empty());
+        // A whole record that only lacks its end of line is kept.
+        let path = scratch("whole.jsonl", "{\"id\":1,\"line\":1}\n{\"id\":2,\"line\":2}");
+        assert_eq!(open_output(&path, true).unwrap().done.lines.len(), 2);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("\"line\":2}\n"));
+        let missing =
+            std::env::temp_dir().join(format!("mood-batch-{}/new.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&missing);
+        assert!(open_output(&missing, true).unwrap().done.lines.is_empty());
+    }
+
+    #[test]
+    fn resuming_never_deletes_a_record_nor_a_foreign_file() {
+        let foreign = "name,score\nalice,3\n";
+        let path = scratch("notes.csv", foreign);
+        let e = open_output(&path, true).err().unwrap().to_string();
+        assert!(e.contains("not a mood batch output"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), foreign, "left as it was");
+        // A broken line in the middle: the records after it stay and count.
+        let mut text = String::new();
+        for i in 1..=12 {
+            text.push_str(&format!("{{\"id\":{i},\"line\":{i}}}\n"));
+            if i == 3 {
+                text.push_str("{\"id\":99,\"li\n");
+            }
+        }
+        let path = scratch("broken.jsonl", &text);
+        let done = open_output(&path, true).unwrap().done;
+        assert_eq!(done.lines.len(), 12);
+        assert_eq!(done.unreadable, vec![4]);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "nothing deleted");
+    }
+
+    #[test]
+    fn a_second_run_on_the_same_output_is_refused() {
+        let path = scratch("locked.jsonl", "");
+        let first = open_output(&path, true).unwrap();
+        let e = open_output(&path, true).err().unwrap().to_string();
+        assert!(e.contains("in use by another mood batch"), "{e}");
+        drop(first);
+        assert!(open_output(&path, true).is_ok(), "free once the first run ends");
+        assert!(open_output(&path, false).err().unwrap().to_string().contains("--resume"));
+    }
+
+    #[test]
+    fn ids_must_survive_json_readers() {
+        let line = |id: &str| format!("{{\"id\": {id}, \"prompt\": \"x\"}}");
+        for ok in ["1", "-5", "9007199254740992", "\"q0\""] {
+            assert!(parse_line(&line(ok), &recipe(), &defaults(), false).is_ok(), "{ok}");
+        }
+        for bad in ["9007199254740993", "1.5", "1e300", "null", "[1]"] {
+            let e = parse_line(&line(bad), &recipe(), &defaults(), false).err().unwrap();
+            assert!(e.to_string().starts_with("id "), "{bad}: {e}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::apps::batch::{self, Options};
 use mood::apps::score::{Response, Scorer};
+use mood::input::{Line, Lines, LINE_LIMIT};
 use mood::pipeline::engine::Engine;
 use serde_json::{json, Value};
 use std::fs::File;
@@ -19,32 +20,47 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     let session = session_options(&args.run)?;
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
-    let total = BufReader::new(
-        File::open(&args.input)
-            .with_context(|| format!("cannot open input {}", args.input.display()))?,
-    )
-    .lines()
-    .map_while(Result::ok)
-    .filter(|l| !l.trim().is_empty())
-    .count();
-    if args.output.exists() && !args.resume {
-        bail!(
-            "output {} exists; pass --resume to continue it, or choose another file",
-            args.output.display()
+    let total = count_lines(&args.input);
+    let created = !args.output.exists();
+    let mut output = batch::open_output(&args.output, args.resume)?;
+    if !output.done.unreadable.is_empty() {
+        eprintln!(
+            "mood batch: {} line(s) of {} are not records ({}); left in place and ignored",
+            output.done.unreadable.len(),
+            args.output.display(),
+            output
+                .done
+                .unreadable
+                .iter()
+                .take(5)
+                .map(|n| format!("line {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
-    let done = batch::scan_output(&args.output)?;
+    let result = decode_into(&args, &recipe, &defaults, session, input, &mut output, total);
+    if result.is_err() && created && output.file.metadata().is_ok_and(|m| m.len() == 0) {
+        // Nothing was written: leave no empty file behind to block the next run.
+        let _ = std::fs::remove_file(&args.output);
+    }
+    result
+}
+
+fn decode_into(
+    args: &BatchArgs,
+    recipe: &mood::pipeline::recipe::Recipe,
+    defaults: &mood::pipeline::settings::Settings,
+    session: mood::pipeline::engine::SessionOptions,
+    input: File,
+    output: &mut batch::Output,
+    total: Option<u64>,
+) -> Result<()> {
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, load_options(&args.run))?;
-    let mut output = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.output)
-        .with_context(|| format!("cannot open output {}", args.output.display()))?;
-    let bar = progress_bar(total as u64);
+    let bar = progress_bar(total);
     let started = Instant::now();
     let options = Options {
-        done,
+        done: std::mem::take(&mut output.done),
         normalize: args.policies.normalize_weights,
         fail_fast: args.fail_fast,
         score_beta: args.score.then_some(args.beta),
@@ -53,10 +69,10 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     };
     let summary = batch::run(
         &engine,
-        &recipe,
-        &defaults,
+        recipe,
+        defaults,
         &mut BufReader::new(input),
-        &mut output,
+        &mut output.file,
         &options,
         &mut |s| {
             if let Some(bar) = &bar {
@@ -81,7 +97,39 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Non-blank lines of a regular file, counted in bounded memory; `None` for a stream.
+fn count_lines(path: &std::path::Path) -> Option<u64> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let mut reader = BufReader::new(File::open(path).ok()?);
+    let (mut count, mut blank) = (0u64, true);
+    loop {
+        let chunk = reader.fill_buf().ok()?;
+        if chunk.is_empty() {
+            return Some(count + u64::from(!blank));
+        }
+        for &b in chunk {
+            if b == b'\n' {
+                count += u64::from(!blank);
+                blank = true;
+            } else if !b.is_ascii_whitespace() {
+                blank = false;
+            }
+        }
+        let n = chunk.len();
+        reader.consume(n);
+    }
+}
+
 pub fn run_score(args: ScoreArgs) -> Result<()> {
+    let p = &args.policies;
+    if p.weights.is_some() || p.divergence.is_some() || p.normalize_weights {
+        bail!(
+            "mood score scores the response under every policy of the recipe; --weights, \
+             --divergence and --normalize-weights do not apply to it"
+        );
+    }
     let recipe = build_recipe(&args.policies)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, load_options(&args.run))?;
@@ -95,32 +143,50 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         }
         None => Box::new(std::io::stdout().lock()),
     };
-    for (i, line) in BufReader::new(input).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read input line {}", i + 1))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut lines = Lines::new(BufReader::new(input), LINE_LIMIT);
+    let mut number = 0;
+    while let Some(line) =
+        lines.next_line().with_context(|| format!("cannot read input line {}", number + 1))?
+    {
+        number += 1;
+        let record = match line {
+            Line::Text(t) if t.trim().is_empty() => continue,
+            Line::Text(t) => score_line(&mut scorer, &t, number),
+            Line::NotUtf8(at) => {
+                Err(anyhow!("the line is not UTF-8 text (invalid byte at offset {at})"))
+            }
+            Line::TooLong => Err(anyhow!("the line is longer than {} MiB", LINE_LIMIT >> 20)),
         }
-        let record = (|| -> Result<Value> {
-            let v: Value = serde_json::from_str(&line).map_err(|e| anyhow!("invalid JSON: {e}"))?;
-            let text = |k: &str| {
-                v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing string '{k}'"))
-            };
-            let s = scorer.score(text("prompt")?, Response::Text(text("response")?))?;
-            Ok(json!({ "id": v.get("id"), "line": i + 1, "scores": s }))
-        })()
-        .unwrap_or_else(|e| json!({ "line": i + 1, "error": one_line(&e) }));
-        writeln!(out, "{record}").context("cannot write the output")?;
-        out.flush().context("cannot write the output")?;
+        .unwrap_or_else(|e| json!({ "line": number, "error": one_line(&e) }));
+        let written = writeln!(out, "{record}").and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            // A reader that stopped (`| head`) ends the run quietly, as Unix tools do.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e).context("cannot write the output"),
+        }
     }
     Ok(())
 }
 
-/// A progress bar on stderr when it is a terminal; nothing in pipes.
-fn progress_bar(total: u64) -> Option<ProgressBar> {
+fn score_line(scorer: &mut Scorer, text: &str, number: usize) -> Result<Value> {
+    let v: Value = serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+    let field =
+        |k: &str| v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing string '{k}'"));
+    let s = scorer.score(field("prompt")?, Response::Text(field("response")?))?;
+    Ok(json!({ "id": v.get("id"), "line": number, "scores": s }))
+}
+
+/// A progress bar on stderr when it is a terminal; nothing in pipes. Without a known total
+/// (an input that is a stream) it counts up.
+fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = ProgressBar::new(total);
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::no_length(),
+    };
     let style = ProgressStyle::with_template("{bar:30} {pos}/{len} lines  {msg}  ETA {eta}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);

@@ -5,8 +5,9 @@ use super::wiring::{build_recipe, load_options, one_line, session_options, setti
 use super::ChatArgs;
 use anyhow::{Context, Result};
 use mood::apps::chat::{Chat, Input, HELP};
+use mood::input::{Line, Lines, LINE_LIMIT};
 use mood::pipeline::engine::Engine;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -32,17 +33,26 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if interactive {
         eprintln!("mood chat — {HELP}");
     }
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock();
-    let mut line = String::new();
+    let mut lines = Lines::new(std::io::stdin().lock(), LINE_LIMIT);
     loop {
         if interactive {
             eprint!("> ");
         }
-        line.clear();
-        if lines.read_line(&mut line).context("cannot read standard input")? == 0 {
-            break; // Ctrl-D or end of the pipe
-        }
+        let line = match lines.next_line().context("cannot read standard input")? {
+            None => break, // Ctrl-D or end of the pipe
+            Some(Line::Text(t)) => t,
+            Some(Line::NotUtf8(_)) => {
+                eprintln!("mood: that line is not UTF-8 text; nothing was sent");
+                continue;
+            }
+            Some(Line::TooLong) => {
+                eprintln!(
+                    "mood: that line is longer than {} MiB; nothing was sent",
+                    LINE_LIMIT >> 20
+                );
+                continue;
+            }
+        };
         let input = match Input::parse(&line) {
             Ok(Some(input)) => input,
             Ok(None) => continue,

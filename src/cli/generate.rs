@@ -6,7 +6,7 @@ use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
 use mood::pipeline::decode;
 use mood::pipeline::engine::Engine;
-use std::io::{Read, Write};
+use std::io::Write;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
@@ -41,15 +41,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
 fn read_prompt(args: &GenerateArgs) -> Result<String> {
     match (&args.prompt, &args.prompt_file) {
         (Some(p), _) => Ok(p.clone()),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("cannot read the prompt from standard input")?;
-            Ok(s)
-        }
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read prompt file {}", path.display())),
+        (None, Some(path)) => mood::input::read_text(path, "prompt file"),
         (None, None) => bail!("no prompt: give --prompt TEXT or --prompt-file FILE"),
     }
 }

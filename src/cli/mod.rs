@@ -72,8 +72,21 @@ pub struct ServeArgs {
     pub api_key: Option<String>,
 
     /// Largest request body accepted, in bytes.
-    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
-    pub max_body_bytes: usize,
+    #[arg(long, default_value_t = 1 << 20, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=(1 << 30)))]
+    pub max_body_bytes: u32,
+
+    /// Requests that may wait for a free slot beyond the --parallel decoding; more are
+    /// answered 503 with Retry-After.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub max_queue: u32,
+
+    /// Seconds a client has to send a request's head, and again its body (408 after).
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = clap::value_parser!(u16).range(1..=3600))]
+    pub read_timeout: u16,
+
+    /// Connections served at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_connections: u32,
 
     /// Chat template for policies that set none: none (a plain transcript, for base
     /// models), model (the GGUF's own), or a llama.cpp built-in name.
@@ -321,8 +334,8 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = mood::pipeline::combine::DEFAULT_PLAUSIBILITY, value_name = "TAU")]
     pub plausibility: f64,
 
-    /// Seed for sampling; the same seed gives the same output (default: random, reported
-    /// with --json).
+    /// Seed for sampling, below 2^53; the same seed gives the same output [default: a fresh
+    /// seed per generation, reported in JSON output].
     #[arg(long)]
     pub seed: Option<u64>,
 }
@@ -330,14 +343,15 @@ pub struct SamplingArgs {
 /// How the policies run.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Total llama.cpp threads, shared among the policies decoding in parallel
-    /// (default: the number of cores).
+    /// Total llama.cpp threads, shared among the policies decoding in parallel (at most 4 ×
+    /// the cores) [default: the number of cores].
     #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 
-    /// Context length of each policy in tokens (prompt + prefix + generated text).
-    #[arg(short, long, default_value_t = 4096, value_name = "N")]
-    pub ctx_size: u32,
+    /// Context length of each policy in tokens (prompt + prefix + generated text); at most
+    /// the models' trained context [default: 4096, or the trained context if smaller].
+    #[arg(short, long, value_name = "N")]
+    pub ctx_size: Option<u32>,
 
     /// Offload this many layers of each model to the GPU (policies may set n_gpu_layers in
     /// the recipe); needs a build with --features cuda, metal or vulkan.

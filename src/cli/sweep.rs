@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use mood::apps::{plot, sweep};
 use mood::pipeline::engine::Engine;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufReader, IsTerminal, Write};
 
 pub fn run(args: SweepArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
@@ -74,19 +74,29 @@ pub fn run(args: SweepArgs) -> Result<()> {
 }
 
 fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
+    use mood::input::{Line, Lines, LINE_LIMIT};
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut prompts = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line)
-            .with_context(|| format!("{} line {}: invalid JSON", path.display(), i + 1))?;
+    let mut lines = Lines::new(BufReader::new(file), LINE_LIMIT);
+    let mut number = 0;
+    while let Some(line) =
+        lines.next_line().with_context(|| format!("cannot read {}", path.display()))?
+    {
+        number += 1;
+        let text = match line {
+            Line::Text(t) if t.trim().is_empty() => continue,
+            Line::Text(t) => t,
+            Line::NotUtf8(_) => bail!("{} line {number} is not UTF-8 text", path.display()),
+            Line::TooLong => {
+                bail!("{} line {number} is longer than {} MiB", path.display(), LINE_LIMIT >> 20)
+            }
+        };
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} line {number}: invalid JSON", path.display()))?;
         match v.get("prompt").and_then(Value::as_str) {
             Some(p) if !p.trim().is_empty() => prompts.push(p.to_string()),
-            _ => bail!("{} line {}: needs a non-empty \"prompt\"", path.display(), i + 1),
+            _ => bail!("{} line {number}: needs a non-empty \"prompt\"", path.display()),
         }
     }
     if prompts.is_empty() {

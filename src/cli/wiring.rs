@@ -4,10 +4,10 @@
 use super::{PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use mood::pipeline::divergence::Divergence;
-use mood::pipeline::engine::{LoadOptions, SessionOptions};
+use mood::pipeline::engine::{LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
-use mood::pipeline::settings::{SettingError, Settings};
+use mood::pipeline::settings::{invalid, SettingError, Settings};
 use std::path::{Path, PathBuf};
 
 /// Decoding settings from the flags, checked.
@@ -98,7 +98,17 @@ pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(SessionOptions {
         threads: args.threads.map_or(cores, usize::from),
-        ctx_size: args.ctx_size,
+        ctx_size: match args.ctx_size {
+            Some(n) if n < MIN_CTX => {
+                return Err(invalid(
+                    "ctx_size",
+                    format!("must be at least {MIN_CTX} tokens, got {n}"),
+                ))
+            }
+            Some(n) => n,
+            // The engine's default: 4096, or the models' trained context if less.
+            None => 0,
+        },
         strategy: args.strategy.parse()?,
     })
 }

@@ -53,6 +53,8 @@ pub struct Timings {
     /// The strategy the session used, and its llama.cpp contexts.
     pub strategy: &'static str,
     pub contexts: usize,
+    /// The policies this generation ran (the reference only where the weights need it).
+    pub policies: usize,
 }
 
 /// The result of one generation.
@@ -163,6 +165,7 @@ impl<'e> Decoder<'e> {
     /// A decoder with `lanes` lanes (at least 1). Its session opens with the first request.
     pub fn new(engine: &'e Engine, lanes: usize, options: SessionOptions) -> Self {
         let lanes = lanes.max(1);
+        let options = SessionOptions { ctx_size: engine.context_size(options.ctx_size), ..options };
         Self {
             engine,
             options,
@@ -179,6 +182,18 @@ impl<'e> Decoder<'e> {
     pub fn submit(&mut self, tag: u64, request: Request) -> Result<()> {
         let stream = Stream::new(self.engine, request, self.options.ctx_size)?;
         self.queue.push_back((tag, stream));
+        Ok(())
+    }
+
+    /// Opens the session now with (at least) the engine policies `members`, instead of with
+    /// the first request: a server finds out at start-up whether its contexts fit.
+    pub fn prepare(&mut self, members: &[usize]) -> Result<()> {
+        let mut all = self.running.take().map(|r| r.members).unwrap_or_default();
+        all.extend_from_slice(members);
+        all.sort_unstable();
+        all.dedup();
+        let session = self.engine.open_session(&all, self.lanes.len(), self.options)?;
+        self.running = Some(Running { members: all, session });
         Ok(())
     }
 
@@ -532,6 +547,7 @@ impl<'e> Stream<'e> {
                 sample_ms: self.sampling * 1e3,
                 strategy,
                 contexts,
+                policies: self.members.len(),
             },
             tokens: self.tokens,
         }

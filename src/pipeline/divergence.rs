@@ -23,6 +23,10 @@ use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;
 
+/// The values of A that `alpha:A` accepts. Near 0 the α-divergence tends to reverse KL; past
+/// about 20 its terms (π_ref/π_i)^A overflow f64 on a 262k-token vocabulary.
+pub const ALPHA_RANGE: (f64, f64) = (1e-6, 20.0);
+
 /// How far from 1 a weight sum may be and still count as 1.
 pub const UNIT_SUM_TOLERANCE: f64 = 1e-9;
 
@@ -44,7 +48,8 @@ pub enum Divergence {
 
 impl Divergence {
     /// Every name accepted on the command line, for help texts.
-    pub const NAMES: &'static str = "reverse-kl, forward-kl, jsd, alpha:A (A > 0), jeffreys";
+    pub const NAMES: &'static str =
+        "reverse-kl, forward-kl, jsd, alpha:A (A from 1e-6 to 20), jeffreys";
 
     /// The name used on the command line and in recipes.
     pub fn name(self) -> String {
@@ -238,8 +243,13 @@ impl FromStr for Divergence {
             let a: f64 = a.parse().map_err(|_| {
                 anyhow::anyhow!("divergence '{name}': A in alpha:A must be a number")
             })?;
-            if !(a.is_finite() && a > 0.0) {
-                bail!("divergence '{name}': A in alpha:A must be a positive number");
+            if !(ALPHA_RANGE.0..=ALPHA_RANGE.1).contains(&a) {
+                bail!(
+                    "divergence '{name}': A in alpha:A must be from {} to {} (beyond, f64 \
+                     cannot represent the α-divergence's distribution over a large vocabulary)",
+                    ALPHA_RANGE.0,
+                    ALPHA_RANGE.1
+                );
             }
             return Ok(Divergence::Alpha(a));
         }
@@ -328,7 +338,7 @@ pub(crate) mod tests {
             let e = tv.parse::<Divergence>().unwrap_err().to_string();
             assert!(e.contains("barrier") && e.contains("Theorem 3"), "{e}");
         }
-        for bad in ["alpha:0", "alpha:-1", "alpha:x", "alpha:inf"] {
+        for bad in ["alpha:0", "alpha:-1", "alpha:x", "alpha:inf", "alpha:1e-300", "alpha:10000"] {
             assert!(bad.parse::<Divergence>().is_err(), "{bad}");
         }
     }

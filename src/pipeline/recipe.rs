@@ -102,8 +102,7 @@ fn lora_of(
 impl Recipe {
     /// Reads and checks a recipe file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read recipe {}", path.display()))?;
+        let text = crate::input::read_text(path, "recipe")?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, dir).with_context(|| format!("recipe {}", path.display()))
     }
@@ -316,7 +315,7 @@ fn check_weight_values(weights: &[f64], experts: &[Policy]) -> Result<()> {
         let name = experts.get(i).map_or("?", |e| e.name.as_str());
         return Err(invalid(
             "weights",
-            format!("of expert '{name}' is {w}; weights must be finite numbers from -{MAX_WEIGHT} to {MAX_WEIGHT}"),
+            format!("of expert '{name}' is {w:?}; weights must be finite numbers from -{MAX_WEIGHT} to {MAX_WEIGHT}"),
         ));
     }
     Ok(())

@@ -60,6 +60,12 @@ impl SamplingParams {
         if !(0.0..=1.0).contains(&self.min_p) {
             return Err(invalid("min_p", format!("must be in [0, 1], got {}", self.min_p)));
         }
+        if let Some(seed) = self.seed.filter(|&s| s > MAX_SEED) {
+            return Err(invalid(
+                "seed",
+                format!("is {seed}; seeds must be below 2^53 so that JSON carries them exactly"),
+            ));
+        }
         let r = self.repeat_penalty;
         if !(MIN_PENALTY..=MAX_PENALTY).contains(&r) {
             return Err(invalid(
@@ -78,6 +84,9 @@ pub const MAX_TEMPERATURE: f64 = 1e3;
 /// The range of repetition penalties (1 = off).
 pub const MIN_PENALTY: f64 = 1e-3;
 pub const MAX_PENALTY: f64 = 1e3;
+
+/// The largest seed: JSON readers hold numbers as doubles, exact up to 2^53.
+pub const MAX_SEED: u64 = (1 << 53) - 1;
 
 /// A fresh seed for a generation that gave none: below 2^53, so that JSON (whose numbers
 /// are doubles) carries it exactly and it can be replayed.
@@ -449,6 +458,8 @@ mod tests {
             bad(SamplingParams { repeat_penalty: f64::INFINITY, ..params(1.0) }),
             "repeat_penalty"
         );
+        assert_eq!(bad(SamplingParams { seed: Some(1 << 53), ..params(1.0) }), "seed");
+        assert!(SamplingParams { seed: Some(MAX_SEED), ..params(1.0) }.check().is_ok());
         assert!(SamplingParams::default().check().is_ok());
     }
 

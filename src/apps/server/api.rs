@@ -31,7 +31,17 @@ impl ApiError {
 
     /// A fault of the server's, not of the request.
     pub fn server(message: impl Into<String>) -> Self {
-        Self { status: 500, message: message.into(), kind: "server_error", param: None }
+        Self::status(500, message)
+    }
+
+    /// An error with this HTTP status (4xx: the request's fault, 5xx: the server's).
+    pub fn status(status: u16, message: impl Into<String>) -> Self {
+        let kind = if status >= 500 { "server_error" } else { "invalid_request_error" };
+        Self { status, message: message.into(), kind, param: None }
+    }
+
+    pub fn not_found() -> Self {
+        Self::status(404, "no such route")
     }
 
     pub fn body(&self) -> Value {

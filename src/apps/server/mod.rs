@@ -1,33 +1,40 @@
 //! `mood serve`: an OpenAI-compatible HTTP API over MOD, with per-request weights.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
-//! `GET /v1/models`, `GET /health`. Handlers validate a request ([`api`]) and queue it for the
-//! decoding thread ([`scheduler`]), which decodes up to `parallel` requests side by side and
-//! streams their text back; a request's weights affect only that request.
+//! `GET /v1/models`, `GET /health` (public). Handlers read a request under size and time
+//! limits, validate it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which
+//! decodes up to `parallel` requests side by side and streams their text back; a request's
+//! weights affect only that request. Connections are accepted and timed by [`listener`].
+//! Every error, whatever produced it, is OpenAI-style JSON.
 
 pub mod api;
+mod listener;
 pub mod scheduler;
 
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::settings::Settings;
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 use api::{ApiError, Kind};
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
-use axum::http::{header, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scheduler::Event;
+use scheduler::{Event, Health};
 use serde_json::json;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
+
+pub use listener::Limits;
 
 /// How the server runs.
 pub struct Config {
@@ -36,12 +43,25 @@ pub struct Config {
     pub parallel: usize,
     pub api_key: Option<String>,
     pub max_body_bytes: usize,
+    /// Requests that may wait for a lane beyond the `parallel` decoding; more get 503.
+    pub max_queue: usize,
+    /// Time a client has to send a request's head, and its body.
+    pub read_timeout: Duration,
+    pub max_connections: usize,
     /// Chat template for policies that set none.
     pub template: String,
     /// Name reported as the model id.
     pub model_name: String,
     pub session: SessionOptions,
 }
+
+/// The longest request target and the most header bytes answered with JSON errors (414,
+/// 431); heads beyond [`MAX_HEAD_BYTES`] are refused by the HTTP layer itself.
+const MAX_URI_BYTES: usize = 8 << 10;
+const MAX_HEADER_BYTES: usize = 32 << 10;
+const MAX_HEAD_BYTES: usize = 64 << 10;
+/// How long requests in flight may take to finish once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(30);
 
 struct Shared {
     engine: Arc<Engine>,
@@ -51,16 +71,29 @@ struct Shared {
     model_name: String,
     api_key: Option<String>,
     queue: Mutex<Sender<scheduler::Job>>,
+    health: Arc<Health>,
+    /// Requests accepted and not yet answered, and how many may be.
+    pending: Arc<AtomicUsize>,
+    capacity: usize,
+    max_body_bytes: usize,
+    read_timeout: Duration,
+    started: u64,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
-/// Serves until Ctrl-C or SIGTERM; `ready(address)` is called once the socket listens.
+/// Serves until Ctrl-C or SIGTERM; `ready(address)` is called once the socket listens. The
+/// policies the recipe's own weights need are opened first: a server that could not decode
+/// never starts listening.
 pub fn serve(
     engine: Engine,
     recipe: Recipe,
@@ -69,15 +102,19 @@ pub fn serve(
     ready: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let engine = Arc::new(engine);
+    let health = Arc::new(Health::default());
+    let initial = recipe.members()?;
     let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let decoder = {
-        let engine = Arc::clone(&engine);
+        let (engine, health) = (Arc::clone(&engine), Arc::clone(&health));
         let (lanes, options) = (config.parallel.max(1), config.session);
         std::thread::Builder::new()
             .name("mood-decoder".into())
-            .spawn(move || scheduler::run(&engine, lanes, options, rx))
+            .spawn(move || scheduler::run(&engine, lanes, options, &initial, rx, &health, ready_tx))
             .context("cannot start the decoding thread")?
     };
+    ready_rx.recv().map_err(|_| anyhow!("the decoding thread stopped while starting"))??;
     let shared = Arc::new(Shared {
         engine,
         recipe,
@@ -86,23 +123,31 @@ pub fn serve(
         model_name: config.model_name.clone(),
         api_key: config.api_key.clone(),
         queue: Mutex::new(tx),
+        health,
+        pending: Arc::new(AtomicUsize::new(0)),
+        capacity: config.parallel.max(1) + config.max_queue,
+        max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
+        started: unix_time(),
     });
-    let app = Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .route("/v1/models", get(models))
-        .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
-        .fallback(|| async {
-            ApiError {
-                status: 404,
-                message: "no such route".into(),
-                kind: "invalid_request_error",
-                param: None,
-            }
-        })
-        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authorize))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), authorize));
+    let app = Router::new()
+        .route("/health", get(health_check))
+        .merge(api)
+        .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::map_response(as_json_error))
+        .layer(middleware::from_fn(limit_head))
         .with_state(Arc::clone(&shared));
+    let limits = Limits {
+        max_connections: config.max_connections.max(1),
+        header_timeout: config.read_timeout,
+        drain: DRAIN,
+        max_head_bytes: MAX_HEAD_BYTES,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -115,11 +160,10 @@ pub fn serve(
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr().context("no local address")?;
         ready(&local.to_string());
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server failed")
+        listener::serve(listener, app, limits, shutdown_signal()).await
     })?;
+    // Requests still running after the drain are abandoned with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
     // Closing the queue ends the decoding thread once the last request is answered.
     drop(shared);
     let _ = decoder.join();
@@ -142,36 +186,142 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
+fn unix_time() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `/health`: 200 while the decoding thread can serve, 503 with the reason otherwise. It
+/// needs no API key (load balancers and supervisors ask it).
+async fn health_check(State(shared): State<Arc<Shared>>) -> Response {
+    let closed = shared.queue.lock().map_or(true, |_| false);
+    match shared.health.problem() {
+        None if !closed => Json(json!({ "status": "ok" })).into_response(),
+        problem => {
+            let reason = problem.unwrap_or_else(|| "the server is shutting down".into());
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "unavailable", "reason": reason })),
+            )
+                .into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+/// Refuses request targets and header sections over the limits, as JSON.
+async fn limit_head(req: HttpRequest, next: Next) -> Response {
+    let uri = req.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        let message = format!("the request target is {uri} bytes; at most {MAX_URI_BYTES}");
+        return ApiError::status(414, message).into_response();
+    }
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers > MAX_HEADER_BYTES {
+        let message = format!("the headers are {headers} bytes; at most {MAX_HEADER_BYTES}");
+        return ApiError::status(431, message).into_response();
+    }
+    next.run(req).await
+}
+
+/// Turns any error response that is not JSON yet (an unsupported method, a panic caught by
+/// the HTTP layer, …) into an OpenAI-style error.
+async fn as_json_error(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.as_u16() < 400 || json {
+        return response;
+    }
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
+        s => s.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    ApiError::status(status.as_u16(), message).into_response()
+}
+
+/// Constant-time equality, so that the API key cannot be guessed byte by byte from timings.
+fn same_secret(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != key.len());
+    for (i, k) in key.iter().enumerate() {
+        diff |= k ^ given.get(i).copied().unwrap_or(!k);
+    }
+    diff == 0
+}
+
 async fn authorize(State(shared): State<Arc<Shared>>, req: HttpRequest, next: Next) -> Response {
     if let Some(key) = &shared.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(&format!("Bearer {key}")) {
-            return ApiError {
-                status: 401,
-                message: "missing or wrong API key (Authorization: Bearer …)".into(),
-                kind: "invalid_request_error",
-                param: None,
-            }
-            .into_response();
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !same_secret(given, key.as_bytes()) {
+            return ApiError::status(401, "missing or wrong API key (Authorization: Bearer …)")
+                .into_response();
         }
     }
     next.run(req).await
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "object": "list", "data": [{ "id": shared.model_name, "object": "model", "created": 0, "owned_by": "mood" }] }))
+    Json(json!({ "object": "list", "data": [{ "id": shared.model_name, "object": "model", "created": shared.started, "owned_by": "mood" }] }))
         .into_response()
 }
 
-async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    handle(shared, body, Kind::Chat).await
+async fn chat(State(shared): State<Arc<Shared>>, req: HttpRequest) -> Response {
+    handle(shared, req, Kind::Chat).await
 }
 
-async fn completion(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    handle(shared, body, Kind::Completion).await
+async fn completion(State(shared): State<Arc<Shared>>, req: HttpRequest) -> Response {
+    handle(shared, req, Kind::Completion).await
 }
 
-async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
+/// Reads a request body within the size and time limits.
+async fn read_body(shared: &Shared, body: Body) -> Result<Bytes, ApiError> {
+    let limit = shared.max_body_bytes;
+    match tokio::time::timeout(shared.read_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::status(408, "the request body did not arrive in time")),
+        Ok(Err(_)) => Err(ApiError::status(
+            413,
+            format!("the request body is larger than {limit} bytes (--max-body-bytes)"),
+        )),
+        Ok(Ok(bytes)) => Ok(bytes),
+    }
+}
+
+/// A request counted in `pending` until it is answered.
+struct Pending(Arc<AtomicUsize>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Takes a place among the pending requests, or says the server is full.
+fn admit(shared: &Shared) -> Result<Pending, ApiError> {
+    let pending = Arc::clone(&shared.pending);
+    if pending.fetch_add(1, Ordering::SeqCst) >= shared.capacity {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError::status(
+            503,
+            format!(
+                "{} requests are decoding or waiting, the most this server queues; retry shortly",
+                shared.capacity
+            ),
+        ));
+    }
+    Ok(Pending(pending))
+}
+
+async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
+    let body = match read_body(&shared, req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
     let parsed = match api::parse(
         &body,
         kind,
@@ -183,22 +333,22 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if let Some(problem) = shared.health.problem() {
+        return ApiError::status(503, format!("the server cannot decode now: {problem}"))
+            .into_response();
+    }
+    let pending = match admit(&shared) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let recipe = parsed.request.recipe.clone();
     let job = scheduler::Job { request: parsed.request, events: events_tx };
     let queued = shared.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false);
     if !queued {
-        return ApiError {
-            status: 503,
-            message: "the server is shutting down".into(),
-            kind: "server_error",
-            param: None,
-        }
-        .into_response();
+        return ApiError::status(503, "the server is shutting down").into_response();
     }
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = unix_time();
     let id = format!(
         "{}-{created}-{:x}",
         if kind == Kind::Chat { "chatcmpl" } else { "cmpl" },
@@ -206,10 +356,10 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
     );
     let model = shared.model_name.clone();
     if !parsed.stream {
-        let mut text = String::new();
+        let _pending = pending;
         while let Some(ev) = events.recv().await {
             match ev {
-                Event::Text(t) => text.push_str(&t),
+                Event::Text(_) => {}
                 Event::Done(g) => {
                     return Json(api::answer(kind, &id, &model, created, &recipe, &g))
                         .into_response()
@@ -218,36 +368,64 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
                 Event::Failed(e) => return ApiError::server(e).into_response(),
             }
         }
-        return ApiError {
-            status: 500,
-            message: "the decoding thread stopped".into(),
-            kind: "server_error",
-            param: None,
-        }
-        .into_response();
+        return ApiError::server("the decoding thread stopped").into_response();
     }
-    let stream = UnboundedReceiverStream::new(events).map(move |ev| {
-        let data = match ev {
-            Event::Text(t) => api::chunk(kind, &id, &model, created, &t, None).to_string(),
-            Event::Done(g) => {
-                format!("{}", api::chunk(kind, &id, &model, created, "", Some(g.finish_reason)))
+    // Streamed: chunks as text comes, then `data: [DONE]` — or an error event and no
+    // `[DONE]` when the request fails midway.
+    let (sse_tx, sse_rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
+    tokio::spawn(async move {
+        let _pending = pending;
+        let chunk = |text: &str, finish| api::chunk(kind, &id, &model, created, text, finish);
+        let mut ended = false;
+        while let Some(ev) = events.recv().await {
+            let data = match ev {
+                Event::Text(t) => chunk(&t, None).to_string(),
+                Event::Done(g) => {
+                    ended = true;
+                    let _ = sse_tx.send(
+                        SseEvent::default().data(chunk("", Some(g.finish_reason)).to_string()),
+                    );
+                    "[DONE]".to_string()
+                }
+                Event::Invalid(e) => {
+                    ended = true;
+                    ApiError::invalid(e, None).body().to_string()
+                }
+                Event::Failed(e) => {
+                    ended = true;
+                    ApiError::server(e).body().to_string()
+                }
+            };
+            if sse_tx.send(SseEvent::default().data(data)).is_err() || ended {
+                return;
             }
-            Event::Invalid(e) => ApiError::invalid(e, None).body().to_string(),
-            Event::Failed(e) => ApiError::server(e).body().to_string(),
-        };
-        Ok::<_, Infallible>(SseEvent::default().data(data))
+        }
+        let stopped = ApiError::server("the decoding thread stopped").body().to_string();
+        let _ = sse_tx.send(SseEvent::default().data(stopped));
     });
-    let done = tokio_stream::once(Ok::<_, Infallible>(SseEvent::default().data("[DONE]")));
-    Sse::new(stream.chain(done)).into_response()
+    Sse::new(UnboundedReceiverStream::new(sse_rx).map(Ok::<_, Infallible>)).into_response()
 }
 
 /// A request id suffix: the time's nanoseconds mixed with a counter.
 fn rand_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64);
     (t << 20) ^ n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_by_content_only() {
+        assert!(same_secret(b"key-123", b"key-123"));
+        for wrong in [&b"key-124"[..], b"key-12", b"key-1234", b"", b"KEY-123"] {
+            assert!(!same_secret(wrong, b"key-123"), "{wrong:?}");
+        }
+        assert!(same_secret(b"", b""));
+    }
 }

@@ -1,11 +1,18 @@
 //! The decoding thread of the server: a [`Decoder`] whose lanes serve the HTTP requests.
 //! Requests wait in its queue, up to N decode side by side, and each streams its text back
 //! as it goes. A request whose client went away is stopped at its next token.
+//!
+//! Whatever one request does, the thread goes on: a bad request is answered and dropped, an
+//! engine failure fails the requests it hit, and a panic inside a step — the last resort — fails
+//! the requests in flight, rebuilds the decoder and keeps serving. [`Health`] tells `/health`
+//! whether the thread can serve.
 
 use crate::pipeline::decode::{Decoder, Event as DecoderEvent, Flow, Generation, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// One request for the decoding thread, and where its events go.
@@ -25,13 +32,78 @@ pub enum Event {
     Failed(String),
 }
 
-/// Serves jobs until every sender of `queue` is gone and the last job is answered.
-pub fn run(engine: &Engine, lanes: usize, options: SessionOptions, queue: Receiver<Job>) {
+/// Whether the decoding thread can serve; the reason when it cannot.
+#[derive(Debug, Default)]
+pub struct Health {
+    problem: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// `None` while serving, else why not.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().map_or_else(|p| p.into_inner().clone(), |p| p.clone())
+    }
+
+    fn set(&self, problem: Option<String>) {
+        match self.problem.lock() {
+            Ok(mut p) => *p = problem,
+            Err(poisoned) => *poisoned.into_inner() = problem,
+        }
+    }
+}
+
+/// Marks the thread dead if it ends for any reason but a closed queue.
+struct Watchdog<'h> {
+    health: &'h Health,
+    finished: bool,
+}
+
+impl Drop for Watchdog<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.health.set(Some("the decoding thread stopped".into()));
+        }
+    }
+}
+
+/// A fault injected for tests of the recovery path: `MOOD_FAILPOINT=panic-on-stop:WORD` makes
+/// a step panic while a request with the stop string WORD decodes. Unset, it does nothing.
+fn failpoint() -> Option<String> {
+    std::env::var("MOOD_FAILPOINT").ok()?.strip_prefix("panic-on-stop:").map(str::to_string)
+}
+
+/// Serves jobs until every sender of `queue` is gone and the last job is answered. First
+/// opens the policies `initial` and reports on `ready` whether that worked.
+pub fn run(
+    engine: &Engine,
+    lanes: usize,
+    options: SessionOptions,
+    initial: &[usize],
+    queue: Receiver<Job>,
+    health: &Health,
+    ready: Sender<anyhow::Result<()>>,
+) {
+    let mut watchdog = Watchdog { health, finished: false };
+    let start = |d: &mut Decoder| d.prepare(initial);
     let mut decoder = Decoder::new(engine, lanes, options);
-    let mut events: HashMap<u64, UnboundedSender<Event>> = HashMap::new();
+    if let Err(e) = start(&mut decoder) {
+        health.set(Some(format!("{e:#}")));
+        let _ = ready.send(Err(e));
+        watchdog.finished = true;
+        return;
+    }
+    if ready.send(Ok(())).is_err() {
+        watchdog.finished = true;
+        return;
+    }
+    let fault = failpoint();
+    let mut events: HashMap<u64, (UnboundedSender<Event>, bool)> = HashMap::new();
     let mut next_tag = 0u64;
     let mut open = true;
     while open || !decoder.is_idle() {
+        if decoder.is_idle() && health.problem().is_some() && start(&mut decoder).is_ok() {
+            health.set(None);
+        }
         // Take what is waiting (block while there is nothing to decode).
         loop {
             let job = if decoder.is_idle() && open {
@@ -43,9 +115,11 @@ pub fn run(engine: &Engine, lanes: usize, options: SessionOptions, queue: Receiv
                 Ok(job) => {
                     let tag = next_tag;
                     next_tag += 1;
+                    let faulty =
+                        fault.as_ref().is_some_and(|w| job.request.settings.stops.contains(w));
                     match decoder.submit(tag, job.request) {
                         Ok(()) => {
-                            events.insert(tag, job.events);
+                            events.insert(tag, (job.events, faulty));
                         }
                         Err(e) => {
                             let _ = job.events.send(Event::Invalid(format!("{e:#}")));
@@ -59,28 +133,43 @@ pub fn run(engine: &Engine, lanes: usize, options: SessionOptions, queue: Receiv
                 }
             }
         }
-        let stepped = decoder.step(&mut |tag, event| {
-            let Some(tx) = events.get(&tag) else { return Ok(Flow::Stop) };
-            let gone = match event {
-                DecoderEvent::Token { text, .. } | DecoderEvent::Text(text) => {
-                    tx.is_closed()
-                        || (!text.is_empty() && tx.send(Event::Text(text.into())).is_err())
-                }
-                DecoderEvent::Done(g) => {
-                    let _ = tx.send(Event::Done(g));
-                    events.remove(&tag);
-                    false
-                }
-                DecoderEvent::Failed(e) => {
-                    let _ = tx.send(Event::Failed(format!("{e:#}")));
-                    events.remove(&tag);
-                    false
-                }
-            };
-            Ok(if gone { Flow::Stop } else { Flow::Continue })
-        });
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            decoder.step(&mut |tag, event| {
+                let Some((tx, faulty)) = events.get(&tag) else { return Ok(Flow::Stop) };
+                let gone = match event {
+                    DecoderEvent::Token { text, .. } | DecoderEvent::Text(text) => {
+                        if *faulty {
+                            panic!("injected fault (MOOD_FAILPOINT)");
+                        }
+                        tx.is_closed()
+                            || (!text.is_empty() && tx.send(Event::Text(text.into())).is_err())
+                    }
+                    DecoderEvent::Done(g) => {
+                        let _ = tx.send(Event::Done(g));
+                        events.remove(&tag);
+                        false
+                    }
+                    DecoderEvent::Failed(e) => {
+                        let _ = tx.send(Event::Failed(format!("{e:#}")));
+                        events.remove(&tag);
+                        false
+                    }
+                };
+                Ok(if gone { Flow::Stop } else { Flow::Continue })
+            })
+        }));
         if stepped.is_err() {
-            return;
+            health.set(Some("recovering from an internal error".into()));
+            for (_, (tx, _)) in events.drain() {
+                let message = "an internal error stopped this request; the server goes on";
+                let _ = tx.send(Event::Failed(message.into()));
+            }
+            decoder = Decoder::new(engine, lanes, options);
+            match start(&mut decoder) {
+                Ok(()) => health.set(None),
+                Err(e) => health.set(Some(format!("cannot restart decoding: {e:#}"))),
+            }
         }
     }
+    watchdog.finished = true;
 }

@@ -10,7 +10,31 @@ mod session;
 pub mod vocab;
 mod worker;
 
-pub use session::{Session, SessionOptions, Strategy};
+pub use session::{Session, SessionOptions, Strategy, MIN_CTX};
+
+/// The context per policy when none is asked for (or the models' trained context, if less).
+pub const DEFAULT_CTX: u32 = 4096;
+/// llama.cpp's largest thread count.
+const MAX_THREADS: usize = 512;
+
+/// An upper bound of a model's KV-cache bytes per token and sequence: keys and values in f16
+/// for every layer and KV head (sliding-window layers keep less).
+fn kv_bytes_per_token(model: &LlamaModel) -> f64 {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    let meta =
+        |k: &str| model.meta_val_str(&format!("{arch}.attention.{k}")).ok()?.parse::<f64>().ok();
+    let head = f64::from(model.n_embd().max(1)) / f64::from(model.n_head().max(1));
+    let (k, v) = (meta("key_length").unwrap_or(head), meta("value_length").unwrap_or(head));
+    f64::from(model.n_layer()) * f64::from(model.n_head_kv().max(1)) * (k + v) * 2.0
+}
+
+/// Memory the system can give without swapping (Linux `MemAvailable`); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
 
 use session::MemberSpec;
 
@@ -193,9 +217,71 @@ impl Engine {
         self.n_common
     }
 
-    /// The context length policy `p`'s model was trained with.
-    pub fn n_ctx_train(&self, p: usize) -> u32 {
-        self.model(p).n_ctx_train()
+    /// The context size a session gets for `requested` tokens per policy: `0` stands for
+    /// [`DEFAULT_CTX`], or the smallest trained context of the loaded models if that is less.
+    pub fn context_size(&self, requested: u32) -> u32 {
+        if requested != 0 {
+            return requested;
+        }
+        let trained =
+            self.models.iter().map(|m| m.model.n_ctx_train()).min().unwrap_or(DEFAULT_CTX);
+        DEFAULT_CTX.min(trained.max(MIN_CTX))
+    }
+
+    /// Checks a session's settings against the models and the machine before anything is
+    /// allocated: the context against each model's trained context, the caches' memory
+    /// against the memory available, the threads against the cores.
+    fn check_session(
+        &self,
+        members: &[usize],
+        lanes: usize,
+        options: &SessionOptions,
+    ) -> Result<()> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most = (4 * cores).min(MAX_THREADS);
+        if options.threads == 0 || options.threads > most {
+            return Err(invalid(
+                "threads",
+                format!(
+                    "is {} but must be from 1 to {most} (4 × the {cores} cores this machine has)",
+                    options.threads
+                ),
+            ));
+        }
+        let ctx = options.ctx_size;
+        let mut bytes = 0f64;
+        for &p in members {
+            let model = self.model(p);
+            let trained = model.n_ctx_train();
+            if ctx > trained {
+                return Err(invalid(
+                    "ctx_size",
+                    format!(
+                        "is {ctx} but model {} was trained for {trained} tokens; use at most {trained}",
+                        self.policies[p].model.display()
+                    ),
+                ));
+            }
+            bytes += kv_bytes_per_token(model) * f64::from(ctx) * lanes as f64;
+        }
+        if let Some(available) = available_memory() {
+            if bytes > available as f64 {
+                let gib = |b: f64| b / f64::from(1u32 << 30);
+                return Err(invalid(
+                    "ctx_size",
+                    format!(
+                        "is {ctx}: with {} lane(s) and {} policies the caches would take up to {:.1} \
+                         GiB, more than the {:.1} GiB of memory available; lower `ctx_size` (or the \
+                         number of requests decoded at once)",
+                        lanes,
+                        members.len(),
+                        gib(bytes),
+                        gib(available as f64)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Tokenizes `text` for policy `p` (BOS added where the model wants it).
@@ -255,7 +341,16 @@ impl Engine {
             })
             .collect();
         let strategy = options.strategy.resolve(self.offloads());
-        Session::start(specs, SessionOptions { strategy, ..options }, lanes)
+        let options =
+            SessionOptions { strategy, ctx_size: self.context_size(options.ctx_size), ..options };
+        if options.ctx_size < MIN_CTX {
+            return Err(invalid(
+                "ctx_size",
+                format!("must be at least {MIN_CTX} tokens, got {}", options.ctx_size),
+            ));
+        }
+        self.check_session(members, lanes, &options)?;
+        Session::start(specs, options, lanes)
     }
 
     fn model(&self, p: usize) -> &LlamaModel {

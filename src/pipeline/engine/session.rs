@@ -74,7 +74,8 @@ impl std::str::FromStr for Strategy {
 pub struct SessionOptions {
     /// Total llama.cpp threads across all policies.
     pub threads: usize,
-    /// Context length of each policy (prompt + generated tokens).
+    /// Context length of each policy (prompt + generated tokens); 0 = the engine's default
+    /// (see [`super::Engine::context_size`]).
     pub ctx_size: u32,
     pub strategy: Strategy,
 }
