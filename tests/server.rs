@@ -4,125 +4,13 @@
 
 mod common;
 
+use common::server::*;
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const KEY: &str = "test-key";
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra: &[&str]) -> Server {
-    let demo = demo_recipe();
-    let ctx: &[&str] = if extra.contains(&"-c") { &[] } else { &["-c", "1024"] };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
-        .args(["serve", "-r", demo.to_str().unwrap(), "--port", "0", "--api-key", KEY])
-        .args(ctx)
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
-    // Keep draining stderr so the server never blocks on it.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
-    Server { child, addr }
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    key: Option<&str>,
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let body = body.unwrap_or("");
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(rest)
-    } else {
-        rest.to_string()
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
-}
-
-fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (status, text) = http(addr, "POST", path, Some(&body.to_string()), Some(KEY));
-    (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")))
-}
-
-fn completion_text(addr: &str, body: Value) -> String {
-    let (status, v) = post(addr, "/v1/completions", &body);
-    assert_eq!(status, 200, "{v}");
-    v["choices"][0]["text"].as_str().unwrap().to_string()
-}
-
-/// The text of an SSE stream of completion chunks, and whether it ended with [DONE].
-fn streamed_text(raw: &str, chat: bool) -> (String, bool) {
-    let mut text = String::new();
-    let mut done = false;
-    for line in raw.lines().filter_map(|l| l.strip_prefix("data: ")) {
-        if line == "[DONE]" {
-            done = true;
-            continue;
-        }
-        let v: Value = serde_json::from_str(line).unwrap();
-        let c = &v["choices"][0];
-        let piece = if chat { c["delta"]["content"].as_str() } else { c["text"].as_str() };
-        text.push_str(piece.unwrap_or(""));
-    }
-    (text, done)
-}
 
 #[test]
 fn completions_stream_and_weights() {

@@ -2,6 +2,8 @@
 //! independent single-context llama.cpp loop that does not go through mood's engine.
 #![allow(dead_code)]
 
+pub mod server;
+
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;

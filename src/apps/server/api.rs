@@ -266,7 +266,12 @@ pub fn answer(
         "model": model,
         "choices": [choice],
         "usage": usage(g),
-        "mood": { "weights": recipe.weights, "divergence": recipe.divergence.name(), "timings": g.timings },
+        "mood": {
+            "weights": recipe.weights,
+            "divergence": recipe.divergence.name(),
+            "seed": g.seed,
+            "timings": g.timings,
+        },
     })
 }
 
