@@ -73,10 +73,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
                         let _ = writeln!(out);
                         let g = &r.generation;
                         eprintln!(
-                            "[{} tokens, {:.1} tok/s, {:?}, {} prompt tokens reused]",
+                            "[{} tokens, {:.1} tok/s, {:?}, seed {}, {} prompt tokens reused]",
                             g.tokens.len(),
                             g.timings.tokens_per_second,
                             g.finish_reason,
+                            g.seed,
                             r.reused_tokens
                         );
                     }

@@ -335,7 +335,7 @@ pub struct SamplingArgs {
     pub plausibility: f64,
 
     /// Seed for sampling, below 2^53; the same seed gives the same output [default: a fresh
-    /// seed per generation, reported in JSON output].
+    /// seed per generation, reported with the output].
     #[arg(long)]
     pub seed: Option<u64>,
 }
