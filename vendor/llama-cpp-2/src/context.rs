@@ -349,6 +349,58 @@ impl<'model> LlamaContext<'model> {
         unsafe { slice::from_raw_parts(data, len) }
     }
 
+    /// Sets the output mix for the next decode: `mix` holds `n_mix` rows of `n_batch`
+    /// weights, one per token of that batch; combination `k` yields the logits of
+    /// `Σ_i mix[k·n_batch + i]·h_i`, the output projection applied once to the combined final
+    /// hidden states (see `llama_set_output_mix`). Read them with
+    /// [`LlamaContext::get_logits_mix`].
+    ///
+    /// # Errors
+    ///
+    /// When `mix` does not hold `n_mix × n_batch` weights, or llama.cpp refuses the sizes.
+    pub fn set_output_mix(
+        &mut self,
+        mix: &[f32],
+        n_mix: usize,
+        n_batch: usize,
+    ) -> Result<(), OutputMixError> {
+        if n_mix.checked_mul(n_batch) != Some(mix.len()) {
+            return Err(OutputMixError::Size);
+        }
+        let n_mix = i32::try_from(n_mix).map_err(|_| OutputMixError::Size)?;
+        let n_batch = i32::try_from(n_batch).map_err(|_| OutputMixError::Size)?;
+        let rc = unsafe {
+            llama_cpp_sys_2::llama_set_output_mix(self.context.as_mut_ptr(), mix.as_ptr(), n_mix, n_batch)
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(OutputMixError::Refused)
+        }
+    }
+
+    /// Stops output mixing: the next decodes give each token's own logits.
+    pub fn clear_output_mix(&mut self) {
+        unsafe {
+            llama_cpp_sys_2::llama_set_output_mix(self.context.as_mut_ptr(), std::ptr::null(), 0, 0);
+        }
+    }
+
+    /// The logits of combination `k` of the last decode with an output mix; `None` for an
+    /// invalid `k`, or when the last decode did not mix.
+    #[must_use]
+    pub fn get_logits_mix(&self, k: i32) -> Option<&[f32]> {
+        let data = unsafe { llama_cpp_sys_2::llama_get_logits_mix(self.synchronizable_ptr(), k) };
+        if data.is_null() {
+            return None;
+        }
+        let model = self.model_ptr();
+        let vocab = unsafe { llama_cpp_sys_2::llama_model_get_vocab(model) };
+        let n_vocab = unsafe { llama_cpp_sys_2::llama_vocab_n_tokens(vocab) };
+        let len = usize::try_from(n_vocab).ok()?;
+        Some(unsafe { slice::from_raw_parts(data, len) })
+    }
+
     /// Reset the timings for the context.
     pub fn reset_timings(&mut self) {
         unsafe { llama_cpp_sys_2::llama_perf_context_reset(self.context.as_mut_ptr()) }
@@ -459,4 +511,15 @@ mod tests {
     static_assertions::assert_impl_all!(LlamaContext<'static>: Send);
     // This would be unsound, see `impl Send for LlamaContext`.
     static_assertions::assert_not_impl_any!(LlamaContext<'static>: Sync);
+}
+
+/// Why an output mix was not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OutputMixError {
+    /// The weights are not `n_mix × n_batch`, or a size does not fit an `i32`.
+    #[error("the output mix does not hold n_mix × n_batch weights")]
+    Size,
+    /// llama.cpp refused the sizes (more mixes than tokens, a batch over `n_ubatch`).
+    #[error("llama.cpp refused the output mix")]
+    Refused,
 }

@@ -1141,6 +1141,30 @@ extern "C" {
     // returns NULL for invalid ids.
     LLAMA_API float * llama_get_logits_ith(struct llama_context * ctx, int32_t i);
 
+    // Output mixing: linear combinations of the batch's final hidden states, taken before
+    // the output projection, so that the output layer runs once per combination instead of
+    // once per token.
+    //
+    // For the next llama_decode() call, `mix` holds `n_mix` rows of `n_batch` weights each
+    // (row-major); `n_batch` must equal that batch's number of tokens, the whole batch must
+    // fit in one ubatch, and weights of tokens without an output flag must be 0. Combination k
+    // then yields the logits W·(Σ_i mix[k*n_batch + i]·h_i) (plus the output bias times the
+    // sum of its weights), read with llama_get_logits_mix(ctx, k); llama_get_logits_ith() is
+    // not valid after such a decode. The result equals the same combination of the tokens'
+    // own logits only where the output layer is linear in the hidden state: no final logit
+    // soft-capping, no adapter on the output tensor — the caller checks.
+    // Pass mix = NULL to stop mixing. Not available with embeddings or backend samplers.
+    // Returns 0 on success, -1 on invalid arguments.
+    LLAMA_API int32_t llama_set_output_mix(
+            struct llama_context * ctx,
+                     const float * mix,
+                         int32_t   n_mix,
+                         int32_t   n_batch);
+
+    // Logits of combination k (0 <= k < n_mix) of the last llama_decode() with output mixing;
+    // NULL for an invalid k or when the last decode did not mix.
+    LLAMA_API float * llama_get_logits_mix(struct llama_context * ctx, int32_t k);
+
     // Get all output token embeddings.
     // when pooling_type == LLAMA_POOLING_TYPE_NONE or when using a generative model,
     // the embeddings for which llama_batch.logits[i] != 0 are stored contiguously

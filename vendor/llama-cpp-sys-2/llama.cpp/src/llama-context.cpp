@@ -965,6 +965,32 @@ float * llama_context::get_logits_ith(int32_t i) {
     }
 }
 
+int32_t llama_context::set_output_mix(const float * mix, int32_t n_mix, int32_t n_batch) {
+    if (mix == nullptr) {
+        out_mix.clear();
+        n_out_mix = 0;
+        n_out_mix_batch = 0;
+        return 0;
+    }
+    if (n_mix <= 0 || n_batch <= 0 || n_mix > n_batch || (uint32_t) n_batch > cparams.n_ubatch) {
+        LLAMA_LOG_ERROR("%s: invalid output mix of %d rows for a batch of %d tokens (n_ubatch = %u)\n",
+                __func__, n_mix, n_batch, cparams.n_ubatch);
+        return -1;
+    }
+    out_mix.assign(mix, mix + (size_t) n_mix*n_batch);
+    n_out_mix = n_mix;
+    n_out_mix_batch = n_batch;
+    return 0;
+}
+
+float * llama_context::get_logits_mix(int32_t k) {
+    if (logits.data == nullptr || k < 0 || k >= n_out_mixed) {
+        LLAMA_LOG_ERROR("%s: invalid output mix %d (the last decode made %d)\n", __func__, k, n_out_mixed);
+        return nullptr;
+    }
+    return logits.data + (int64_t) k*model.vocab.n_tokens();
+}
+
 float * llama_context::get_embeddings() {
     output_reorder();
 
@@ -1788,6 +1814,25 @@ int llama_context::decode(const llama_batch_ext & batch_inp) {
 
     GGML_ASSERT((cparams.causal_attn || cparams.n_ubatch >= n_tokens_all) && "non-causal attention requires n_ubatch >= n_tokens");
 
+    // output mixing applies to this whole batch, in one ubatch
+    const bool mixing = n_out_mix > 0;
+    n_out_mixed = 0;
+    if (mixing) {
+        if (output_all || has_samplers) {
+            LLAMA_LOG_ERROR("%s: output mixing is not available with embeddings or backend samplers\n", __func__);
+            return -1;
+        }
+        if ((int64_t) n_tokens_all != n_out_mix_batch || n_tokens_all > cparams.n_ubatch) {
+            LLAMA_LOG_ERROR("%s: output mixing was set for a batch of %d tokens in one ubatch (n_ubatch = %u), "
+                    "the batch has %u\n", __func__, n_out_mix_batch, cparams.n_ubatch, n_tokens_all);
+            return -1;
+        }
+        if ((uint32_t) n_out_mix > n_outputs_all) {
+            LLAMA_LOG_ERROR("%s: %d output mixes for %u outputs\n", __func__, n_out_mix, n_outputs_all);
+            return -1;
+        }
+    }
+
     // TODO: this clear of the buffer can easily be forgotten - need something better
     // sync first so any in-flight async copies into embd_seq complete before it is freed
     if (!embd_seq.empty()) {
@@ -1890,7 +1935,14 @@ int llama_context::decode(const llama_batch_ext & batch_inp) {
 
         ggml_status status;
 
+        if (mixing && ubatch.n_tokens != n_tokens_all) {
+            LLAMA_LOG_ERROR("%s: output mixing needs the batch in one ubatch, it was split\n", __func__);
+            return -1;
+        }
+
+        out_mix_active = mixing;
         const auto * res = process_ubatch(ubatch, ctx_type_to_graph_type(cparams.ctx_type), mctx.get(), status);
+        out_mix_active = false;
 
         if (!res) {
             // the last ubatch failed or was aborted -> remove all positions of that ubatch from the memory module
@@ -1944,10 +1996,13 @@ int llama_context::decode(const llama_batch_ext & batch_inp) {
 
             float * logits_out = logits.data + n_outputs_prev*n_vocab;
 
-            if (n_outputs) {
-                GGML_ASSERT( n_outputs_prev + n_outputs <= n_outputs_all);
-                GGML_ASSERT((n_outputs_prev + n_outputs)*n_vocab <= (int64_t) logits.size);
-                ggml_backend_tensor_get_async(backend_res, t_logits, logits_out, 0, n_outputs*n_vocab*sizeof(float));
+            // with output mixing the logits hold one row per mix, not per output
+            const int64_t n_rows = mixing ? n_out_mix : n_outputs;
+
+            if (n_rows) {
+                GGML_ASSERT( n_outputs_prev + n_rows <= n_outputs_all);
+                GGML_ASSERT((n_outputs_prev + n_rows)*n_vocab <= (int64_t) logits.size);
+                ggml_backend_tensor_get_async(backend_res, t_logits, logits_out, 0, n_rows*n_vocab*sizeof(float));
             }
         }
 
@@ -2058,8 +2113,12 @@ int llama_context::decode(const llama_batch_ext & batch_inp) {
     // set to total number of outputs in the batch, for use in llama_get_logits_ith
     n_outputs = n_outputs_all;
 
-    // set output mappings
-    if (n_outputs > 0) {
+    if (mixing) {
+        // the rows are mixes, read with llama_get_logits_mix; no token maps to a row
+        n_out_mixed = n_out_mix;
+        std::fill(output_ids.begin(), output_ids.end(), -1);
+    } else if (n_outputs > 0) {
+        // set output mappings
         bool sorted_output = true;
 
         auto & out_ids = balloc->get_out_ids();
@@ -2603,6 +2662,10 @@ llm_graph_params llama_context::graph_params(
         /*.n_outputs   =*/ n_outputs,
         /*.cb          =*/ graph_get_cb(),
         /*.res         =*/ res,
+        /*.out_proj    =*/ out_mix_active ? model.output : nullptr,
+        /*.mix         =*/ out_mix_active ? &out_mix : nullptr,
+        /*.n_mix       =*/ out_mix_active ? (uint32_t) n_out_mix : 0,
+        /*.n_mix_batch =*/ out_mix_active ? (int64_t) n_out_mix_batch : 0,
     };
 }
 
@@ -4013,6 +4076,16 @@ float * llama_get_logits_ith(llama_context * ctx, int32_t i) {
     }
 
     return res;
+}
+
+int32_t llama_set_output_mix(llama_context * ctx, const float * mix, int32_t n_mix, int32_t n_batch) {
+    return ctx->set_output_mix(mix, n_mix, n_batch);
+}
+
+float * llama_get_logits_mix(llama_context * ctx, int32_t k) {
+    ctx->synchronize();
+
+    return ctx->get_logits_mix(k);
 }
 
 float * llama_get_embeddings(llama_context * ctx) {

@@ -82,6 +82,10 @@ struct llama_context {
     float * get_logits();
     float * get_logits_ith(int32_t i);
 
+    // output mixing (see llama_set_output_mix)
+    int32_t set_output_mix(const float * mix, int32_t n_mix, int32_t n_batch);
+    float * get_logits_mix(int32_t k);
+
     float * get_embeddings();
     float * get_embeddings_ith(int32_t i);
     float * get_embeddings_seq(llama_seq_id seq_id);
@@ -351,6 +355,14 @@ private:
     };
 
     std::vector<swap_info> output_swaps;
+
+    // output mixing: n_out_mix rows of n_out_mix_batch weights, for the next decode, and the
+    // number of mixed rows the last decode produced (0: it did not mix)
+    std::vector<float> out_mix;
+    int32_t n_out_mix       = 0;
+    int32_t n_out_mix_batch = 0;
+    int32_t n_out_mixed     = 0;
+    bool    out_mix_active  = false; // while the graph of a mixing decode is built
 
     ggml_backend_sched_ptr sched;
 

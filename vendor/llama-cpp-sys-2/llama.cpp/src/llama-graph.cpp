@@ -264,6 +264,36 @@ bool llm_graph_input_out_ids::can_reuse(const llm_graph_params & params) {
     return res;
 }
 
+void llm_graph_input_out_mix::set_input(const llama_ubatch * ubatch) {
+    GGML_ASSERT(mix && weights);
+    GGML_ASSERT(ggml_backend_buffer_is_host(mix->buffer));
+    GGML_ASSERT(ubatch->data && ubatch->data->batch_idxs.size() == ubatch->n_tokens);
+
+    float * data = (float *) mix->data;
+    const auto & batch_idxs = ubatch->data->batch_idxs;
+
+    // the graph's output rows are the ubatch's output tokens in ubatch order; the weights are
+    // given by token of the user's batch
+    uint32_t p = 0;
+    for (uint32_t i = 0; i < ubatch->n_tokens && p < n_outputs; ++i) {
+        if (n_outputs != ubatch->n_tokens && !ubatch->output[i]) {
+            continue;
+        }
+        const int64_t b = batch_idxs[i];
+        GGML_ASSERT(b >= 0 && b < n_batch);
+        for (uint32_t k = 0; k < n_mix; ++k) {
+            data[k*n_outputs + p] = (*weights)[k*n_batch + b];
+        }
+        ++p;
+    }
+    GGML_ASSERT(p == n_outputs);
+}
+
+bool llm_graph_input_out_mix::can_reuse(const llm_graph_params & params) {
+    return params.n_mix == n_mix && params.n_outputs == n_outputs && params.n_mix_batch == n_batch &&
+           params.mix == weights;
+}
+
 void llm_graph_input_mean::set_input(const llama_ubatch * ubatch) {
     if (cparams.embeddings   &&
        (cparams.pooling_type == LLAMA_POOLING_TYPE_MEAN ||
@@ -1525,6 +1555,10 @@ llm_graph_context::llm_graph_context(const llm_graph_params & params) :
     cross            (params.cross),
     prec_policy      (params.prec_policy),
     samplers         (params.samplers),
+    out_proj         (params.out_proj),
+    mix              (params.mix),
+    n_mix            (params.n_mix),
+    n_mix_batch      (params.n_mix_batch),
     cb_func          (params.cb),
     res              (params.res),
     ctx0             (res->get_ctx()),
@@ -1546,10 +1580,31 @@ ggml_tensor * llm_graph_context::build_cvec(
     return cvec->apply_to(ctx0, cur, il);
 }
 
+ggml_tensor * llm_graph_context::build_out_mix(ggml_tensor * cur) const {
+    auto inp = std::make_unique<llm_graph_input_out_mix>(mix, n_mix_batch, (uint32_t) cur->ne[1], n_mix);
+
+    inp->mix = ggml_new_tensor_2d(ctx0, GGML_TYPE_F32, cur->ne[1], n_mix);
+    ggml_set_input(inp->mix);
+
+    ggml_tensor * weights = inp->mix;
+    res->add_input(std::move(inp));
+
+    // [n_outputs, n_embd] x [n_outputs, n_mix] -> [n_embd, n_mix]
+    ggml_tensor * rows = ggml_cont(ctx0, ggml_transpose(ctx0, cur));
+    ggml_tensor * mixed = ggml_mul_mat(ctx0, rows, weights);
+    cb(mixed, "result_mix", -1);
+
+    return mixed;
+}
+
 ggml_tensor * llm_graph_context::build_lora_mm(
           ggml_tensor * w,
           ggml_tensor * cur,
           ggml_tensor * w_s) const {
+    if (n_mix > 0 && w == out_proj) {
+        cur = build_out_mix(cur);
+    }
+
     ggml_tensor * res = ggml_mul_mat(ctx0, w, cur);
 
     if (prec_policy) {

@@ -241,6 +241,25 @@ public:
     const uint32_t n_outputs;
 };
 
+// output mixing: combinations of the output rows, applied before the output projection
+class llm_graph_input_out_mix : public llm_graph_input_i {
+public:
+    llm_graph_input_out_mix(const std::vector<float> * weights, int64_t n_batch, uint32_t n_outputs, uint32_t n_mix)
+        : weights(weights), n_batch(n_batch), n_outputs(n_outputs), n_mix(n_mix) {}
+    virtual ~llm_graph_input_out_mix() = default;
+
+    void set_input(const llama_ubatch * ubatch) override;
+
+    bool can_reuse(const llm_graph_params & params) override;
+
+    ggml_tensor * mix; // F32 [n_outputs, n_mix]
+
+    const std::vector<float> * weights; // n_mix rows of n_batch weights, by batch token
+    const int64_t  n_batch;
+    const uint32_t n_outputs;
+    const uint32_t n_mix;
+};
+
 class llm_graph_input_mean : public llm_graph_input_i {
 public:
     llm_graph_input_mean(const llama_cparams & cparams) : cparams(cparams) {}
@@ -819,6 +838,13 @@ struct llm_graph_params {
 
     llm_graph_result * res;
 
+    // output mixing (see llama_set_output_mix): the output projection it applies before, and
+    // the weights (n_mix rows of n_mix_batch); n_mix = 0 when off
+    const ggml_tensor        * out_proj    = nullptr;
+    const std::vector<float> * mix         = nullptr;
+    uint32_t                   n_mix       = 0;
+    int64_t                    n_mix_batch = 0;
+
     // return true if the "other" params would result in a graph with the same topology as with the current params
     //   having the same topology allows us to reuse the graph in some cases
     bool allow_reuse(const llm_graph_params & other) const {
@@ -855,6 +881,10 @@ struct llm_graph_params {
         }
 
         if (n_outputs != other.n_outputs) {
+            return false;
+        }
+
+        if (n_mix != other.n_mix || n_mix_batch != other.n_mix_batch || out_proj != other.out_proj) {
             return false;
         }
 
@@ -1041,6 +1071,12 @@ struct llm_graph_context {
 
     std::map<llama_seq_id, llama_sampler *> samplers;
 
+    // output mixing (see llm_graph_params)
+    const ggml_tensor        * out_proj;
+    const std::vector<float> * mix;
+    const uint32_t             n_mix;
+    const int64_t              n_mix_batch;
+
     const llm_graph_cb & cb_func;
 
     llm_graph_result * res;
@@ -1066,6 +1102,9 @@ struct llm_graph_context {
               ggml_tensor * w,
               ggml_tensor * cur,
               ggml_tensor * w_s = nullptr) const;
+
+    // the output rows combined by the output mix: [n_embd, n_outputs] -> [n_embd, n_mix]
+    ggml_tensor * build_out_mix(ggml_tensor * cur) const;
 
     // do mat_mul_id, while optionally apply lora and per-expert scale
     ggml_tensor * build_lora_mm_id(
