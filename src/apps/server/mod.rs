@@ -1,11 +1,13 @@
 //! `mood serve`: an OpenAI-compatible HTTP API over MOD, with per-request weights.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
-//! `GET /v1/models`, `GET /health`. Handlers validate a request ([`api`]) and queue it for the
+//! `GET /v1/models`, `GET /health`, `GET /v1/mood` (the recipe, for the page) and the web page
+//! at `/` ([`page`]). Handlers validate a request ([`api`]) and queue it for the
 //! decoding thread ([`scheduler`]), which decodes up to `parallel` requests side by side and
 //! streams their text back; a request's weights affect only that request.
 
 pub mod api;
+pub mod page;
 pub mod scheduler;
 
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -92,6 +94,7 @@ pub fn serve(
         .route("/v1/completions", post(completion))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
+        .merge(page::routes())
         .fallback(|| async {
             ApiError {
                 status: 404,
@@ -143,7 +146,7 @@ async fn shutdown_signal() {
 }
 
 async fn authorize(State(shared): State<Arc<Shared>>, req: HttpRequest, next: Next) -> Response {
-    if let Some(key) = &shared.api_key {
+    if let Some(key) = shared.api_key.as_ref().filter(|_| !page::is_public(req.uri().path())) {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if given != Some(&format!("Bearer {key}")) {
             return ApiError {
@@ -229,9 +232,7 @@ async fn handle(shared: Arc<Shared>, body: Bytes, kind: Kind) -> Response {
     let stream = UnboundedReceiverStream::new(events).map(move |ev| {
         let data = match ev {
             Event::Text(t) => api::chunk(kind, &id, &model, created, &t, None).to_string(),
-            Event::Done(g) => {
-                format!("{}", api::chunk(kind, &id, &model, created, "", Some(g.finish_reason)))
-            }
+            Event::Done(g) => api::last_chunk(kind, &id, &model, created, &recipe, &g).to_string(),
             Event::Invalid(e) => ApiError::invalid(e, None).body().to_string(),
             Event::Failed(e) => ApiError::server(e).body().to_string(),
         };
