@@ -2,6 +2,8 @@
 //! independent single-context llama.cpp loop that does not go through mood's engine.
 #![allow(dead_code)]
 
+pub mod serve;
+
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -31,6 +33,17 @@ pub fn default_model() -> PathBuf {
 
 pub fn demo_recipe() -> PathBuf {
     require(root().join("models/demo.toml"))
+}
+
+/// The assistant model (SmolLM2 135M Instruct Q4_1), fetched by models/fetch-assistant.sh.
+pub fn assistant_model() -> PathBuf {
+    require(root().join("models/smollm2-135m-instruct-q4_1.gguf"))
+}
+
+/// The assistant recipe: SmolLM2 with three experts in its own chat template.
+pub fn assistant_recipe() -> PathBuf {
+    assistant_model();
+    require(root().join("models/assistant.toml"))
 }
 
 /// A tiny test model made by models/make-fixtures.py (`variant` "a" or "b").
