@@ -512,6 +512,49 @@ fn the_page_chats_streams_and_steers_in_a_real_browser() {
     );
     page.screenshot(&artefacts().join("page.png"));
 
+    // Another divergence keeps the weights on the simplex: the sliders run from 0 to 1, and
+    // moving one moves the others so that the sum stays 1.
+    page.eval(
+        "(s => { s.value = 'jsd'; s.dispatchEvent(new Event('change')); return true; })(document.getElementById('divergence'))",
+    );
+    let range = page
+        .eval("[document.getElementById('weight-0').min, document.getElementById('weight-0').max]");
+    assert_eq!(range, json!(["0", "1"]), "the simplex");
+    let p = page.point("#weight-0", 0.8);
+    page.click_at(p);
+    let concise: f64 = page
+        .eval("document.getElementById('weight-0-value').textContent")
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(concise > 0.6 && concise < 1.0, "the slider moved to {concise}");
+    page.click("#input");
+    page.type_text("Thank you!");
+    page.press_enter();
+    page.wait_for(
+        &format!(
+            "(r => r && !r.streaming && r.meta)({LAST_REPLY}) && document.querySelectorAll('.msg').length === 4"
+        ),
+        "the reply under JSD",
+        Duration::from_secs(120),
+    );
+    let requests = page.chat_requests();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[2]["divergence"], "jsd");
+    let weights = numbers(&requests[2]["weights"]);
+    assert!(weights.iter().all(|&w| w >= 0.0), "{weights:?}");
+    assert!((weights.iter().sum::<f64>() - 1.0).abs() < 1e-9, "the sum is 1: {weights:?}");
+    assert!((weights[0] - concise).abs() < 0.005, "{weights:?} vs the slider's {concise}");
+    assert!(
+        weights[1] > 0.0 && weights[2] > weights[1],
+        "the others keep their ratio: {weights:?}"
+    );
+    let third = page.eval(LAST_REPLY);
+    assert_eq!(third["error"], false, "{third}");
+    assert!(third["meta"].as_str().unwrap().contains("jsd"), "{third}");
+    assert_eq!(requests[2]["messages"].as_array().unwrap().len(), 3, "the conversation so far");
+
     // A phone-sized screen: nothing wider than the screen, the controls fold away.
     page.call(
         "Emulation.setDeviceMetricsOverride",
@@ -519,7 +562,7 @@ fn the_page_chats_streams_and_steers_in_a_real_browser() {
     );
     page.call("Page.reload", json!({}));
     page.wait_for(
-        "document.querySelectorAll('#sliders input[type=range]').length === 3 && document.querySelectorAll('.msg').length === 2",
+        "document.querySelectorAll('#sliders input[type=range]').length === 3 && document.querySelectorAll('.msg').length === 4",
         "the page again, with the conversation kept",
         Duration::from_secs(30),
     );
