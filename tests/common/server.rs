@@ -1,14 +1,17 @@
-//! A `mood serve` child process on a loopback port, and plain HTTP/1.1 requests to it.
+//! A `mood serve` child process on a free loopback port, and plain HTTP/1.1 requests to it.
 
 use super::demo_recipe;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The API key of the servers [`start`] runs.
 pub const KEY: &str = "test-key";
 
+/// A running server; killed when dropped.
 pub struct Server {
     pub child: Child,
     pub addr: String,
@@ -21,18 +24,12 @@ impl Drop for Server {
     }
 }
 
-pub fn start(extra: &[&str]) -> Server {
-    start_env(extra, &[])
-}
-
-/// As [`start`], with extra environment variables.
-pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
-    let demo = demo_recipe();
-    let ctx: &[&str] = if extra.contains(&"-c") { &[] } else { &["-c", "1024"] };
+/// Starts `mood serve -r RECIPE --port 0 ARGS…` with extra environment variables and waits
+/// until it listens.
+pub fn serve_env(recipe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
-        .args(["serve", "-r", demo.to_str().unwrap(), "--port", "0", "--api-key", KEY])
-        .args(ctx)
-        .args(extra)
+        .args(["serve", "-r", recipe.to_str().unwrap(), "--port", "0"])
+        .args(args)
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
@@ -54,14 +51,34 @@ pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
     Server { child, addr }
 }
 
-/// One HTTP/1.1 request; returns (status, body).
-pub fn http(
+/// Starts `mood serve -r RECIPE --port 0 ARGS…` and waits until it listens.
+pub fn serve(recipe: &Path, args: &[&str]) -> Server {
+    serve_env(recipe, args, &[])
+}
+
+/// The demo recipe served with the API key [`KEY`] (and `-c 1024` unless `extra` sets `-c`).
+pub fn start(extra: &[&str]) -> Server {
+    start_env(extra, &[])
+}
+
+/// As [`start`], with extra environment variables.
+pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut args = vec!["--api-key", KEY];
+    if !extra.contains(&"-c") {
+        args.extend(["-c", "1024"]);
+    }
+    args.extend_from_slice(extra);
+    serve_env(&demo_recipe(), &args, env)
+}
+
+/// One HTTP/1.1 request; returns (status, head, body), the body de-chunked.
+pub fn request(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<&str>,
     key: Option<&str>,
-) -> (u16, String) {
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let body = body.unwrap_or("");
@@ -82,10 +99,22 @@ pub fn http(
     } else {
         rest.to_string()
     };
+    (status, head.to_string(), body)
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (u16, String) {
+    let (status, _, body) = request(addr, method, path, body, key);
     (status, body)
 }
 
-pub fn dechunk(mut s: &str) -> String {
+fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
@@ -98,27 +127,39 @@ pub fn dechunk(mut s: &str) -> String {
     out
 }
 
-pub fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
-    let (status, text) = http(addr, "POST", path, Some(&body.to_string()), Some(KEY));
+/// POSTs a JSON body; returns (status, JSON answer).
+pub fn post_json(addr: &str, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let (status, text) = http(addr, "POST", path, Some(&body.to_string()), key);
     (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text:?}")))
 }
 
+/// POSTs a JSON body with the key [`KEY`].
+pub fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    post_json(addr, path, body, Some(KEY))
+}
+
+/// The text of a completion (status 200 expected).
 pub fn completion_text(addr: &str, body: Value) -> String {
     let (status, v) = post(addr, "/v1/completions", &body);
     assert_eq!(status, 200, "{v}");
     v["choices"][0]["text"].as_str().unwrap().to_string()
 }
 
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_events(raw: &str) -> Vec<String> {
+    raw.lines().filter_map(|l| l.strip_prefix("data: ")).map(str::to_string).collect()
+}
+
 /// The text of an SSE stream of completion chunks, and whether it ended with [DONE].
 pub fn streamed_text(raw: &str, chat: bool) -> (String, bool) {
     let mut text = String::new();
     let mut done = false;
-    for line in raw.lines().filter_map(|l| l.strip_prefix("data: ")) {
+    for line in sse_events(raw) {
         if line == "[DONE]" {
             done = true;
             continue;
         }
-        let v: Value = serde_json::from_str(line).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
         let c = &v["choices"][0];
         let piece = if chat { c["delta"]["content"].as_str() } else { c["text"].as_str() };
         text.push_str(piece.unwrap_or(""));

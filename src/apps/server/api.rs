@@ -266,13 +266,35 @@ pub fn answer(
         "model": model,
         "choices": [choice],
         "usage": usage(g),
-        "mood": {
-            "weights": recipe.weights,
-            "divergence": recipe.divergence.name(),
-            "seed": g.seed,
-            "timings": g.timings,
-        },
+        "mood": mood_fields(recipe, g),
     })
+}
+
+/// The `mood` object of an answer: the weights and divergence used, the seed drawn, and the
+/// timings.
+fn mood_fields(recipe: &Recipe, g: &Generation) -> Value {
+    json!({
+        "weights": recipe.weights,
+        "divergence": recipe.divergence.name(),
+        "seed": g.seed,
+        "timings": g.timings,
+    })
+}
+
+/// The last streamed chunk: the finish reason, and `usage` and `mood` as in the
+/// non-streaming answer.
+pub fn last_chunk(
+    kind: Kind,
+    id: &str,
+    model: &str,
+    created: u64,
+    recipe: &Recipe,
+    g: &Generation,
+) -> Value {
+    let mut v = chunk(kind, id, model, created, "", Some(g.finish_reason));
+    v["usage"] = usage(g);
+    v["mood"] = mood_fields(recipe, g);
+    v
 }
 
 /// One streamed piece of text (`finish` on the last chunk, with `text` empty).

@@ -1,7 +1,8 @@
 //! `mood serve`: an OpenAI-compatible HTTP API over MOD, with per-request weights.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
-//! `GET /v1/models`, `GET /health` (public). Handlers read a request under size and time
+//! `GET /v1/models`, `GET /v1/mood` (the recipe, for the page), `GET /health` (public) and
+//! the web page at `/` ([`page`], public). Handlers read a request under size and time
 //! limits, validate it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which
 //! decodes up to `parallel` requests side by side and streams their text back; a request's
 //! weights affect only that request. Connections are accepted and timed by [`listener`].
@@ -9,6 +10,7 @@
 
 pub mod api;
 mod listener;
+pub mod page;
 pub mod scheduler;
 
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -134,6 +136,7 @@ pub fn serve(
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .route("/v1/models", get(models))
+        .merge(page::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), authorize));
     let app = Router::new()
         .route("/health", get(health_check))
@@ -252,7 +255,7 @@ fn same_secret(given: &[u8], key: &[u8]) -> bool {
 }
 
 async fn authorize(State(shared): State<Arc<Shared>>, req: HttpRequest, next: Next) -> Response {
-    if let Some(key) = &shared.api_key {
+    if let Some(key) = shared.api_key.as_ref().filter(|_| !page::is_public(req.uri().path())) {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -382,9 +385,8 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 Event::Text(t) => chunk(&t, None).to_string(),
                 Event::Done(g) => {
                     ended = true;
-                    let _ = sse_tx.send(
-                        SseEvent::default().data(chunk("", Some(g.finish_reason)).to_string()),
-                    );
+                    let last = api::last_chunk(kind, &id, &model, created, &recipe, &g);
+                    let _ = sse_tx.send(SseEvent::default().data(last.to_string()));
                     "[DONE]".to_string()
                 }
                 Event::Invalid(e) => {
