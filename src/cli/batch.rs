@@ -1,16 +1,17 @@
 //! `mood batch` and `mood score`: wire flags and files to [`mood::apps::batch`] and
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
-use super::wiring::{build_recipe, load_options, one_line, session_options, settings};
+use super::wiring::{
+    build_recipe, load_options, one_line, progress_bar, session_options, settings,
+};
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use mood::apps::batch::{self, Options};
 use mood::apps::score::{Response, Scorer};
 use mood::pipeline::engine::Engine;
 use serde_json::{json, Value};
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
@@ -41,7 +42,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
         .append(true)
         .open(&args.output)
         .with_context(|| format!("cannot open output {}", args.output.display()))?;
-    let bar = progress_bar(total as u64);
+    let bar = progress_bar(total as u64, "lines");
     let started = Instant::now();
     let options = Options {
         done,
@@ -113,16 +114,4 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         out.flush().context("cannot write the output")?;
     }
     Ok(())
-}
-
-/// A progress bar on stderr when it is a terminal; nothing in pipes.
-fn progress_bar(total: u64) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = ProgressBar::new(total);
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} lines  {msg}  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    Some(bar)
 }
