@@ -5,7 +5,7 @@ use super::wiring::{build_recipe, load_options, progress_bar, session_options, s
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
-use mood::apps::sweep::{self, files, stats, weights, Plan, GENERATIONS};
+use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
 use mood::pipeline::engine::Engine;
 use std::io::Write;
 use std::time::Instant;
@@ -25,7 +25,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         (None, None, None) => bail!("give the weights to sweep: --grid, --simplex or --list"),
     };
     weights::check_distinct(&grid, flag)?;
-    let prompts = files::read_prompts(&args.input)?;
+    let prompts = input::read_prompts(&args.input)?;
     let settings = settings(args.max_tokens, &[], &args.sampling)?;
     let session = session_options(&args.run)?;
     let plan = Plan {

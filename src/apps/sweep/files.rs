@@ -1,11 +1,11 @@
-//! The files a sweep reads and keeps: the prompt set (JSONL), and `generations.jsonl`, every
-//! generation of the sweep, one JSON object per line — weights, prompt id and text, the
-//! output's text and tokens, each policy's log-likelihood, each expert's implicit reward,
-//! and the settings it was made with. Lines are appended and flushed as generations finish,
+//! `generations.jsonl`: every generation of a sweep, one JSON object per line — weights,
+//! prompt id and text, the output's text and tokens, each policy's log-likelihood, each
+//! expert's implicit reward, and the settings it was made with. Lines are appended and flushed as generations finish,
 //! so a crash or a kill loses nothing already written; a resumed sweep reads the file back
 //! (every line bounded in length), cuts off a last line that a kill left incomplete, and
 //! refuses records made with other settings.
 
+use super::input::{read_lines, Prompt, MAX_LINE_BYTES};
 use super::stats::Sample;
 use crate::apps::score::Scores;
 use crate::pipeline::decode::Generation;
@@ -13,93 +13,11 @@ use crate::pipeline::recipe::Recipe;
 use crate::pipeline::settings::Settings;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
-use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// The name of the generations file in the output folder.
 pub const GENERATIONS: &str = "generations.jsonl";
-/// The longest line read from a prompt file or a generations file.
-pub const MAX_LINE_BYTES: usize = 64 << 20;
-/// The most prompts a sweep takes.
-pub const MAX_PROMPTS: usize = 100_000;
-
-/// One prompt of the set: its id (the line's `id`, or its line number) and its text.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Prompt {
-    pub id: Value,
-    pub text: String,
-}
-
-/// Receives a line: its number, its bytes, whether a newline ended it.
-type LineFn<'a> = dyn FnMut(usize, &[u8], bool) -> Result<()> + 'a;
-
-/// Reads `path` a line at a time (each at most `max` bytes), handing each line,
-/// without its newline, to `each` with its 1-based number and whether a newline ended it
-/// (only the last line may lack one). Returns the length in bytes of the lines that a
-/// newline ended.
-fn read_lines(path: &Path, max: usize, each: &mut LineFn) -> Result<u64> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let (mut buf, mut complete, mut number) = (Vec::new(), 0u64, 0usize);
-    loop {
-        buf.clear();
-        let n = (&mut reader)
-            .take(max as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            return Ok(complete);
-        }
-        number += 1;
-        if buf.last() == Some(&b'\n') {
-            each(number, &buf[..n - 1], true)?;
-            complete += n as u64;
-        } else if buf.len() > max {
-            bail!("{} line {number}: longer than {max} bytes", path.display());
-        } else {
-            each(number, &buf, false)?;
-            return Ok(complete);
-        }
-    }
-}
-
-/// Reads a prompt set: one JSON object per line with a non-empty `prompt` and optionally an
-/// `id` (string or number; the line number otherwise); other keys are ignored.
-pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>> {
-    let mut prompts = Vec::new();
-    let mut ids = HashSet::new();
-    let at = |n: usize| format!("{} line {n}", path.display());
-    read_lines(path, MAX_LINE_BYTES, &mut |n, bytes, _| {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
-        let v: Value =
-            serde_json::from_slice(bytes).map_err(|e| anyhow!("{}: invalid JSON ({e})", at(n)))?;
-        let text = match v.get("prompt") {
-            Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
-            _ => bail!("{}: needs a non-empty string \"prompt\"", at(n)),
-        };
-        let id = match v.get("id") {
-            None | Some(Value::Null) => json!(n),
-            Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-            Some(_) => bail!("{}: \"id\" must be a string or a number", at(n)),
-        };
-        if !ids.insert(id.to_string()) {
-            bail!("{}: id {id} is used by an earlier line; give each prompt its own id", at(n));
-        }
-        if prompts.len() == MAX_PROMPTS {
-            bail!("{} holds more than {MAX_PROMPTS} prompts", path.display());
-        }
-        prompts.push(Prompt { id, text });
-        Ok(())
-    })?;
-    if prompts.is_empty() {
-        bail!("{} holds no prompts", path.display());
-    }
-    Ok(prompts)
-}
 
 /// What the generations of a sweep are made with. Every record carries it; a resumed sweep
 /// must have the same.
@@ -337,46 +255,6 @@ mod tests {
 
     fn message(r: Result<impl std::fmt::Debug>) -> String {
         format!("{:#}", r.unwrap_err())
-    }
-
-    #[test]
-    fn prompts_take_ids_or_line_numbers() {
-        let p = scratch(
-            "prompts.jsonl",
-            b"{\"id\": \"a\", \"prompt\": \"The sea\"}\n\n{\"prompt\": \"The moon\", \"x\": 1}\n{\"id\": 7, \"prompt\": \"Stars\"}",
-        );
-        let got = read_prompts(&p).unwrap();
-        let ids: Vec<Value> = got.iter().map(|p| p.id.clone()).collect();
-        assert_eq!(ids, vec![json!("a"), json!(3), json!(7)], "line 3 has no id");
-        assert_eq!(got[2].text, "Stars", "a last line without a newline is read");
-    }
-
-    #[test]
-    fn bad_prompt_files_say_which_line_and_why() {
-        let cases: [(&[u8], &str); 7] = [
-            (b"{\"prompt\": \"a\"}\nnot json\n", "line 2: invalid JSON"),
-            (b"{\"id\": 1}\n", "line 1: needs a non-empty string \"prompt\""),
-            (b"{\"prompt\": \"  \"}\n", "non-empty"),
-            (b"{\"id\": [1], \"prompt\": \"a\"}\n", "\"id\" must be a string or a number"),
-            (
-                b"{\"id\": 1, \"prompt\": \"a\"}\n{\"id\": 1, \"prompt\": \"b\"}\n",
-                "line 2: id 1 is used",
-            ),
-            (b"{\"prompt\": \"caf\xe9\"}\n", "line 1: invalid JSON"),
-            (b"\n \n", "holds no prompts"),
-        ];
-        for (i, (bytes, want)) in cases.iter().enumerate() {
-            let e = message(read_prompts(&scratch(&format!("bad{i}.jsonl"), bytes)));
-            assert!(e.contains(want), "{want}: {e}");
-        }
-        assert!(message(read_prompts(Path::new("/nonexistent/p.jsonl"))).contains("cannot open"));
-    }
-
-    #[test]
-    fn long_lines_are_refused_without_reading_them_whole() {
-        let p = scratch("long.jsonl", &[b'x'; 100]);
-        let e = message(read_lines(&p, 16, &mut |_, _, _| Ok(())));
-        assert!(e.contains("line 1: longer than 16 bytes"), "{e}");
     }
 
     fn config(max_tokens: usize) -> Config {

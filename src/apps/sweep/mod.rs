@@ -1,16 +1,19 @@
-//! Weight sweeps: decode a prompt set at every weight vector of a grid ([`weights`]), score
-//! each output with the experts' implicit rewards, keep every generation ([`files`]), and
-//! tabulate per weight vector the mean reward of each expert with its standard error, the
-//! mean length and the Pareto set ([`stats`]) — the Pareto front of MOD.
+//! Weight sweeps: decode a prompt set ([`input`]) at every weight vector of a grid
+//! ([`weights`]), score each output with the experts' implicit rewards, keep every
+//! generation ([`files`]), and tabulate per weight vector the mean reward of each expert
+//! with its standard error, the mean length and the Pareto set ([`stats`]) — the Pareto
+//! front of MOD.
 //!
 //! The table is always computed from the kept generations, in the plan's order, so a sweep
 //! that was killed and resumed gives the table of one that ran through.
 
 pub mod files;
+pub mod input;
 pub mod stats;
 pub mod weights;
 
-pub use files::{Config, Prompt, Stored, GENERATIONS};
+pub use files::{Config, Stored, GENERATIONS};
+pub use input::Prompt;
 pub use stats::Row;
 
 use crate::apps::score::{Response, Scorer};
