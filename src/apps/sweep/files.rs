@@ -116,8 +116,9 @@ pub struct Stored {
     /// Its line number.
     pub line: usize,
     pub weights: Vec<f64>,
-    /// The prompt's id.
+    /// The prompt's id and text.
     pub id: Value,
+    pub prompt: String,
     /// What it adds to the table, or the generation's error.
     pub outcome: std::result::Result<Sample, String>,
 }
@@ -182,6 +183,11 @@ fn parse_fields(obj: &Map<String, Value>, config: &Config) -> Result<Stored> {
         Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
         _ => bail!("\"id\" must be a string or a number"),
     };
+    let prompt = obj
+        .get("prompt")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("\"prompt\" must be a string"))?
+        .to_string();
     let outcome = if let Some(e) = obj.get("error") {
         Err(e.as_str().unwrap_or("an error").to_string())
     } else {
@@ -204,7 +210,7 @@ fn parse_fields(obj: &Map<String, Value>, config: &Config) -> Result<Stored> {
             .collect::<Result<_>>()?;
         Ok(Sample { rewards, tokens })
     };
-    Ok(Stored { line: 0, weights, id, outcome })
+    Ok(Stored { line: 0, weights, id, prompt, outcome })
 }
 
 /// Where `got` (a record's) and `want` (this sweep's) differ, worded for a message: the

@@ -97,7 +97,8 @@ impl Plan<'_> {
         self.weights.len() * self.prompts.len()
     }
 
-    /// For each stored record, its (weight vector, prompt) in the plan, if any.
+    /// For each stored record, its (weight vector, prompt) in the plan, if any: a record
+    /// belongs to a prompt of the same id and text.
     fn place(&self, stored: &[Stored]) -> Vec<Option<(usize, usize)>> {
         let w: HashMap<Vec<i64>, usize> =
             self.weights.iter().enumerate().map(|(i, w)| (weights::key(w), i)).collect();
@@ -105,7 +106,11 @@ impl Plan<'_> {
             self.prompts.iter().enumerate().map(|(i, p)| (p.id.to_string(), i)).collect();
         stored
             .iter()
-            .map(|s| Some((*w.get(&weights::key(&s.weights))?, *p.get(&s.id.to_string())?)))
+            .map(|s| {
+                let prompt = *p.get(&s.id.to_string())?;
+                (self.prompts[prompt].text == s.prompt)
+                    .then_some((*w.get(&weights::key(&s.weights))?, prompt))
+            })
             .collect()
     }
 
@@ -247,4 +252,103 @@ pub fn decode(
         Ok(())
     })?;
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::divergence::Divergence;
+    use crate::pipeline::recipe::Policy;
+    use crate::pipeline::sample::SamplingParams;
+    use serde_json::{json, Value};
+    use stats::Sample;
+
+    fn recipe(experts: usize) -> Recipe {
+        let policy = |name: String| Policy { name, model: "m.gguf".into(), ..Policy::default() };
+        let e: Vec<Policy> = (0..experts).map(|i| policy(format!("e{i}"))).collect();
+        let w = vec![1.0 / experts as f64; experts];
+        Recipe::new(Divergence::default(), Some(policy("reference".into())), e, w).unwrap()
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            max_tokens: 8,
+            stops: vec![],
+            sampling: SamplingParams::default(),
+            plausibility: 1e-4,
+        }
+    }
+
+    fn stored(w: &[f64], id: Value, prompt: &str, reward: Option<f64>) -> Stored {
+        Stored {
+            line: 0,
+            weights: w.to_vec(),
+            id,
+            prompt: prompt.into(),
+            outcome: match reward {
+                Some(r) => Ok(Sample { rewards: vec![r, -r], tokens: 4 }),
+                None => Err("failed".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn stored_records_are_placed_by_weights_id_and_text() {
+        let r = recipe(2);
+        let s = settings();
+        let prompts = [
+            Prompt { id: json!("a"), text: "A".into() },
+            Prompt { id: json!(2), text: "B".into() },
+        ];
+        let grid = weights::grid("0:1:0.5").unwrap();
+        let plan = Plan { recipe: &r, prompts: &prompts, weights: &grid, settings: &s, beta: 1.0 };
+        plan.check().unwrap();
+        let records = vec![
+            stored(&[0.0, 1.0], json!("a"), "A", Some(1.0)),
+            // A last digit off still finds its weight vector.
+            stored(&[0.5 + 1e-15, 0.5], json!(2), "B", Some(3.0)),
+            stored(&[0.5, 0.5], json!("a"), "A", None),
+            // A second record of a generation: the first one counts.
+            stored(&[0.0, 1.0], json!("a"), "A", Some(100.0)),
+            // Outside: a weight vector, an id and a prompt text the plan does not have.
+            stored(&[0.25, 0.75], json!("a"), "A", Some(5.0)),
+            stored(&[1.0, 0.0], json!("b"), "B", Some(5.0)),
+            stored(&[1.0, 0.0], json!(2), "changed", Some(5.0)),
+            // The number 2 and the string "2" are different ids.
+            stored(&[1.0, 0.0], json!("2"), "B", Some(5.0)),
+        ];
+        assert_eq!(plan.pending(&records), vec![(0, 1), (2, 0), (2, 1)]);
+        let table = plan.table(&records);
+        assert_eq!(table.outside, 4);
+        let rows = &table.rows;
+        assert_eq!((rows[0].generations, rows[0].rewards[0]), (1, Some(1.0)));
+        assert_eq!((rows[1].generations, rows[1].errors, rows[1].rewards[0]), (1, 1, Some(3.0)));
+        assert_eq!((rows[2].generations, rows[2].rewards[0]), (0, None));
+        assert!(plan.pending(&[]).len() == plan.total() && plan.total() == 6);
+    }
+
+    #[test]
+    fn plans_are_checked_before_decoding() {
+        let s = settings();
+        let prompts = [Prompt { id: json!(1), text: "A".into() }];
+        let message = |r: &Recipe, w: &[Vec<f64>], beta: f64| {
+            let plan = Plan { recipe: r, prompts: &prompts, weights: w, settings: &s, beta };
+            plan.check().err().map(|e| format!("{e:#}"))
+        };
+        let two = recipe(2);
+        assert_eq!(message(&two, &[vec![0.5, 0.5]], 1.0), None);
+        assert!(message(&recipe(1), &[vec![1.0]], 1.0).unwrap().contains("at least 2"));
+        assert!(message(&two, &[vec![0.5, 0.5]], 0.0).unwrap().contains("beta"));
+        assert!(message(&two, &[vec![0.5, 0.5]], f64::NAN).unwrap().contains("beta"));
+        let e = message(&two, &[vec![0.5, 0.5], vec![1.0, 0.0, 0.0]], 1.0).unwrap();
+        assert!(e.contains("weight vector 2") && e.contains("3 value(s)"), "{e}");
+        let e = message(&two, &[vec![0.5, 0.5], vec![0.5, 0.5]], 1.0).unwrap();
+        assert!(e.contains("twice"), "{e}");
+        let mut jsd = two.clone();
+        jsd.divergence = "jsd".parse().unwrap();
+        assert!(message(&jsd, &[vec![1.5, -0.5]], 1.0).is_some(), "JSD takes the simplex only");
+        let mut no_reference = two.clone();
+        no_reference.reference = None;
+        assert!(message(&no_reference, &[vec![0.5, 0.5]], 1.0).unwrap().contains("[reference]"));
+    }
 }
