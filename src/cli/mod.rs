@@ -39,7 +39,8 @@ pub enum Command {
     /// each expert's implicit reward β·log(π_i/π_ref).
     Score(ScoreArgs),
     /// Decode a prompt set at every weight vector of a grid, score the outputs with the
-    /// experts' implicit rewards, and write a table and a Pareto-front plot (PNG and SVG).
+    /// experts' implicit rewards, keep every generation (resumable), and write a table (mean
+    /// rewards with standard errors, the Pareto set) and a Pareto-front figure (PNG, SVG).
     Sweep(SweepArgs),
     /// Chat with the steered model in the terminal (or through a pipe): replies stream, the
     /// conversation is kept, and /weights, /divergence, /temperature, /reset, /save, /help
