@@ -143,32 +143,16 @@ fn bad_lines_get_error_records_and_fail_fast_stops() {
     assert_eq!(read_jsonl(&output).len(), 1, "just the error record");
 }
 
-/// Log-likelihood of `response` after `prompt` in a plain llama.cpp context: prompt and
-/// response decoded in one batch (as llama.cpp's perplexity tool does), every position's
-/// logits read, the response tokens' log-probabilities summed in f64.
+/// Log-likelihood of `response` after `prompt` in a plain llama.cpp context (see
+/// [`PlainScorer::log_likelihood`]).
 fn plain_log_likelihood(
     model: &llama_cpp_2::model::LlamaModel,
     prompt: &str,
     response: &str,
 ) -> f64 {
-    use llama_cpp_2::context::params::LlamaContextParams;
-    use llama_cpp_2::llama_batch::LlamaBatch;
-    let p = model.vocab().tokenize(prompt.as_bytes(), true, false);
     let r = model.vocab().tokenize(response.as_bytes(), false, false);
-    let all: Vec<_> = p.iter().chain(&r).copied().collect();
-    let params = LlamaContextParams::default()
-        .with_n_ctx(std::num::NonZeroU32::new(256))
-        .with_n_threads(2)
-        .with_n_threads_batch(2);
-    let mut ctx = model.new_context(mood::pipeline::engine::backend().unwrap(), params).unwrap();
-    let mut batch = LlamaBatch::new(all.len(), 1);
-    for (i, t) in all.iter().enumerate() {
-        batch.add(*t, i as i32, &[0], true).unwrap();
-    }
-    ctx.decode(&mut batch).unwrap();
-    (p.len() - 1..all.len() - 1)
-        .map(|i| log_softmax64(ctx.get_logits_ith(i as i32))[all[i + 1].0 as usize])
-        .sum()
+    PlainScorer::new(model)
+        .log_likelihood(prompt, &r.iter().map(|t| t.0 as u32).collect::<Vec<_>>())
 }
 
 #[test]

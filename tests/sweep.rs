@@ -1,88 +1,374 @@
-//! `mood sweep`: a table row per weight vector and valid PNG and SVG Pareto plots.
+//! `mood sweep` end to end: every generation kept and, re-scored in a plain llama.cpp
+//! context, giving the table; kill and resume giving the uninterrupted table; print figures
+//! of the documented size and resolution; bad input refused before any work is lost.
 
 mod common;
 
 use common::*;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-fn setup(name: &str) -> (PathBuf, PathBuf) {
+/// A fresh scratch folder with a prompt file of `prompts` (ids "p0", "p1", …).
+fn setup(name: &str, prompts: &[&str]) -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("mood-sweep-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let input = dir.join("prompts.jsonl");
-    std::fs::write(
-        &input,
-        "{\"id\": 1, \"prompt\": \"The ocean\"}\n{\"id\": 2, \"prompt\": \"The moon\"}\n",
-    )
-    .unwrap();
+    let lines: String = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{{\"id\": \"p{i}\", \"prompt\": \"{p}\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
     (input, dir.join("out"))
 }
 
-fn sweep(input: &Path, out: &Path, weights: &[&str]) -> std::process::Output {
-    let demo = demo_recipe();
-    let mut args = vec![
-        "sweep",
-        "-r",
-        demo.to_str().unwrap(),
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-n",
-        "8",
-        "--parallel",
-        "2",
-    ];
-    args.extend_from_slice(weights);
-    mood(&args)
+/// `mood sweep` of the demo recipe (or `recipe`) from `input` into `out`, with `extra`.
+fn sweep_command(recipe: &Path, input: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mood"));
+    c.arg("sweep").arg("-r").arg(recipe).arg("-i").arg(input).arg("-o").arg(out);
+    c.args(["--threads", "2"]).args(extra);
+    c
+}
+
+fn sweep(input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    sweep_command(&demo_recipe(), input, out, extra).output().unwrap()
+}
+
+fn ok(o: &std::process::Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn read_jsonl(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The CSV as a header and rows of cells.
+fn read_csv(p: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(p).unwrap();
+    let mut lines = text.lines().map(|l| l.split(',').map(String::from).collect::<Vec<_>>());
+    (lines.next().unwrap(), lines.collect())
+}
+
+fn num(cell: &str) -> f64 {
+    cell.parse().unwrap_or_else(|_| panic!("not a number: {cell:?}"))
+}
+
+/// Mean and sample standard error, written out directly.
+fn mean_and_se(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
 }
 
 #[test]
-fn sweep_writes_a_row_per_weight_vector_and_valid_plots() {
-    let (input, out) = setup("grid");
-    let o = sweep(&input, &out, &["--grid", "0:1:0.5"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
-    let lines: Vec<&str> = csv.lines().collect();
+fn generations_rescored_independently_give_the_table() {
+    let prompts = ["The ocean", "The moon", "A river"];
+    let (input, out) = setup("rescore", &prompts);
+    let o =
+        sweep(&input, &out, &["--grid", "0:1:0.5", "-n", "8", "--parallel", "3", "--beta", "0.5"]);
+    ok(&o);
+    let records = read_jsonl(&out.join("generations.jsonl"));
+    assert_eq!(records.len(), 9, "3 weight vectors × 3 prompts");
+    let mut keys: Vec<String> =
+        records.iter().map(|r| format!("{}|{}", r["weights"], r["id"])).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 9, "each generation once");
+
+    // Each policy's log-likelihood of each output, from a plain llama.cpp context.
+    let model = load_model(&default_model());
+    let mut plain = PlainScorer::new(&model);
+    let beta = 0.5;
+    // Per poet's weight: (poet's reward, scientist's reward, tokens) of each generation.
+    type Scored = (f64, f64, usize);
+    let mut rewards: Vec<(f64, Vec<Scored>)> = Vec::new();
+    for r in &records {
+        let i: usize = r["id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(r["prompt"], prompts[i]);
+        let tokens = tokens_of(r);
+        assert_eq!(r["completion_tokens"], tokens.len());
+        let mut ll =
+            |prefix: &str| plain.log_likelihood(&format!("{prefix}{}", prompts[i]), &tokens);
+        let (reference, poet, scientist) = (ll(""), ll(POET), ll(SCIENTIST));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b.abs().max(1.0);
+        let stored = &r["log_likelihood"];
+        assert!(close(stored["reference"].as_f64().unwrap(), reference), "{stored} vs {reference}");
+        assert!(close(stored["poet"].as_f64().unwrap(), poet), "{stored} vs {poet}");
+        assert!(close(stored["scientist"].as_f64().unwrap(), scientist), "{stored} vs {scientist}");
+        let (rp, rs) = (beta * (poet - reference), beta * (scientist - reference));
+        assert!(close(r["rewards"]["poet"].as_f64().unwrap(), rp), "{}", r["rewards"]);
+        let w = r["weights"][0].as_f64().unwrap();
+        match rewards.iter_mut().find(|(x, _)| *x == w) {
+            Some((_, v)) => v.push((rp, rs, tokens.len())),
+            None => rewards.push((w, vec![(rp, rs, tokens.len())])),
+        }
+    }
+
+    // The table from those independent scores: means, standard errors, lengths, Pareto set.
+    let (header, rows) = read_csv(&out.join("sweep.csv"));
     assert_eq!(
-        lines[0],
-        "w_poet,w_scientist,reward_poet,reward_scientist,mean_tokens,tokens_per_second,errors"
+        header.join(","),
+        "w_poet,w_scientist,reward_poet,se_poet,reward_scientist,se_scientist,mean_tokens,generations,errors,pareto"
     );
-    assert_eq!(lines.len(), 4, "header + 3 weight vectors");
-    assert!(lines[1].starts_with("0,1,") && lines[3].starts_with("1,0,"), "{csv}");
-    let rows: Vec<serde_json::Value> = std::fs::read_to_string(out.join("sweep.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     assert_eq!(rows.len(), 3);
+    let mut means = Vec::new();
+    for row in &rows {
+        let w = num(&row[0]);
+        assert_eq!(w + num(&row[1]), 1.0);
+        let got = &rewards.iter().find(|(x, _)| *x == w).unwrap().1;
+        let (mp, sp) = mean_and_se(&got.iter().map(|g| g.0).collect::<Vec<_>>());
+        let (ms, ss) = mean_and_se(&got.iter().map(|g| g.1).collect::<Vec<_>>());
+        let tokens = got.iter().map(|g| g.2 as f64).sum::<f64>() / got.len() as f64;
+        let close = |a: f64, b: f64| (a - b).abs() < 2e-3 * b.abs().max(1.0);
+        assert!(close(num(&row[2]), mp) && close(num(&row[3]), sp), "{w}: {row:?} vs {mp} ± {sp}");
+        assert!(close(num(&row[4]), ms) && close(num(&row[5]), ss), "{w}: {row:?} vs {ms} ± {ss}");
+        assert_eq!(num(&row[6]), tokens);
+        assert_eq!((row[7].as_str(), row[8].as_str()), ("3", "0"));
+        means.push((num(&row[2]), num(&row[4]), row[9] == "true"));
+    }
+    for (i, m) in means.iter().enumerate() {
+        let dominated = means
+            .iter()
+            .enumerate()
+            .any(|(j, o)| j != i && o.0 >= m.0 && o.1 >= m.1 && (o.0 > m.0 || o.1 > m.1));
+        assert_eq!(m.2, !dominated, "row {i}: {means:?}");
+    }
     // MOD steers: the poet's mean reward grows with the poet's weight.
-    let poet = |r: &serde_json::Value| r["rewards"][0].as_f64().unwrap();
-    assert!(poet(&rows[2]) > poet(&rows[0]), "{rows:?}");
+    assert!(means[2].0 > means[0].0, "{means:?}");
 
-    let png = std::fs::read(out.join("pareto.png")).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-    assert_eq!((width, height), (640, 480));
+    // sweep.jsonl holds the same rows.
+    let jsonl = read_jsonl(&out.join("sweep.jsonl"));
+    assert_eq!(jsonl.len(), 3);
+    for (j, row) in jsonl.iter().zip(&rows) {
+        assert_eq!(j["rewards"][0].as_f64().unwrap(), num(&row[2]));
+        assert_eq!(j["rewards_se"][1].as_f64().unwrap(), num(&row[5]));
+        assert_eq!(j["pareto"].as_bool().unwrap(), row[9] == "true");
+    }
+    check_figure(&out, 2, &rows.iter().map(|r| r[9] == "true").collect::<Vec<_>>());
+}
+
+/// A PNG read back: size, pixels per metre (x, y) when given in metres, RGB pixels.
+struct Png {
+    size: (u32, u32),
+    per_metre: Option<(u32, u32)>,
+    rgb: Vec<u8>,
+}
+
+fn read_png(p: &Path) -> Png {
+    let file = std::io::BufReader::new(std::fs::File::open(p).unwrap());
+    let mut reader = png::Decoder::new(file).read_info().unwrap();
+    let info = reader.info();
+    let size = (info.width, info.height);
+    let dims = info.pixel_dims.filter(|d| d.unit == png::Unit::Meter).map(|d| (d.xppu, d.yppu));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    Png { size, per_metre: dims, rgb: buf }
+}
+
+/// The figure's files are what the README documents: a 300-dpi PNG of 5.5 × 3.75 in (two
+/// experts) or 4.25 × 3.4 in per panel, three to a row, plus 1.25 in and 0.35 in (more); an
+/// SVG of the same size in inches whose text is outlines; Pareto points filled, dominated
+/// points rings.
+fn check_figure(out: &Path, experts: usize, pareto: &[bool]) {
+    let pairs = experts * (experts - 1) / 2;
+    let (cols, rows) = (pairs.min(3), pairs.div_ceil(3));
+    let inches = (cols as f64 * 4.25 + 1.25, rows as f64 * 3.4 + 0.35);
+    let pixels = ((inches.0 * 300.0).round() as u32, (inches.1 * 300.0).round() as u32);
+    if experts == 2 {
+        assert_eq!(pixels, (1650, 1125));
+    }
+
+    let Png { size, per_metre: dims, rgb } = read_png(&out.join("pareto.png"));
+    assert_eq!(size, pixels);
+    assert_eq!(dims, Some((11811, 11811)), "300 dpi is 11811 pixels per metre");
+    // Ink on white: the text and axes, and the colour scale's dark end (viridis(0), the
+    // colour bar's bottom, #440154).
+    let px: Vec<&[u8]> = rgb.chunks_exact(3).collect();
+    let white = px.iter().filter(|p| p.iter().all(|&c| c == 255)).count();
+    let dark = px.iter().filter(|p| p.iter().all(|&c| c < 60)).count();
+    let viridis0 =
+        px.iter().filter(|p| p[0].abs_diff(68) < 4 && p[1] < 8 && p[2].abs_diff(84) < 4).count();
+    assert!(white > px.len() / 2 && dark > 2000 && viridis0 > 200, "{white} {dark} {viridis0}");
+
     let svg = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(svg.matches("<circle").count(), 3, "one marker per weight vector");
-    assert!(svg.contains("w=(0.50,0.50)"));
+    let head = format!(
+        "width=\"{}in\" height=\"{}in\" viewBox=\"0 0 {} {}\"",
+        inches.0, inches.1, pixels.0, pixels.1
+    );
+    assert!(svg.starts_with("<svg") && svg.contains(&head), "{}", &svg[..300]);
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert!(!svg.contains("<text") && !svg.contains("font-family"), "text is drawn as outlines");
+    // Every glyph used is defined.
+    for used in svg.split("xlink:href=\"#").skip(1) {
+        let id = &used[..used.find('"').unwrap()];
+        assert!(svg.contains(&format!("<path id=\"{id}\" d=\"M")), "glyph {id}");
+    }
+    // Markers: a Pareto point is a filled disc and its outline, a dominated point a ring; the
+    // legend shows one of each.
+    let circles: Vec<&str> = svg.lines().filter(|l| l.starts_with("<circle")).collect();
+    let filled = circles.iter().filter(|l| !l.contains("fill=\"none\"")).count();
+    let on = pareto.iter().filter(|&&p| p).count();
+    assert_eq!(filled, pairs * on + 1, "{circles:?}");
+    assert_eq!(circles.len(), pairs * (2 * on + (pareto.len() - on)) + 3, "{circles:?}");
 }
 
 #[test]
-fn simplex_and_list_sweeps_and_bad_grids() {
-    let (input, out) = setup("simplex");
-    let o = sweep(&input, &out, &["--simplex", "2"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap().lines().count(), 4);
-    let o = sweep(&input, &out, &["--list", "0.3,0.7;0.9,0.1"]);
-    assert!(o.status.success());
-    assert_eq!(std::fs::read_to_string(out.join("sweep.csv")).unwrap().lines().count(), 3);
-    let o = sweep(&input, &out, &["--grid", "1:0:0.1"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--grid"));
-    let o = sweep(&input, &out, &[]);
-    assert_eq!(o.status.code(), Some(1));
+fn killed_sweep_resumes_to_the_uninterrupted_table() {
+    let prompts = ["The ocean", "The moon", "A river"];
+    let args = ["--grid", "0:1:0.5", "-n", "24", "--parallel", "1"];
+    let (input, full) = setup("kill", &prompts);
+    ok(&sweep(&input, &full, &args));
+
+    let out = full.with_file_name("resumed");
+    let mut child = sweep_command(&demo_recipe(), &input, &out, &args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let generations = out.join("generations.jsonl");
+    let started = Instant::now();
+    loop {
+        let n = std::fs::read_to_string(&generations).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 2 || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let partial = std::fs::read_to_string(&generations).unwrap().lines().count();
+    assert!(partial < 9, "the sweep finished before it could be killed");
+    assert!(!out.join("sweep.csv").exists());
+    // A record cut short, as a kill mid-write leaves it.
+    let mut f = std::fs::OpenOptions::new().append(true).open(&generations).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"weights\":[1.0,0.0],\"id\":\"p2\",\"text\":\"cut")
+        .unwrap();
+    drop(f);
+
+    let o = sweep(&input, &out, &args);
+    assert_eq!(o.status.code(), Some(1), "an existing sweep needs --resume");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let mut resume = args.to_vec();
+    resume.push("--resume");
+    let o = sweep(&input, &out, &resume);
+    ok(&o);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("incomplete") && stderr.contains(&format!("{} to decode", 9 - partial)),
+        "{stderr}"
+    );
+    for file in ["sweep.csv", "sweep.jsonl"] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(file)).unwrap(),
+            std::fs::read_to_string(full.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    let key = |r: &Value| format!("{}|{}", r["weights"], r["id"]);
+    let mut got: Vec<Value> = read_jsonl(&generations);
+    let mut want: Vec<Value> = read_jsonl(&full.join("generations.jsonl"));
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got.len(), 9);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((key(g), &g["tokens"], &g["rewards"]), (key(w), &w["tokens"], &w["rewards"]));
+    }
+
+    // Resuming a finished sweep decodes nothing and rewrites the same table.
+    std::fs::remove_file(out.join("sweep.csv")).unwrap();
+    let o = sweep(&input, &out, &resume);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("0 to decode"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("sweep.csv")).unwrap(),
+        std::fs::read_to_string(full.join("sweep.csv")).unwrap()
+    );
+}
+
+#[test]
+fn three_experts_get_the_pairwise_grid() {
+    let (input, out) = setup("three", &["The ocean"]);
+    let recipe = input.with_file_name("three.toml");
+    let model = default_model();
+    let expert = |name: &str, prefix: &str| {
+        format!(
+            "[[expert]]\nname = \"{name}\"\nmodel = {:?}\nprefix = {prefix:?}\nweight = 0.5\n",
+            model
+        )
+    };
+    std::fs::write(
+        &recipe,
+        format!(
+            "[reference]\nmodel = {:?}\n{}{}{}",
+            model,
+            expert("poet", POET),
+            expert("scientist", SCIENTIST),
+            expert("pirate", "A pirate tells his story:\n\n")
+        ),
+    )
+    .unwrap();
+    let o = sweep_command(&recipe, &input, &out, &["--simplex", "1", "-n", "4", "--parallel", "3"])
+        .output()
+        .unwrap();
+    ok(&o);
+    let (header, rows) = read_csv(&out.join("sweep.csv"));
+    assert_eq!(&header[..3], ["w_poet", "w_scientist", "w_pirate"]);
+    assert_eq!(rows.len(), 3, "the simplex's corners");
+    // One prompt: no standard error.
+    assert!(rows.iter().all(|r| r[4].is_empty() && r[6].is_empty() && r[8].is_empty()), "{rows:?}");
+    check_figure(&out, 3, &rows.iter().map(|r| r[12] == "true").collect::<Vec<_>>());
+}
+
+#[test]
+fn bad_input_is_refused_before_decoding() {
+    let (input, out) = setup("bad", &["The ocean"]);
+    let err = |o: &std::process::Output| {
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!e.contains("panicked") && e.trim().lines().count() == 1, "{e}");
+        e
+    };
+    let cases: [(&[&str], &str); 7] = [
+        (&["--grid", "1:0:0.1"], "--grid"),
+        (&[], "--grid, --simplex or --list"),
+        (&["--list", "0.5,0.5;0.2,0.8;0.5,0.5"], "--list gives the weight vector [0.5, 0.5] twice"),
+        (&["--list", "0.5,x"], "--list"),
+        (&["--grid", "0:1:0.5", "--beta", "0"], "--beta must be a positive number"),
+        (&["--list", "1.5,-0.5", "-d", "jsd"], "weights"),
+        (&["--list", "0.5,0.5,0"], "3 value(s)"),
+    ];
+    for (args, want) in cases {
+        let e = err(&sweep(&input, &out, args));
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    assert!(!out.join("generations.jsonl").exists(), "nothing was decoded");
+    let bad = input.with_file_name("bad.jsonl");
+    std::fs::write(&bad, b"{\"prompt\": \"ok\"}\n{\"prompt\": \"caf\xe9\"}\n").unwrap();
+    let e = err(&sweep(&bad, &out, &["--grid", "0:1:0.5"]));
+    assert!(e.contains("bad.jsonl line 2"), "{e}");
+    let e = err(&sweep(&input.with_file_name("missing.jsonl"), &out, &["--grid", "0:1:0.5"]));
+    assert!(e.contains("cannot open"), "{e}");
+    let single = input.with_file_name("single.toml");
+    std::fs::write(
+        &single,
+        format!(
+            "[reference]\nmodel = {:?}\n[[expert]]\nname = \"a\"\nmodel = {:?}\nweight = 1\n",
+            default_model(),
+            default_model()
+        ),
+    )
+    .unwrap();
+    let e = err(&sweep_command(&single, &input, &out, &["--list", "1"]).output().unwrap());
+    assert!(e.contains("at least 2"), "{e}");
+
+    // Generations made with other settings are never mixed in, and never overwritten.
+    ok(&sweep(&input, &out, &["--grid", "0:1:1", "-n", "3"]));
+    let before = std::fs::read(out.join("generations.jsonl")).unwrap();
+    let e = err(&sweep(&input, &out, &["--grid", "0:1:1", "-n", "5", "--resume"]));
+    assert!(e.contains("max_tokens 3, this sweep has 5"), "{e}");
+    assert_eq!(std::fs::read(out.join("generations.jsonl")).unwrap(), before);
 }

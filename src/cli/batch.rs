@@ -1,17 +1,18 @@
 //! `mood batch` and `mood score`: wire flags and files to [`mood::apps::batch`] and
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
-use super::wiring::{build_recipe, load_options, one_line, session_options, settings};
+use super::wiring::{
+    build_recipe, load_options, one_line, progress_bar, session_options, settings,
+};
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use mood::apps::batch::{self, Options};
 use mood::apps::score::{Response, Scorer};
 use mood::input::{Line, Lines, LINE_LIMIT};
 use mood::pipeline::engine::Engine;
 use serde_json::{json, Value};
 use std::fs::File;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
@@ -57,7 +58,7 @@ fn decode_into(
 ) -> Result<()> {
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = Engine::load(&policies, load_options(&args.run))?;
-    let bar = progress_bar(total);
+    let bar = progress_bar(total, "lines");
     let started = Instant::now();
     let options = Options {
         done: std::mem::take(&mut output.done),
@@ -175,20 +176,4 @@ fn score_line(scorer: &mut Scorer, text: &str, number: usize) -> Result<Value> {
         |k: &str| v.get(k).and_then(Value::as_str).ok_or_else(|| anyhow!("missing string '{k}'"));
     let s = scorer.score(field("prompt")?, Response::Text(field("response")?))?;
     Ok(json!({ "id": v.get("id"), "line": number, "scores": s }))
-}
-
-/// A progress bar on stderr when it is a terminal; nothing in pipes. Without a known total
-/// (an input that is a stream) it counts up.
-fn progress_bar(total: Option<u64>) -> Option<ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = match total {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::no_length(),
-    };
-    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} lines  {msg}  ETA {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    bar.set_style(style);
-    Some(bar)
 }

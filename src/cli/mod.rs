@@ -39,7 +39,8 @@ pub enum Command {
     /// each expert's implicit reward β·log(π_i/π_ref).
     Score(ScoreArgs),
     /// Decode a prompt set at every weight vector of a grid, score the outputs with the
-    /// experts' implicit rewards, and write a table and a Pareto-front plot (PNG and SVG).
+    /// experts' implicit rewards, keep every generation (resumable), and write a table (mean
+    /// rewards with standard errors, the Pareto set) and a Pareto-front figure (PNG, SVG).
     Sweep(SweepArgs),
     /// Chat with the steered model in the terminal (or through a pipe): replies stream, the
     /// conversation is kept, and /weights, /divergence, /temperature, /reset, /save, /help
@@ -140,13 +141,21 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub policies: PolicyArgs,
 
-    /// Prompts: JSONL with a "prompt" per line (other keys ignored).
+    /// Prompts: JSONL with a "prompt" per line and optionally an "id" (the line number
+    /// otherwise); other keys are ignored.
     #[arg(short, long, value_name = "FILE")]
     pub input: PathBuf,
 
-    /// Folder for sweep.csv, sweep.jsonl, pareto.png and pareto.svg (created if missing).
+    /// Folder for generations.jsonl (every generation), sweep.csv and sweep.jsonl (the
+    /// table), pareto.png and pareto.svg (the figure); created if missing.
     #[arg(short, long, value_name = "DIR")]
     pub output_dir: PathBuf,
+
+    /// Continue the sweep whose generations.jsonl the folder holds: decode only what it
+    /// lacks (a last line cut short by a kill is decoded again), then write the table and
+    /// figure from all of it. Without it, an existing generations.jsonl is refused.
+    #[arg(long)]
+    pub resume: bool,
 
     /// Two experts: weights (w, 1 − w) for w from START to END in steps of STEP.
     #[arg(long, value_name = "START:END:STEP", conflicts_with_all = ["simplex", "list"])]
@@ -164,7 +173,7 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 1.0)]
     pub beta: f64,
 
-    /// Decode up to N generations at once.
+    /// Decode up to N generations at once (lanes of one session, as `mood batch`).
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 

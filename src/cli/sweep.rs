@@ -1,106 +1,150 @@
-//! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], and writes the files.
+//! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], with a
+//! progress bar on a terminal, and writes the files of the output folder.
 
-use super::wiring::{build_recipe, load_options, session_options, settings};
+use super::wiring::{build_recipe, load_options, progress_bar, session_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
-use mood::apps::{plot, sweep};
+use mood::apps::plot;
+use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
 use mood::pipeline::engine::Engine;
-use serde_json::Value;
-use std::io::{BufReader, IsTerminal, Write};
+use std::io::Write;
+use std::time::Instant;
 
 pub fn run(args: SweepArgs) -> Result<()> {
+    if args.policies.weights.is_some() {
+        bail!("mood sweep takes its weight vectors from --grid, --simplex or --list; --weights does not apply");
+    }
     let recipe = build_recipe(&args.policies)?;
     let m = recipe.experts.len();
-    let weights = match (&args.grid, args.simplex, &args.list) {
+    let (grid, flag) = match (&args.grid, args.simplex, &args.list) {
         (Some(g), _, _) => {
             if m != 2 {
                 bail!("--grid is for two experts (the recipe has {m}); use --simplex N or --list");
             }
-            sweep::grid(g)?
+            (weights::grid(g)?, "grid")
         }
-        (None, Some(n), _) => sweep::simplex(m, n)?,
-        (None, None, Some(l)) => sweep::list(l)?,
+        (None, Some(n), _) => (weights::simplex(m, n)?, "simplex"),
+        (None, None, Some(l)) => (weights::list(l)?, "list"),
         (None, None, None) => bail!("give the weights to sweep: --grid, --simplex or --list"),
     };
-    let prompts = read_prompts(&args.input)?;
+    weights::check_distinct(&grid, flag)?;
+    let prompts = input::read_prompts(&args.input)?;
     let settings = settings(args.max_tokens, &[], &args.sampling)?;
     let session = session_options(&args.run)?;
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("cannot create {}", args.output_dir.display()))?;
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
-    let terminal = std::io::stderr().is_terminal();
-    eprintln!(
-        "mood sweep: {} weight vectors × {} prompts = {} generations",
-        weights.len(),
-        prompts.len(),
-        weights.len() * prompts.len()
-    );
-    let plan = sweep::Plan {
+    let plan = Plan {
         recipe: &recipe,
         prompts: &prompts,
-        weights: &weights,
+        weights: &grid,
         settings: &settings,
         beta: args.beta,
-        parallel: usize::from(args.parallel),
-        session,
     };
-    let rows = sweep::run(&engine, &plan, &mut |done, total| {
-        if terminal {
-            eprint!("\r{done}/{total} generations");
-            if done == total {
-                eprintln!();
-            }
-        }
-    })?;
+    plan.check()?;
     let dir = &args.output_dir;
-    std::fs::write(dir.join("sweep.csv"), sweep::csv(&recipe, &rows))
-        .context("cannot write sweep.csv")?;
-    let mut jsonl =
-        std::fs::File::create(dir.join("sweep.jsonl")).context("cannot write sweep.jsonl")?;
-    for r in &rows {
-        writeln!(jsonl, "{}", serde_json::to_string(r)?)?;
+    let generations = dir.join(GENERATIONS);
+    if generations.exists() && !args.resume {
+        bail!(
+            "{} exists; pass --resume to continue that sweep, or choose another --output-dir",
+            generations.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let config = plan.config();
+    let (stored, cut) = files::read_generations(&generations, &config)?;
+    if cut > 0 {
+        eprintln!(
+            "mood sweep: the last line of {} was incomplete ({cut} bytes); it is cut off and decoded again",
+            generations.display()
+        );
+    }
+    let todo = plan.pending(&stored);
+    let total = plan.total();
+    eprintln!(
+        "mood sweep: {} weight vectors × {} prompts = {total} generations, {} to decode",
+        grid.len(),
+        prompts.len(),
+        todo.len()
+    );
+    if !todo.is_empty() {
+        let policies: Vec<_> = recipe.policies().cloned().collect();
+        let engine = Engine::load(&policies, load_options(&args.run))?;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&generations)
+            .with_context(|| format!("cannot open {}", generations.display()))?;
+        let before = (total - todo.len()) as u64;
+        let bar = progress_bar(Some(total as u64), "generations");
+        if let Some(bar) = &bar {
+            bar.set_position(before);
+            bar.reset_eta();
+        }
+        let started = Instant::now();
+        let rate = |tokens: usize| tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let tally = sweep::decode(
+            &engine,
+            &plan,
+            &todo,
+            usize::from(args.parallel),
+            session,
+            &mut out,
+            &mut |t| {
+                if let Some(bar) = &bar {
+                    bar.set_position(before + (t.done + t.errors) as u64);
+                    bar.set_message(format!("{:.1} tok/s, {} errors", rate(t.tokens), t.errors));
+                }
+            },
+        );
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let tally = tally?;
+        eprintln!(
+            "mood sweep: decoded {} generations ({} errors) in {:.1} s, {:.1} tok/s",
+            tally.done + tally.errors,
+            tally.errors,
+            started.elapsed().as_secs_f64(),
+            rate(tally.tokens)
+        );
+    }
+    let (stored, _) = files::read_generations(&generations, &config)?;
+    let table = plan.table(&stored);
+    if table.outside > 0 {
+        eprintln!(
+            "mood sweep: {} records of {GENERATIONS} are of weight vectors or prompts outside this sweep; the table leaves them out",
+            table.outside
+        );
+    }
+    let errors: usize = table.rows.iter().map(|r| r.errors).sum();
+    if errors > 0 {
+        eprintln!("mood sweep: {errors} generations failed; their errors are in {GENERATIONS}");
     }
     let names: Vec<String> = recipe.experts.iter().map(|e| e.name.clone()).collect();
-    let labelled = plot::pareto(&rows, &names, &dir.join("pareto"))?;
-    if !labelled {
-        eprintln!("mood sweep: no TrueType font found; pareto.png has no text (pareto.svg does)");
+    write(&dir.join("sweep.csv"), stats::csv(&names, &table.rows).as_bytes())?;
+    let mut jsonl = Vec::new();
+    for r in &table.rows {
+        writeln!(jsonl, "{}", serde_json::to_string(r)?)?;
     }
+    write(&dir.join("sweep.jsonl"), &jsonl)?;
+    let recipe_name = args.policies.recipe.as_ref().map_or_else(
+        || "from flags".to_string(),
+        |p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
+    );
+    let caption = plan.caption(&recipe_name, &table.rows);
+    let figure = plot::Figure { rows: &table.rows, experts: &names, caption: &caption };
+    plot::pareto(&figure, &dir.join("pareto"))?;
+    let (w, h) = plot::size_inches(m);
     eprintln!(
-        "mood sweep: wrote sweep.csv, sweep.jsonl, pareto.png, pareto.svg in {}",
+        "mood sweep: wrote sweep.csv, sweep.jsonl, pareto.png ({w} × {h} in at {} dpi) and pareto.svg in {}",
+        plot::DPI,
         dir.display()
     );
     Ok(())
 }
 
-fn read_prompts(path: &std::path::Path) -> Result<Vec<String>> {
-    use mood::input::{Line, Lines, LINE_LIMIT};
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut prompts = Vec::new();
-    let mut lines = Lines::new(BufReader::new(file), LINE_LIMIT);
-    let mut number = 0;
-    while let Some(line) =
-        lines.next_line().with_context(|| format!("cannot read {}", path.display()))?
-    {
-        number += 1;
-        let text = match line {
-            Line::Text(t) if t.trim().is_empty() => continue,
-            Line::Text(t) => t,
-            Line::NotUtf8(_) => bail!("{} line {number} is not UTF-8 text", path.display()),
-            Line::TooLong => {
-                bail!("{} line {number} is longer than {} MiB", path.display(), LINE_LIMIT >> 20)
-            }
-        };
-        let v: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} line {number}: invalid JSON", path.display()))?;
-        match v.get("prompt").and_then(Value::as_str) {
-            Some(p) if !p.trim().is_empty() => prompts.push(p.to_string()),
-            _ => bail!("{} line {number}: needs a non-empty \"prompt\"", path.display()),
-        }
-    }
-    if prompts.is_empty() {
-        bail!("{} holds no prompts", path.display());
-    }
-    Ok(prompts)
+/// Writes a file whole: to a temporary name first, then renamed, so that a kill leaves
+/// either the old file or the new one.
+fn write(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

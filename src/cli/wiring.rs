@@ -3,11 +3,13 @@
 
 use super::{PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
 use mood::pipeline::settings::{invalid, SettingError, Settings};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Decoding settings from the flags, checked.
@@ -111,6 +113,24 @@ pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
         },
         strategy: args.strategy.parse()?,
     })
+}
+
+/// A progress bar on stderr counting `what` (done/total, a message, ETA) when stderr is a
+/// terminal; nothing in pipes.
+pub fn progress_bar(total: Option<u64>, what: &str) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    // Without a known total (an input that is a stream) it counts up.
+    let bar = match total {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::no_length(),
+    };
+    let template = format!("{{bar:30}} {{pos}}/{{len}} {what}  {{msg}}  ETA {{eta}}");
+    let style =
+        ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
 }
 
 /// The flag a setting is given with on the command line.

@@ -185,3 +185,39 @@ pub fn prefill(session: &mut mood::pipeline::engine::Session, prompts: &[Vec<Lla
 pub fn feed(session: &mut mood::pipeline::engine::Session, token: u32) {
     session.step(&[Some(LlamaToken(token as i32))]).unwrap();
 }
+
+/// Log-likelihoods in a plain llama.cpp context, reused from one call to the next.
+pub struct PlainScorer<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+}
+
+impl<'m> PlainScorer<'m> {
+    pub fn new(model: &'m LlamaModel) -> Self {
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(512))
+            .with_n_threads(2)
+            .with_n_threads_batch(2);
+        let ctx = model.new_context(mood::pipeline::engine::backend().unwrap(), params).unwrap();
+        Self { model, ctx }
+    }
+
+    /// Log-likelihood of the `response` tokens after `prompt`: the cache emptied, prompt
+    /// (with BOS) and response decoded in one batch (as llama.cpp's perplexity tool does),
+    /// the logits of every position that predicts a response token read, the response
+    /// tokens' log-probabilities summed in f64.
+    pub fn log_likelihood(&mut self, prompt: &str, response: &[u32]) -> f64 {
+        let p = self.model.vocab().tokenize(prompt.as_bytes(), true, false);
+        let all: Vec<LlamaToken> =
+            p.iter().copied().chain(response.iter().map(|&t| LlamaToken(t as i32))).collect();
+        self.ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(all.len(), 1);
+        for (i, t) in all.iter().enumerate() {
+            batch.add(*t, i as i32, &[0], i + 1 >= p.len()).unwrap();
+        }
+        self.ctx.decode(&mut batch).unwrap();
+        (p.len() - 1..all.len() - 1)
+            .map(|i| log_softmax64(self.ctx.get_logits_ith(i as i32))[all[i + 1].0 as usize])
+            .sum()
+    }
+}

@@ -1,0 +1,405 @@
+//! Pareto-front figures of a sweep, for print: `pareto.png` (300 dpi) and `pareto.svg` (the
+//! same drawing, text as outlines), drawn by plotters on mood's own backends ([`canvas`],
+//! with the embedded font), with the colour and axis scales of `scales`.
+//!
+//! Conventions: each panel plots one expert's mean implicit reward against another's, a
+//! point per weight vector with ±1 standard-error bars in both directions. Points of the
+//! Pareto set (no other weight vector is at least as good for every expert and better for
+//! one) are filled and outlined; dominated points are rings. The line is the front of the
+//! panel's two experts, through the points no other point of the panel dominates. Colour
+//! is the weight, read on the colour bar: the first expert's weight for two experts, and
+//! for three or more the x-axis expert's share w_x / (w_x + w_y) of the pair's weight
+//! (grey where that is not a share: a negative weight or both zero); then every pair of
+//! experts has a panel, three to a row. A caption line names the model, recipe,
+//! divergence, β, prompts and tokens.
+
+pub mod canvas;
+mod scales;
+mod surfaces;
+
+use crate::apps::sweep::stats::{pareto_set, Row};
+use anyhow::{anyhow, Result};
+use canvas::Canvas;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use scales::{range, tick_format, viridis, Axis, Shade};
+use std::path::{Path, PathBuf};
+use surfaces::{Raster, Svg};
+
+/// Resolution of the PNG.
+pub const DPI: f64 = 300.0;
+/// One panel, the column with the legend and colour bar, and the caption band, in inches.
+pub const PANEL_INCHES: (f64, f64) = (4.25, 3.4);
+pub const SIDE_INCHES: f64 = 1.25;
+pub const CAPTION_INCHES: f64 = 0.35;
+/// Panels in a row of the grid.
+pub const COLUMNS: usize = 3;
+
+/// The pairs of experts with a panel: (0, 1) for two, every pair for more.
+pub fn pairs(experts: usize) -> Vec<(usize, usize)> {
+    (0..experts).flat_map(|a| (a + 1..experts).map(move |b| (a, b))).collect()
+}
+
+/// The figure's size in inches.
+pub fn size_inches(experts: usize) -> (f64, f64) {
+    let n = pairs(experts).len().max(1);
+    let (cols, rows) = (n.min(COLUMNS), n.div_ceil(COLUMNS));
+    (cols as f64 * PANEL_INCHES.0 + SIDE_INCHES, rows as f64 * PANEL_INCHES.1 + CAPTION_INCHES)
+}
+
+/// The figure's size in pixels at [`DPI`] (the SVG's view box is the same).
+pub fn size_pixels(experts: usize) -> (u32, u32) {
+    let (w, h) = size_inches(experts);
+    ((w * DPI).round() as u32, (h * DPI).round() as u32)
+}
+
+/// What a figure shows.
+pub struct Figure<'a> {
+    pub rows: &'a [Row],
+    pub experts: &'a [String],
+    /// The caption's parts, joined with " · " and wrapped to the width.
+    pub caption: &'a [String],
+}
+
+/// Writes `stem.png` and `stem.svg`; returns their paths.
+pub fn pareto(figure: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf)> {
+    let size = size_pixels(figure.experts.len());
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let raster = Raster::new(png.clone(), size, DPI)?;
+    render(Canvas::new(size, raster), figure)
+        .map_err(|e| anyhow!("cannot write {}: {e}", png.display()))?;
+    render(Canvas::new(size, Svg::new(svg.clone(), size, DPI)), figure)
+        .map_err(|e| anyhow!("cannot write {}: {e}", svg.display()))?;
+    Ok((png, svg))
+}
+
+type DrawResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn render<S: canvas::Surface>(canvas: Canvas<S>, figure: &Figure) -> DrawResult<()> {
+    let root = canvas.into_drawing_area();
+    draw(&root, figure)?;
+    root.present()?;
+    Ok(())
+}
+
+/// Points per inch, and pixels per point at the figure's resolution.
+const PX_PER_PT: f64 = DPI / 72.0;
+
+fn pt(x: f64) -> i32 {
+    (x * PX_PER_PT).round() as i32
+}
+
+fn font(size_pt: f64) -> TextStyle<'static> {
+    TextStyle::from(("sans-serif", size_pt * PX_PER_PT).into_font()).color(&INK)
+}
+
+const INK: RGBColor = RGBColor(30, 30, 30);
+const GRID: RGBColor = RGBColor(228, 228, 228);
+const MUTED: RGBColor = RGBColor(80, 80, 80);
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, figure: &Figure) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (w, h) = root.dim_in_pixel();
+    let side = (SIDE_INCHES * DPI).round() as u32;
+    let caption_h = (CAPTION_INCHES * DPI).round() as u32;
+    let (body, caption) = root.split_vertically(h - caption_h);
+    let (panels, side_area) = body.split_horizontally(w - side);
+    let m = figure.experts.len();
+    let shade = Shade::of(figure.rows, m);
+    let pairs = pairs(m);
+    let cols = pairs.len().clamp(1, COLUMNS);
+    let areas = panels.split_evenly((pairs.len().div_ceil(cols).max(1), cols));
+    for (&(a, b), area) in pairs.iter().zip(&areas) {
+        draw_panel(area, figure, a, b, &shade)?;
+    }
+    draw_side(&side_area, figure, &shade, m)?;
+    draw_caption(&caption, figure.caption, w)?;
+    Ok(())
+}
+
+struct Point {
+    x: f64,
+    y: f64,
+    sx: f64,
+    sy: f64,
+    pareto: bool,
+    colour: RGBColor,
+}
+
+/// Marker radii and line widths, in points.
+const MARKER_PT: f64 = 3.6;
+const RING_PT: f64 = 2.9;
+const RING_WIDTH_PT: f64 = 1.2;
+const OUTLINE_PT: f64 = 0.6;
+const BAR_PT: f64 = 0.7;
+const CAP_PT: f64 = 1.8;
+const FRONT_PT: f64 = 1.1;
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    figure: &Figure,
+    a: usize,
+    b: usize,
+    shade: &Shade,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let points: Vec<Point> = figure
+        .rows
+        .iter()
+        .filter_map(|r| {
+            Some(Point {
+                x: r.rewards[a]?,
+                y: r.rewards[b]?,
+                sx: r.rewards_se[a].unwrap_or(0.0),
+                sy: r.rewards_se[b].unwrap_or(0.0),
+                pareto: r.pareto,
+                colour: shade.colour(&r.weights, a, b),
+            })
+        })
+        .collect();
+    let xr = range(points.iter().flat_map(|p| [p.x - p.sx, p.x + p.sx]));
+    let yr = range(points.iter().flat_map(|p| [p.y - p.sy, p.y + p.sy]));
+    let ((xa, xd), (ya, yd)) = (Axis::new(xr, 7), Axis::new(yr, 7));
+    let (xf, yf) = (tick_format(xd), tick_format(yd));
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(pt(10.0))
+        .margin_right(pt(12.0))
+        .margin_left(pt(4.0))
+        .margin_bottom(pt(2.0))
+        .x_label_area_size(pt(30.0))
+        .y_label_area_size(pt(42.0))
+        .build_cartesian_2d(xa, ya)?;
+    chart
+        .configure_mesh()
+        .bold_line_style(GRID.stroke_width(pt(0.5) as u32))
+        .light_line_style(TRANSPARENT)
+        .max_light_lines(0)
+        .axis_style(MUTED.stroke_width(pt(0.6) as u32))
+        .x_label_formatter(&xf)
+        .y_label_formatter(&yf)
+        .label_style(font(8.0))
+        .axis_desc_style(font(9.0))
+        .x_desc(format!("{}: mean implicit reward", figure.experts[a]))
+        .y_desc(format!("{}: mean implicit reward", figure.experts[b]))
+        .set_all_tick_mark_size(pt(3.0))
+        .draw()?;
+    if points.is_empty() {
+        let (w, h) = area.dim_in_pixel();
+        area.draw(&Text::new(
+            "no generation succeeded",
+            (w as i32 / 2, h as i32 / 2),
+            font(9.0).pos(Pos::new(HPos::Center, VPos::Center)),
+        ))?;
+        return Ok(());
+    }
+    // Error bars first, under everything else.
+    let cap = pt(CAP_PT);
+    for p in &points {
+        let style = p.colour.mix(0.75).stroke_width(pt(BAR_PT) as u32);
+        if p.sx > 0.0 {
+            chart.draw_series([PathElement::new(
+                vec![(p.x - p.sx, p.y), (p.x + p.sx, p.y)],
+                style,
+            )])?;
+            for x in [p.x - p.sx, p.x + p.sx] {
+                chart
+                    .draw_series([EmptyElement::at((x, p.y))
+                        + PathElement::new(vec![(0, -cap), (0, cap)], style)])?;
+            }
+        }
+        if p.sy > 0.0 {
+            chart.draw_series([PathElement::new(
+                vec![(p.x, p.y - p.sy), (p.x, p.y + p.sy)],
+                style,
+            )])?;
+            for y in [p.y - p.sy, p.y + p.sy] {
+                chart
+                    .draw_series([EmptyElement::at((p.x, y))
+                        + PathElement::new(vec![(-cap, 0), (cap, 0)], style)])?;
+            }
+        }
+    }
+    // The front of this pair: its non-dominated points, left to right.
+    let on_front = pareto_set(&points.iter().map(|p| vec![p.x, p.y]).collect::<Vec<_>>());
+    let mut front: Vec<(f64, f64)> =
+        points.iter().zip(&on_front).filter(|(_, &f)| f).map(|(p, _)| (p.x, p.y)).collect();
+    front.sort_by(|p, q| p.0.total_cmp(&q.0).then(q.1.total_cmp(&p.1)));
+    if front.len() > 1 {
+        chart.draw_series(LineSeries::new(front, INK.stroke_width(pt(FRONT_PT) as u32)))?;
+    }
+    for p in points.iter().filter(|p| !p.pareto) {
+        chart.draw_series([Circle::new(
+            (p.x, p.y),
+            pt(RING_PT),
+            p.colour.stroke_width(pt(RING_WIDTH_PT) as u32),
+        )])?;
+    }
+    for p in points.iter().filter(|p| p.pareto) {
+        chart.draw_series([
+            Circle::new((p.x, p.y), pt(MARKER_PT), p.colour.filled()),
+            Circle::new((p.x, p.y), pt(MARKER_PT), INK.stroke_width(pt(OUTLINE_PT) as u32)),
+        ])?;
+    }
+    Ok(())
+}
+
+/// The legend (what the marks mean) above the colour bar.
+fn draw_side<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    figure: &Figure,
+    shade: &Shade,
+    experts: usize,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let (w, h) = area.dim_in_pixel();
+    let sample = viridis(0.5);
+    let (x, text_x, row) = (pt(10.0), pt(22.0), pt(13.0));
+    let top = pt(18.0);
+    let front = if experts > 2 { "front of the pair" } else { "front" };
+    let labels = ["Pareto set", "dominated", front, "±1 std. error"];
+    let label_style = font(8.0).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, label) in labels.iter().enumerate() {
+        let y = top + i as i32 * row;
+        match i {
+            0 => {
+                area.draw(&Circle::new((x, y), pt(MARKER_PT), sample.filled()))?;
+                area.draw(&Circle::new(
+                    (x, y),
+                    pt(MARKER_PT),
+                    INK.stroke_width(pt(OUTLINE_PT) as u32),
+                ))?;
+            }
+            1 => area.draw(&Circle::new(
+                (x, y),
+                pt(RING_PT),
+                sample.stroke_width(pt(RING_WIDTH_PT) as u32),
+            ))?,
+            2 => area.draw(&PathElement::new(
+                vec![(x - pt(7.0), y), (x + pt(7.0), y)],
+                INK.stroke_width(pt(FRONT_PT) as u32),
+            ))?,
+            _ => {
+                let style = sample.mix(0.75).stroke_width(pt(BAR_PT) as u32);
+                area.draw(&PathElement::new(vec![(x - pt(6.0), y), (x + pt(6.0), y)], style))?;
+                for dx in [-pt(6.0), pt(6.0)] {
+                    area.draw(&PathElement::new(
+                        vec![(x + dx, y - pt(CAP_PT)), (x + dx, y + pt(CAP_PT))],
+                        style,
+                    ))?;
+                }
+            }
+        }
+        area.draw(&Text::new(label.to_string(), (text_x, y), label_style.clone()))?;
+    }
+    // The colour bar, below the legend.
+    let bar_top = top + labels.len() as i32 * row + pt(12.0);
+    let bar = area.margin(bar_top as u32, pt(34.0) as u32, pt(8.0) as u32, 0);
+    if bar_top as u32 + pt(60.0) as u32 > h || w < pt(40.0) as u32 {
+        return Ok(());
+    }
+    let (lo, hi) = shade.range();
+    let (axis, yd) = Axis::new(lo..hi, 6);
+    let yf = tick_format(yd);
+    let mut chart = ChartBuilder::on(&bar)
+        .set_label_area_size(LabelAreaPosition::Right, pt(50.0))
+        .build_cartesian_2d(0.0..1.0, axis)?;
+    // Each step of the scale is a band from the bottom of the bar to its own top, drawn top
+    // band first: every band lies on an opaque one, so no seam shows between bands when a
+    // viewer smooths their edges.
+    let steps = 256;
+    chart.draw_series((0..steps).rev().map(|i| {
+        let (t0, t1) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
+        Rectangle::new([(0.0, lo), (1.0, lo + t1 * (hi - lo))], viridis((t0 + t1) / 2.0).filled())
+    }))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .disable_x_axis()
+        .axis_style(MUTED.stroke_width(pt(0.6) as u32))
+        .y_label_formatter(&yf)
+        .label_style(font(8.0))
+        .axis_desc_style(font(8.5))
+        .y_desc(shade.label(figure.experts))
+        .set_all_tick_mark_size(pt(3.0))
+        .draw()?;
+    Ok(())
+}
+
+/// The caption parts joined with " · ", wrapped to `width` pixels (two lines at most; the
+/// second takes what is left).
+fn caption_lines(parts: &[String], width: f64, size_pt: f64) -> Vec<String> {
+    let em = (size_pt * PX_PER_PT) as f32;
+    let mut lines: Vec<String> = Vec::new();
+    for part in parts {
+        let full = lines.len() == 2;
+        match lines.last_mut() {
+            Some(line)
+                if full
+                    || f64::from(canvas::layout(&format!("{line} · {part}"), em).width)
+                        <= width =>
+            {
+                line.push_str(" · ");
+                line.push_str(part);
+            }
+            _ => lines.push(part.clone()),
+        }
+    }
+    lines
+}
+
+fn draw_caption<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    parts: &[String],
+    width: u32,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let size = 7.0;
+    let left = pt(10.0);
+    let lines = caption_lines(parts, f64::from(width) - 2.0 * f64::from(left), size);
+    let style = font(size).color(&MUTED).pos(Pos::new(HPos::Left, VPos::Top));
+    for (i, line) in lines.iter().enumerate() {
+        area.draw(&Text::new(
+            line.clone(),
+            (left, pt(3.0) + i as i32 * pt(size * 1.3)),
+            style.clone(),
+        ))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_as_documented() {
+        assert_eq!(size_inches(2), (5.5, 3.75));
+        assert_eq!(size_pixels(2), (1650, 1125));
+        assert_eq!(size_pixels(3), (4200, 1125), "three pairs in a row");
+        assert_eq!(size_pixels(4), (4200, 2145), "six pairs in two rows");
+        assert_eq!(pairs(3), vec![(0, 1), (0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn captions_wrap_at_separators() {
+        let parts: Vec<String> =
+            ["model m.gguf", "recipe demo.toml", "reverse-kl", "β = 1"].map(String::from).into();
+        let one = caption_lines(&parts, 1e6, 7.0);
+        assert_eq!(one, vec!["model m.gguf · recipe demo.toml · reverse-kl · β = 1".to_string()]);
+        let narrow = caption_lines(&parts, 10.0, 7.0);
+        assert_eq!(narrow.len(), 2, "two lines at most: {narrow:?}");
+        assert_eq!(narrow[0], "model m.gguf");
+    }
+}
