@@ -5,7 +5,9 @@ tiny-a.gguf and tiny-b.gguf are two 1-layer llama-architecture models with rando
 and a 300-token SentencePiece-style vocabulary (3 control tokens, 256 byte tokens, 41 words).
 They are identical except for the text of one word token, TOKEN_DIFF, so that combining them
 must fail the vocabulary check with a message naming that token. Against the default model
-they differ in vocabulary size. Usage: models/make-fixtures.py [OUT_DIR]
+they differ in vocabulary size. tiny-c.gguf is tiny-a.gguf declaring a final logit
+soft-capping (its logits are then not linear in the hidden state, which output mixing must
+notice). Usage: models/make-fixtures.py [OUT_DIR]
 """
 
 import os
@@ -28,6 +30,7 @@ WORDS = [
 
 def vocabulary(variant):
     words = list(WORDS)
+    variant = "a" if variant == "c" else variant
     if variant == "b":
         words[TOKEN_DIFF - 259] = "▁different"
     return spm_vocabulary(words)
@@ -48,6 +51,9 @@ def write(path, variant):
         n_head=N_HEAD,
         file_type=gguf.LlamaFileType.ALL_F32,
     )
+
+    if variant == "c":
+        w.add_float32("llama.final_logit_softcapping", 30.0)
 
     def t(name, *shape):
         w.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))
@@ -71,7 +77,7 @@ def write(path, variant):
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "fixtures")
     os.makedirs(out, exist_ok=True)
-    for variant in ("a", "b"):
+    for variant in ("a", "b", "c"):
         path = os.path.join(out, f"tiny-{variant}.gguf")
         write(path, variant)
         print(f"make-fixtures: wrote {path}")

@@ -228,7 +228,7 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
             .iter()
             .map(|&m| Some(engine.tokenize(m, &format!("{}{prompt}", policies[m].prefix))))
             .collect();
-        session.prefill_lane(0, &tokens, false).unwrap();
+        session.prefill_lane(0, &tokens, false, None).unwrap();
         let mut combined = vec![0f32; engine.n_common_vocab()];
         for (step, t) in tokens_of(rec).into_iter().enumerate() {
             let inputs: Vec<&[f32]> = (0..members.len()).map(|k| session.logits_in(k, 0)).collect();

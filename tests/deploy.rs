@@ -41,7 +41,7 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
         let mut s = engine
             .open_session(&[0, 1, 2, 3], 1, SessionOptions { threads: 2, ctx_size: 128, strategy })
             .unwrap();
-        s.prefill_lane(0, &prompts, false).unwrap();
+        s.prefill_lane(0, &prompts, false, None).unwrap();
         s
     };
     let s = open(Strategy::Threads);
@@ -55,7 +55,7 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
     let plain = Engine::load(&policies[..1], Default::default()).unwrap();
     let options = SessionOptions { threads: 1, ctx_size: 128, strategy: Strategy::Threads };
     let mut p = plain.open_session(&[0], 1, options).unwrap();
-    p.prefill_lane(0, &[Some(prompt)], false).unwrap();
+    p.prefill_lane(0, &[Some(prompt)], false, None).unwrap();
     assert!(max_diff(p.logits_in(0, 0), s.logits_in(0, 0)) < 1e-3);
     // Batched: one context per (model, adapter, scale): {base}, {adapted, adapted2}, {scale0}.
     let b = open(Strategy::Batched);

@@ -116,8 +116,18 @@ struct Tally {
 fn sixty_four_clients_mixing_good_bad_slow_and_vanishing_requests() {
     let prompts = clear_prompts();
     assert!(prompts.len() >= 3, "too few tie-free prompts: {prompts:?}");
-    let server =
-        start(&["-c", "256", "--parallel", "4", "--max-queue", "128", "--read-timeout", "5"]);
+    let server = start(&[
+        "-c",
+        "256",
+        "--parallel",
+        "4",
+        "--max-queue",
+        "128",
+        "--read-timeout",
+        "5",
+        "--strategy",
+        "mixed",
+    ]);
     let addr = server.addr.clone();
     // The answers each prompt gets alone.
     let alone = |p: &str| {

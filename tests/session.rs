@@ -47,9 +47,12 @@ fn a_lane_copies_the_prefix_another_lane_holds() {
     assert!(shared >= 16, "the prompts share their prefix ({shared} tokens)");
 
     let mut session = lanes(&engine, 2, 512);
-    session.prefill_lane(0, &[Some(first.clone())], false).unwrap();
+    // Lane 1 held something else before: the copy replaces it, it does not add to it.
+    let other = engine.tokenize(0, "Tomorrow we will sail to the islands and fish");
+    session.prefill_lane(1, &[Some(other)], false, None).unwrap();
+    session.prefill_lane(0, &[Some(first.clone())], false, None).unwrap();
     let before = session.logits_in(0, 0).to_vec();
-    let reused = session.prefill_lane(1, &[Some(second.clone())], true).unwrap();
+    let reused = session.prefill_lane(1, &[Some(second.clone())], true, None).unwrap();
     assert_eq!(reused, shared, "lane 1 takes the whole shared prefix from lane 0");
 
     // Lane 1 holds exactly the second prompt over lane 0's prefix: its logits are those of
@@ -81,11 +84,11 @@ fn a_start_the_sliding_window_forgot_is_decoded_again() {
 
     for lane in [0, 1] {
         let mut session = lanes(&engine, 2, 1200);
-        session.prefill_lane(0, &[Some(long.clone())], false).unwrap();
-        let reused = session.prefill_lane(lane, &[Some(next.clone())], true).unwrap();
+        session.prefill_lane(0, &[Some(long.clone())], false, None).unwrap();
+        let reused = session.prefill_lane(lane, &[Some(next.clone())], true, None).unwrap();
         assert_eq!(reused, 0, "lane {lane}: the {shared}-token start is gone from the window");
         let mut fresh = lanes(&engine, 2, 1200);
-        fresh.prefill_lane(lane, &[Some(next.clone())], false).unwrap();
+        fresh.prefill_lane(lane, &[Some(next.clone())], false, None).unwrap();
         let d = max_diff(session.logits_in(0, lane), fresh.logits_in(0, lane));
         assert!(d < 1e-4, "lane {lane}: {d}");
     }

@@ -43,6 +43,19 @@ pub struct ModRun {
     pub forward_ms: f64,
     pub combine_ms: f64,
     pub sample_ms: f64,
+    /// Whether the output layer ran once per step (mixed), and if not, why not.
+    pub mixed: bool,
+    pub unmixed_because: Option<&'static str>,
+}
+
+/// What `auto` runs for the recipe on this machine, and the step times it chose from.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoChoice {
+    pub strategy: &'static str,
+    /// Median milliseconds per step of each candidate, as measured when the choice was made.
+    pub step_ms: Vec<(&'static str, f64)>,
+    /// Whether the choice came from the cache file (measured on an earlier run).
+    pub cached: bool,
 }
 
 /// Peak resident memory with `policies` prompted experts on one model file.
@@ -62,6 +75,7 @@ pub struct Report {
     pub rounds: usize,
     pub single: Vec<SingleRun>,
     pub r#mod: Vec<ModRun>,
+    pub auto: AutoChoice,
     pub memory: Vec<MemoryRun>,
 }
 
@@ -161,9 +175,13 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
                 forward_ms: per_token(&|g| g.timings.forward_ms),
                 combine_ms: per_token(&|g| g.timings.combine_ms),
                 sample_ms: per_token(&|g| g.timings.sample_ms),
+                mixed: runs[0].timings.mixed,
+                unmixed_because: runs[0].timings.unmixed_because,
             }
         })
         .collect();
+    let auto = auto_choice(plan.recipe, plan)?;
+    progress(&format!("auto runs {} here", auto.strategy));
     Ok(Report {
         prompt: plan.prompt.to_string(),
         max_tokens: plan.settings.max_tokens,
@@ -171,6 +189,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         rounds: plan.rounds.max(1),
         single,
         r#mod,
+        auto,
         memory: Vec::new(),
     })
 }
@@ -198,6 +217,20 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
     };
     generate(&recipe, plan, Strategy::Auto)?;
     Ok(peak_rss_mb())
+}
+
+/// What `auto` chooses for the recipe (measured now, or taken from the cache).
+fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
+    let policies: Vec<Policy> = recipe.policies().cloned().collect();
+    let engine = Engine::load(&policies, plan.load)?;
+    let options = SessionOptions { strategy: Strategy::Auto, ..plan.session };
+    let options = SessionOptions { ctx_size: engine.context_size(options.ctx_size), ..options };
+    let m = engine.auto_strategy(&recipe.members()?, 1, options)?;
+    Ok(AutoChoice {
+        strategy: m.strategy.name(),
+        step_ms: m.step_ms.iter().map(|(s, ms)| (s.name(), *ms)).collect(),
+        cached: m.cached,
+    })
 }
 
 fn alone_recipe(file: &std::path::Path) -> Recipe {

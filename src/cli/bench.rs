@@ -147,6 +147,27 @@ pub fn run(args: BenchArgs) -> Result<()> {
          that model alone on one policy's thread share (÷ passes per thread where policies \
          outnumber threads). Times are per generated token."
     )?;
+    for m in report.r#mod.iter().filter(|m| m.strategy == "mixed" && !m.mixed) {
+        writeln!(
+            out,
+            "mixed: the output layer ran per policy: {}",
+            m.unmixed_because.unwrap_or("?")
+        )?;
+    }
+    let a = &report.auto;
+    let measured: Vec<String> =
+        a.step_ms.iter().map(|(s, ms)| format!("{s} {ms:.2} ms/step")).collect();
+    writeln!(
+        out,
+        "auto runs {} here ({}{})",
+        a.strategy,
+        if a.cached { "remembered; measured " } else { "measured " },
+        if measured.is_empty() {
+            "nothing: one candidate".to_string()
+        } else {
+            measured.join(", ")
+        }
+    )?;
     if !report.memory.is_empty() {
         writeln!(out, "\n{:<18} {:>12} {:>8}", "prompted experts", "peak RSS MB", "ratio")?;
         for m in &report.memory {

@@ -373,8 +373,10 @@ pub struct RunArgs {
     pub main_gpu: i32,
 
     /// How policies share llama.cpp contexts: threads (a context per policy, decoded
-    /// concurrently), batched (a context per model file, its policies one batch per step), or
-    /// auto (the faster on this hardware: threads on a CPU, batched with GPU offload).
+    /// concurrently), batched (a context per model file, its policies one batch per step),
+    /// mixed (batched, and the output layer once per step on the weighted sum of the
+    /// policies' hidden states where reverse KL allows it), or auto (the fastest here:
+    /// measured on first use and remembered; MOOD_STRATEGY_REMEASURE=1 measures again).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub strategy: String,
 }
@@ -438,8 +440,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub rounds: usize,
 
-    /// Strategies to measure MOD with (comma-separated).
-    #[arg(long, default_value = "threads,batched", value_name = "LIST")]
+    /// Strategies to measure MOD with (comma-separated); the report also says which one
+    /// `auto` runs on this machine.
+    #[arg(long, default_value = "threads,batched,mixed", value_name = "LIST")]
     pub strategies: String,
 
     /// Numbers of prompted experts to measure peak memory with (comma-separated; empty to

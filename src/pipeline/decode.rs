@@ -12,7 +12,8 @@
 //! drivers: they build [`Request`]s and react to events.
 
 use super::combine::Combiner;
-use super::engine::{Engine, Session, SessionOptions};
+use super::divergence::Divergence;
+use super::engine::{Engine, LaneFill, Session, SessionOptions};
 use super::recipe::Recipe;
 use super::sample::{fresh_seed, Sampler};
 use super::settings::{invalid, Settings};
@@ -55,6 +56,10 @@ pub struct Timings {
     pub contexts: usize,
     /// The policies this generation ran (the reference only where the weights need it).
     pub policies: usize,
+    /// Whether the output layer ran once per step on the weighted sum of the policies' hidden
+    /// states (`mixed` strategy) rather than once per policy; and if not, why not.
+    pub mixed: bool,
+    pub unmixed_because: Option<&'static str>,
 }
 
 /// The result of one generation.
@@ -227,7 +232,9 @@ impl<'e> Decoder<'e> {
             let (tag, stream) = (active.tag, &mut active.stream);
             let room = session.has_room_in(lane);
             let logits = |k: usize| session.logits_in(k, lane);
-            let finish = match stream.advance(&active.slots, logits, &mut self.combined[lane]) {
+            let mixed = session.mixed_logits(lane);
+            let combined = &mut self.combined[lane];
+            let finish = match stream.advance(&active.slots, logits, mixed, combined) {
                 Err(e) => {
                     self.lanes[lane] = None;
                     sink(tag, Event::Failed(e))?;
@@ -285,6 +292,9 @@ impl<'e> Decoder<'e> {
     /// that needs a policy the session lacks waits until every lane is free; the session is
     /// then reopened with every policy the waiting requests need.
     fn fill_lanes(&mut self, sink: &mut Sink<'_>) -> Result<()> {
+        // The lanes to fill now, their prompts decoded together below.
+        let mut fills: Vec<LaneFill> = Vec::new();
+        let mut starting: Vec<(u64, Stream<'e>)> = Vec::new();
         for lane in 0..self.lanes.len() {
             if self.lanes[lane].is_some() {
                 continue;
@@ -295,7 +305,7 @@ impl<'e> Decoder<'e> {
                 .as_ref()
                 .is_some_and(|r| next.members.iter().all(|m| r.members.contains(m)));
             if !fits {
-                if self.active() > 0 {
+                if self.active() > 0 || !fills.is_empty() {
                     break;
                 }
                 if let Err(e) = self.reopen() {
@@ -305,27 +315,49 @@ impl<'e> Decoder<'e> {
                 }
             }
             let (tag, mut stream) = self.queue.pop_front().expect("a queued request");
-            let Some(running) = &mut self.running else { continue };
+            let Some(running) = &self.running else { continue };
             let prompts: Vec<Option<Vec<LlamaToken>>> = running
                 .members
                 .iter()
                 .map(|m| stream.members.contains(m).then(|| stream.prompts[*m].clone()))
                 .collect();
-            let started = Instant::now();
-            match running.session.prefill_lane(lane, &prompts, stream.reuse_cache) {
-                Ok(cached) => stream.cached = cached,
-                Err(e) => {
-                    sink(tag, Event::Failed(e))?;
-                    continue;
+            // One output product per lane where the request and the session allow it.
+            stream.unmixed_because = stream.mix_reason.or_else(|| {
+                running.session.can_mix(&slots_of(&running.members, &stream.members)).err()
+            });
+            let mix = stream.unmixed_because.is_none().then(|| {
+                let mut coeffs = vec![0f32; running.members.len()];
+                for (&m, c) in stream.members.iter().zip(stream.combiner.coefficients()) {
+                    if let Some(k) = running.members.iter().position(|x| *x == m) {
+                        coeffs[k] = c as f32;
+                    }
                 }
+                coeffs
+            });
+            fills.push(LaneFill { lane, prompts, reuse: stream.reuse_cache, mix });
+            starting.push((tag, stream));
+        }
+        let Some(running) = &mut self.running else { return Ok(()) };
+        if fills.is_empty() {
+            return Ok(());
+        }
+        let lanes: Vec<usize> = fills.iter().map(|f| f.lane).collect();
+        let started = Instant::now();
+        let cached = match running.session.prefill_lanes(fills) {
+            Ok(cached) => cached,
+            Err(e) => {
+                for (tag, _) in starting {
+                    sink(tag, Event::Failed(anyhow!("{e:#}")))?;
+                }
+                return Ok(());
             }
-            stream.prompt_ms = started.elapsed().as_secs_f64() * 1e3;
+        };
+        let prompt_ms = started.elapsed().as_secs_f64() * 1e3;
+        for ((lane, (tag, mut stream)), cached) in lanes.into_iter().zip(starting).zip(cached) {
+            stream.cached = cached;
+            stream.prompt_ms = prompt_ms;
             stream.started = Instant::now();
-            let slots = stream
-                .members
-                .iter()
-                .map(|m| running.members.iter().position(|x| x == m).unwrap_or(0))
-                .collect();
+            let slots = slots_of(&running.members, &stream.members);
             let n = self.engine.n_common_vocab();
             self.combined[lane].resize(n, 0.0);
             self.lanes[lane] = Some(Lane { tag, stream, slots });
@@ -375,6 +407,23 @@ pub fn generate(
     outcome.unwrap_or_else(|| Err(anyhow!("the generation produced no result")))
 }
 
+/// Why a request needs each policy's own logits, so that the policies cannot share one output
+/// product: `None` when the weighted sum of logits is all it needs.
+fn mix_reason(recipe: &Recipe, settings: &Settings) -> Option<&'static str> {
+    if recipe.divergence != Divergence::ReverseKl {
+        return Some("the divergence is not reverse-kl (it needs each policy's distribution)");
+    }
+    if settings.sampling.temperature != 0.0 && settings.plausibility > 0.0 {
+        return Some("sampling with a plausibility set needs each policy's distribution");
+    }
+    None
+}
+
+/// Where each of `members` sits among the session's members.
+fn slots_of(session: &[usize], members: &[usize]) -> Vec<usize> {
+    members.iter().map(|m| session.iter().position(|x| x == m).unwrap_or(0)).collect()
+}
+
 /// Decodes `requests` with up to `lanes` at once (each with its own recipe and settings) on
 /// a session of their own; `done(index, outcome)` receives each outcome as soon as it is
 /// known, in finishing order. A bad request reports its error and the others go on; an
@@ -421,6 +470,12 @@ struct Stream<'e> {
     piece: Vec<u8>,
     finish: Option<FinishReason>,
     cached: usize,
+    /// Why the request cannot share one output product per lane (its own reasons), and why
+    /// it did not (its own or the session's); `None`: it did.
+    mix_reason: Option<&'static str>,
+    unmixed_because: Option<&'static str>,
+    /// Steps whose logits came mixed from the session.
+    mixed_steps: usize,
     prompt_ms: f64,
     started: Instant,
     forward: f64,
@@ -452,6 +507,7 @@ impl<'e> Stream<'e> {
             }
         }
         let seed = settings.sampling.seed.unwrap_or_else(fresh_seed);
+        let mix_reason = mix_reason(&recipe, &settings);
         Ok(Self {
             engine,
             combiner,
@@ -467,6 +523,9 @@ impl<'e> Stream<'e> {
             piece: Vec::new(),
             finish: None,
             cached: 0,
+            mix_reason,
+            unmixed_because: mix_reason,
+            mixed_steps: 0,
             prompt_ms: 0.0,
             started: Instant::now(),
             forward: 0.0,
@@ -476,29 +535,37 @@ impl<'e> Stream<'e> {
     }
 
     /// Picks the next token from the current logits: `slots[k]` is where term `k`'s policy
-    /// sits in the session, `logits(slot)` its latest logits. `None` for an
-    /// end-of-generation token; another token is recorded in the history here, its text is
-    /// pushed by the caller.
+    /// sits in the session, `logits(slot)` its latest logits; `mixed`, when the session
+    /// already combined them (one output product for the lane), replaces the combiner.
+    /// `None` for an end-of-generation token; another token is recorded in the history here,
+    /// its text is pushed by the caller.
     fn advance<'s>(
         &mut self,
         slots: &[usize],
         logits: impl Fn(usize) -> &'s [f32],
+        mixed: Option<&[f32]>,
         combined: &mut [f32],
     ) -> Result<Option<u32>> {
         let t0 = Instant::now();
-        // The policies' logits, gathered without a heap allocation for up to 8 policies.
-        let mut few: [&[f32]; 8] = [&[]; 8];
-        let many: Vec<&[f32]>;
-        let inputs: &[&[f32]] = if slots.len() <= few.len() {
-            for (slot, &k) in few.iter_mut().zip(slots) {
-                *slot = logits(k);
-            }
-            &few[..slots.len()]
+        if let Some(mixed) = mixed {
+            let n = combined.len();
+            combined.copy_from_slice(&mixed[..n]);
+            self.mixed_steps += 1;
         } else {
-            many = slots.iter().map(|&k| logits(k)).collect();
-            &many
-        };
-        self.combiner.combine(inputs, self.greedy, combined);
+            // The policies' logits, gathered without a heap allocation for up to 8 policies.
+            let mut few: [&[f32]; 8] = [&[]; 8];
+            let many: Vec<&[f32]>;
+            let inputs: &[&[f32]] = if slots.len() <= few.len() {
+                for (slot, &k) in few.iter_mut().zip(slots) {
+                    *slot = logits(k);
+                }
+                &few[..slots.len()]
+            } else {
+                many = slots.iter().map(|&k| logits(k)).collect();
+                &many
+            };
+            self.combiner.combine(inputs, self.greedy, combined);
+        }
         let t1 = Instant::now();
         let token = self.sampler.sample(combined, &self.tokens);
         self.combining += (t1 - t0).as_secs_f64();
@@ -548,6 +615,8 @@ impl<'e> Stream<'e> {
                 strategy,
                 contexts,
                 policies: self.members.len(),
+                mixed: self.mixed_steps > 0,
+                unmixed_because: self.unmixed_because,
             },
             tokens: self.tokens,
         }

@@ -56,10 +56,16 @@ pub fn mood(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mood")).args(args).output().expect("run mood")
 }
 
-/// `mood generate --recipe models/demo.toml ARGS… --json`, parsed.
+/// `mood generate --recipe models/demo.toml ARGS… --json`, parsed. Unless ARGS choose a
+/// strategy, each policy decodes in a context of its own (`--strategy threads`), as the
+/// independent llama.cpp loops the tests compare with do: batching several sequences moves
+/// llama.cpp's numbers a little.
 pub fn generate_demo(args: &[&str]) -> serde_json::Value {
     let demo = demo_recipe();
     let mut all = vec!["generate", "-r", demo.to_str().unwrap()];
+    if !args.contains(&"--strategy") {
+        all.extend(["--strategy", "threads"]);
+    }
     all.extend_from_slice(args);
     all.push("--json");
     mood_json(&all)
@@ -178,7 +184,7 @@ pub fn one_lane(
 /// Decodes each member's prompt afresh in lane 0.
 pub fn prefill(session: &mut mood::pipeline::engine::Session, prompts: &[Vec<LlamaToken>]) {
     let prompts: Vec<_> = prompts.iter().cloned().map(Some).collect();
-    session.prefill_lane(0, &prompts, false).unwrap();
+    session.prefill_lane(0, &prompts, false, None).unwrap();
 }
 
 /// Feeds one token to every member of lane 0.

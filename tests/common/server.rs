@@ -56,7 +56,9 @@ pub fn serve(recipe: &Path, args: &[&str]) -> Server {
     serve_env(recipe, args, &[])
 }
 
-/// The demo recipe served with the API key [`KEY`] (and `-c 1024` unless `extra` sets `-c`).
+/// The demo recipe served with the API key [`KEY`] (and `-c 1024` unless `extra` sets `-c`,
+/// `--strategy threads` unless it sets one, as [`super::generate_demo`] does, so that the two
+/// give the same numbers).
 pub fn start(extra: &[&str]) -> Server {
     start_env(extra, &[])
 }
@@ -66,6 +68,9 @@ pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut args = vec!["--api-key", KEY];
     if !extra.contains(&"-c") {
         args.extend(["-c", "1024"]);
+    }
+    if !extra.contains(&"--strategy") {
+        args.extend(["--strategy", "threads"]);
     }
     args.extend_from_slice(extra);
     serve_env(&demo_recipe(), &args, env)

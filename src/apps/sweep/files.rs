@@ -294,6 +294,8 @@ mod tests {
             strategy: "threads",
             contexts: 2,
             policies: 2,
+            mixed: false,
+            unmixed_because: None,
         };
         Generation {
             text: "text".into(),

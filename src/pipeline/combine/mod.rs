@@ -98,6 +98,11 @@ impl Combiner {
         &self.terms
     }
 
+    /// Each term's coefficient on its raw logits, in order (reverse KL's linear form).
+    pub fn coefficients(&self) -> impl Iterator<Item = f64> + '_ {
+        self.terms.iter().map(|(_, c)| *c)
+    }
+
     /// Writes MOD scores for the vocabulary `0..out.len()` from `logits` (one slice per
     /// term, each at least `out.len()` long). `greedy` selects eq. 6 at Z = 0 instead of the
     /// normalised distribution.

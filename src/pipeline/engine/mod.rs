@@ -7,10 +7,14 @@
 pub mod chat;
 pub mod info;
 mod session;
+mod strategy;
+mod tuning;
 pub mod vocab;
 mod worker;
 
-pub use session::{Session, SessionOptions, Strategy, MIN_CTX};
+pub use session::{LaneFill, Session, MIN_CTX};
+pub use strategy::{cache_path, SessionOptions, Strategy};
+pub use tuning::Measurement;
 
 /// The context per policy when none is asked for (or the models' trained context, if less).
 pub const DEFAULT_CTX: u32 = 4096;
@@ -26,6 +30,18 @@ fn kv_bytes_per_token(model: &LlamaModel) -> f64 {
     let head = f64::from(model.n_embd().max(1)) / f64::from(model.n_head().max(1));
     let (k, v) = (meta("key_length").unwrap_or(head), meta("value_length").unwrap_or(head));
     f64::from(model.n_layer()) * f64::from(model.n_head_kv().max(1)) * (k + v) * 2.0
+}
+
+/// Why a model's logits are not a linear function of its final hidden state — then a
+/// weighted sum of hidden states does not give the weighted sum of logits — or `None`.
+fn not_linear(model: &LlamaModel) -> Option<&'static str> {
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    let softcap = model
+        .meta_val_str(&format!("{arch}.final_logit_softcapping"))
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (softcap != 0.0).then_some("the model soft-caps its logits (not linear in the hidden state)")
 }
 
 /// Memory the system can give without swapping (Linux `MemAvailable`); `None` elsewhere.
@@ -332,17 +348,7 @@ impl Engine {
         lanes: usize,
         options: SessionOptions,
     ) -> Result<Session> {
-        let specs = members
-            .iter()
-            .map(|&p| MemberSpec {
-                model: Arc::clone(&self.models[self.policy_model[p]].model),
-                lora: self.policy_adapter[p]
-                    .map(|(a, scale)| (Arc::clone(&self.adapters[a].adapter), scale)),
-            })
-            .collect();
-        let strategy = options.strategy.resolve(self.offloads());
-        let options =
-            SessionOptions { strategy, ctx_size: self.context_size(options.ctx_size), ..options };
+        let options = SessionOptions { ctx_size: self.context_size(options.ctx_size), ..options };
         if options.ctx_size < MIN_CTX {
             return Err(invalid(
                 "ctx_size",
@@ -350,6 +356,29 @@ impl Engine {
             ));
         }
         self.check_session(members, lanes, &options)?;
+        let strategy = match options.strategy {
+            Strategy::Auto => self.auto_strategy(members, lanes, options)?.strategy,
+            s => s,
+        };
+        self.start_session(members, lanes, SessionOptions { strategy, ..options })
+    }
+
+    /// Starts a session with a concrete strategy (checked by the caller).
+    fn start_session(
+        &self,
+        members: &[usize],
+        lanes: usize,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let specs = members
+            .iter()
+            .map(|&p| MemberSpec {
+                model: Arc::clone(&self.models[self.policy_model[p]].model),
+                lora: self.policy_adapter[p]
+                    .map(|(a, scale)| (Arc::clone(&self.adapters[a].adapter), scale)),
+                not_linear: not_linear(self.model(p)),
+            })
+            .collect();
         Session::start(specs, options, lanes)
     }
 

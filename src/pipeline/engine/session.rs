@@ -10,6 +10,7 @@
 //! decode concurrently and hand back each policy's logits in buffers that travel back and
 //! forth, so nothing is allocated per step.
 
+use super::strategy::{SessionOptions, Strategy};
 use super::worker::{self, Job, Lora};
 use crate::pipeline::settings::invalid;
 use anyhow::{anyhow, bail, Result};
@@ -22,68 +23,13 @@ use std::thread::JoinHandle;
 /// The smallest context a policy may have.
 pub const MIN_CTX: u32 = 8;
 
-/// How policies are laid out over llama.cpp contexts.
-///
-/// Measured on a 2-core CPU with the default model (`mood bench`): one context per policy
-/// on its own thread beats one batched context at 2, 3 and 4 policies (the 262k-token output
-/// layer makes a multi-token batch cost nearly as much per token as separate passes), so
-/// `Auto` picks `Threads` on the CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// The better one for the hardware: `threads` on the CPU, `batched` with GPU offload.
-    Auto,
-    /// One context per policy; contexts decode concurrently on worker threads.
-    Threads,
-    /// One context per model file, one sequence per policy, one batch per step.
-    Batched,
-}
-
-impl Strategy {
-    /// The strategy `Auto` stands for, with or without GPU offload.
-    pub fn resolve(self, offload: bool) -> Strategy {
-        match self {
-            Strategy::Auto if offload => Strategy::Batched,
-            Strategy::Auto => Strategy::Threads,
-            s => s,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Auto => "auto",
-            Strategy::Threads => "threads",
-            Strategy::Batched => "batched",
-        }
-    }
-}
-
-impl std::str::FromStr for Strategy {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Strategy::Auto),
-            "threads" => Ok(Strategy::Threads),
-            "batched" => Ok(Strategy::Batched),
-            _ => bail!("unknown strategy '{s}'; available: auto, threads, batched"),
-        }
-    }
-}
-
-/// How a session runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionOptions {
-    /// Total llama.cpp threads across all policies.
-    pub threads: usize,
-    /// Context length of each policy (prompt + generated tokens); 0 = the engine's default
-    /// (see [`super::Engine::context_size`]).
-    pub ctx_size: u32,
-    pub strategy: Strategy,
-}
-
 /// One session member: the model it runs on and its LoRA adapter with the scale.
 pub(super) struct MemberSpec {
     pub model: Arc<LlamaModel>,
     pub lora: Option<Lora>,
+    /// Why this member's logits are not linear in its final hidden state (output mixing is
+    /// then wrong), or `None`.
+    pub not_linear: Option<&'static str>,
 }
 
 impl MemberSpec {
@@ -108,6 +54,8 @@ struct Worker {
     logits: Vec<Vec<f32>>,
     /// The step's tokens for the worker's members, same index; travels with the step job.
     tokens: Vec<Option<LlamaToken>>,
+    /// The step's output-mix coefficients, same index (NaN: not mixed); travels with it.
+    mix: Vec<f32>,
 }
 
 /// Policies decoding side by side, in one or more lanes.
@@ -127,6 +75,30 @@ pub struct Session {
     n_ctx: u32,
     strategy: Strategy,
     n_contexts: usize,
+    /// Each member's context (group), and why a group's logits are not linear in the
+    /// hidden state (output mixing does not apply there).
+    group_of: Vec<usize>,
+    not_linear: Vec<Option<&'static str>>,
+    /// Each lane's output mix: one coefficient per member (0 for members not in it), or
+    /// `None` when the lane takes each member's own logits.
+    lane_mix: Vec<Option<Vec<f32>>>,
+    /// The member whose logits buffer holds the lane's mixed logits after the last step.
+    mixed_in: Vec<Option<usize>>,
+}
+
+/// One lane to prefill (see [`Session::prefill_lane`]): a prompt per session member (`None`:
+/// it sits the lane out), whether cached starts may be reused, and the output mix.
+#[derive(Debug, Clone)]
+pub struct LaneFill {
+    pub lane: usize,
+    pub prompts: Vec<Option<Vec<LlamaToken>>>,
+    pub reuse: bool,
+    pub mix: Option<Vec<f32>>,
+}
+
+/// Why a set of policies cannot share one output product in a session.
+pub fn unmixed_reason(strategy: Strategy) -> Option<&'static str> {
+    (strategy != Strategy::Mixed).then_some("the strategy is not mixed")
 }
 
 impl Session {
@@ -148,9 +120,20 @@ impl Session {
             ));
         }
         let threads = options.threads.max(1);
-        let strategy = options.strategy.resolve(false);
+        let strategy = options.strategy;
+        if strategy == Strategy::Auto {
+            bail!("internal: a session needs a concrete strategy");
+        }
         let groups = plan_groups(&models, strategy);
         let n_contexts = groups.len();
+        let mut group_of = vec![0; models.len()];
+        let mut not_linear = Vec::with_capacity(groups.len());
+        for (g, group) in groups.iter().enumerate() {
+            for &m in group {
+                group_of[m] = g;
+            }
+            not_linear.push(models[group[0]].not_linear);
+        }
         let n_workers = groups.len().min(threads);
         let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
         for (g, group) in groups.into_iter().enumerate() {
@@ -172,6 +155,7 @@ impl Session {
                 lanes,
                 threads: threads / n_workers + usize::from(w < threads % n_workers),
                 ctx_size: options.ctx_size,
+                unified: strategy == Strategy::Mixed,
             };
             let members: Vec<usize> = worker_groups.into_iter().flatten().collect();
             let (job_tx, job_rx) = channel();
@@ -190,6 +174,7 @@ impl Session {
                 members,
                 logits: vec![Vec::new(); slots],
                 tokens: vec![None; slots],
+                mix: vec![f32::NAN; slots],
             });
         }
         let mut place = vec![(0, 0); models.len()];
@@ -207,6 +192,10 @@ impl Session {
             n_ctx: options.ctx_size,
             strategy,
             n_contexts,
+            group_of,
+            not_linear,
+            lane_mix: vec![None; lanes],
+            mixed_in: vec![None; lanes],
         };
         for r in ready {
             r.recv()
@@ -239,6 +228,30 @@ impl Session {
         })
     }
 
+    /// Whether `members` can share one output product per step (see [`super::Strategy`]):
+    /// `Err` says why not.
+    pub fn can_mix(&self, members: &[usize]) -> Result<(), &'static str> {
+        if let Some(why) = unmixed_reason(self.strategy) {
+            return Err(why);
+        }
+        let Some(&first) = members.first() else { return Err("no policies") };
+        if members.len() < 2 {
+            return Err("one policy: nothing to mix");
+        }
+        let group = self.group_of[first];
+        if members.iter().any(|&m| self.group_of[m] != group) {
+            return Err("the policies are in different contexts (other model files or adapters)");
+        }
+        self.not_linear[group].map_or(Ok(()), Err)
+    }
+
+    /// The lane's combined logits when its last step mixed the policies' hidden states
+    /// (`Σ_j c_j·logits_j` computed as `W·Σ_j c_j·h_j`); `None` when the lane holds each
+    /// member's own logits (after a prefill, or without a mix).
+    pub fn mixed_logits(&self, lane: usize) -> Option<&[f32]> {
+        self.mixed_in.get(lane).copied().flatten().map(|m| self.logits_in(m, lane))
+    }
+
     /// Makes `lane` run the members that `prompts` gives a prompt (one entry per member,
     /// `None`: the member sits this lane out) and decodes their prompts, all members in
     /// parallel; afterwards [`Session::logits_in`] holds each running member's next-token
@@ -249,12 +262,69 @@ impl Session {
     /// this lane (a conversation's next turn) or in another (a prefix or system prompt that
     /// prompts share, copied), and decodes only the rest; logits can then differ from a fresh
     /// prefill by llama.cpp's batch-split noise. Returns the fewest tokens a member reused.
+    ///
+    /// `mix`, one coefficient per member (0 for those not in the lane), makes the lane's
+    /// later steps mix (see [`Session::can_mix`], which must allow the lane's members).
     pub fn prefill_lane(
         &mut self,
         lane: usize,
         prompts: &[Option<Vec<LlamaToken>>],
         reuse: bool,
+        mix: Option<Vec<f32>>,
     ) -> Result<usize> {
+        let fill = LaneFill { lane, prompts: prompts.to_vec(), reuse, mix };
+        Ok(self.prefill_lanes(vec![fill])?[0])
+    }
+
+    /// [`Session::prefill_lane`] for several lanes at once: their prompts share the decode
+    /// batches (fewer passes over the weights than one lane after another). Returns the
+    /// fewest tokens a member reused, per lane.
+    pub fn prefill_lanes(&mut self, fills: Vec<LaneFill>) -> Result<Vec<usize>> {
+        for f in &fills {
+            self.check_fill(f)?;
+        }
+        for f in &fills {
+            self.lane_mix[f.lane] = f.mix.clone();
+            self.mixed_in[f.lane] = None;
+        }
+        let mut reused = vec![usize::MAX; fills.len()];
+        let result = Self::run_collect(
+            &mut self.workers,
+            |members, logits, tokens, mix| {
+                let lanes = fills
+                    .iter()
+                    .map(|f| worker::LanePrompts {
+                        lane: f.lane,
+                        prompts: members.iter().map(|&m| f.prompts[m].clone()).collect(),
+                        reuse: f.reuse,
+                    })
+                    .collect();
+                (Job::Prefill { lanes, logits }, tokens, mix)
+            },
+            |members, _, kept| {
+                // `kept` holds, lane after lane, each of the worker's members.
+                for (i, lane_kept) in kept.chunks(members.len().max(1)).enumerate() {
+                    let fewest = lane_kept.iter().copied().min().unwrap_or(usize::MAX);
+                    reused[i] = reused[i].min(fewest);
+                }
+            },
+        );
+        for f in &fills {
+            for (m, p) in f.prompts.iter().enumerate() {
+                let i = m * self.lanes + f.lane;
+                self.running[i] = p.is_some();
+                if let Some(p) = p {
+                    // After a failure the lane's caches are unknown: nothing reused next time.
+                    self.positions[i] = if result.is_ok() { p.len() } else { self.n_ctx as usize };
+                }
+            }
+        }
+        result?;
+        Ok(reused.into_iter().map(|r| if r == usize::MAX { 0 } else { r }).collect())
+    }
+
+    fn check_fill(&self, f: &LaneFill) -> Result<()> {
+        let (lane, prompts) = (f.lane, &f.prompts);
         if lane >= self.lanes {
             bail!("lane {lane} of {}", self.lanes);
         }
@@ -263,6 +333,13 @@ impl Session {
         }
         if prompts.iter().all(Option::is_none) {
             bail!("a lane needs at least one policy");
+        }
+        if let Some(coeffs) = &f.mix {
+            let members: Vec<usize> = (0..self.len()).filter(|&m| prompts[m].is_some()).collect();
+            if coeffs.len() != self.len() {
+                bail!("{} mix coefficients for {} policies", coeffs.len(), self.len());
+            }
+            self.can_mix(&members).map_err(|why| anyhow!("cannot mix this lane: {why}"))?;
         }
         for p in prompts.iter().flatten() {
             if p.is_empty() {
@@ -279,30 +356,7 @@ impl Session {
                 ));
             }
         }
-        let mut reused = usize::MAX;
-        let result = Self::run_collect(
-            &mut self.workers,
-            |members, logits, tokens| {
-                let job = Job::Prefill {
-                    lane,
-                    prompts: members.iter().map(|&m| prompts[m].clone()).collect(),
-                    reuse,
-                    logits,
-                };
-                (job, tokens)
-            },
-            |_, _, kept| reused = reused.min(kept.iter().copied().min().unwrap_or(usize::MAX)),
-        );
-        for (m, p) in prompts.iter().enumerate() {
-            let i = m * self.lanes + lane;
-            self.running[i] = p.is_some();
-            if let Some(p) = p {
-                // After a failure the lane's caches are unknown: nothing reused next time.
-                self.positions[i] = if result.is_ok() { p.len() } else { self.n_ctx as usize };
-            }
-        }
-        result?;
-        Ok(if reused == usize::MAX { 0 } else { reused })
+        Ok(())
     }
 
     /// Feeds each lane its token (`None`: the lane sits out), every member running in the
@@ -317,16 +371,18 @@ impl Session {
             }
         }
         let lanes = self.lanes;
-        let running = &self.running;
+        let (running, lane_mix) = (&self.running, &self.lane_mix);
         let result = Self::run_collect(
             &mut self.workers,
-            |members, logits, mut buffer| {
+            |members, logits, mut buffer, mut mix| {
                 for (slot, &m) in members.iter().enumerate() {
                     for (lane, t) in tokens.iter().enumerate() {
-                        buffer[slot * lanes + lane] = t.filter(|_| running[m * lanes + lane]);
+                        let i = slot * lanes + lane;
+                        buffer[i] = t.filter(|_| running[m * lanes + lane]);
+                        mix[i] = lane_mix[lane].as_ref().map_or(f32::NAN, |c| c[m]);
                     }
                 }
-                (Job::Step { tokens: buffer, logits }, Vec::new())
+                (Job::Step { tokens: buffer, mix, logits }, Vec::new(), Vec::new())
             },
             |_, _, _| {},
         );
@@ -338,6 +394,13 @@ impl Session {
                         self.positions[i] += 1;
                     }
                 }
+                // The worker writes a mixed lane's logits to its first running member.
+                self.mixed_in[lane] = match (&self.lane_mix[lane], &result) {
+                    (Some(_), Ok(())) => {
+                        (0..self.len()).find(|&m| self.running[m * self.lanes + lane])
+                    }
+                    _ => None,
+                };
             }
         }
         result
@@ -373,12 +436,12 @@ impl Session {
         let mut scores = vec![0.0; self.len()];
         let result = Self::run_collect(
             &mut self.workers,
-            |members, logits, tokens| {
+            |members, logits, tokens, mix| {
                 let texts = members
                     .iter()
                     .map(|&m| (prompts[m].clone(), continuations[m].clone()))
                     .collect();
-                (Job::Score { texts, logits }, tokens)
+                (Job::Score { texts, logits }, tokens, mix)
             },
             |members, worker_scores, _| {
                 for (&m, &s) in members.iter().zip(worker_scores) {
@@ -388,6 +451,7 @@ impl Session {
         );
         // Nothing runs anywhere until the next prefill.
         self.running.iter_mut().for_each(|r| *r = false);
+        self.mixed_in.iter_mut().for_each(|m| *m = None);
         result.map(|()| scores)
     }
 
@@ -399,15 +463,16 @@ impl Session {
 
     /// Sends one job to every worker, then waits for all of them; hands each worker's
     /// members, scores and reused-token counts to `collect`. `make` builds a worker's job
-    /// from its members, its logits buffers and its token buffer, and gives back the token
-    /// buffer when the job does not take it.
+    /// from its members, its logits buffers and its token and mix buffers, and gives back
+    /// the token and mix buffers when the job does not take them.
     fn run_collect(
         workers: &mut [Worker],
         make: impl Fn(
             &[usize],
             Vec<Vec<f32>>,
             Vec<Option<LlamaToken>>,
-        ) -> (Job, Vec<Option<LlamaToken>>),
+            Vec<f32>,
+        ) -> (Job, Vec<Option<LlamaToken>>, Vec<f32>),
         mut collect: impl FnMut(&[usize], &[f64], &[usize]),
     ) -> Result<()> {
         let mut first_error = None;
@@ -421,9 +486,13 @@ impl Session {
         for (w, worker) in workers.iter_mut().enumerate() {
             let logits = std::mem::take(&mut worker.logits);
             let tokens = std::mem::take(&mut worker.tokens);
-            let (job, kept) = make(&worker.members, logits, tokens);
+            let mix = std::mem::take(&mut worker.mix);
+            let (job, kept, kept_mix) = make(&worker.members, logits, tokens, mix);
             if !kept.is_empty() {
                 worker.tokens = kept;
+            }
+            if !kept_mix.is_empty() {
+                worker.mix = kept_mix;
             }
             sent[w] = worker.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
             if !sent[w] {
@@ -439,6 +508,7 @@ impl Session {
                     worker.logits = reply.logits;
                     if !reply.tokens.is_empty() {
                         worker.tokens = reply.tokens;
+                        worker.mix = reply.mix;
                     }
                     collect(&worker.members, &reply.scores, &reply.reused);
                     if let Err(e) = reply.result {
@@ -475,7 +545,7 @@ impl Drop for Session {
 /// the same model and adapter (a context applies one adapter to all its sequences).
 fn plan_groups(models: &[MemberSpec], strategy: Strategy) -> Vec<Vec<usize>> {
     match strategy {
-        Strategy::Batched => {
+        Strategy::Batched | Strategy::Mixed => {
             let mut groups: Vec<Vec<usize>> = Vec::new();
             for m in 0..models.len() {
                 match groups.iter_mut().find(|g| models[g[0]].same_setup(&models[m])) {

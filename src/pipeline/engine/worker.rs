@@ -32,26 +32,33 @@ pub(super) enum Job {
     /// the rest is decoded); without, the lane starts from scratch (the same numbers as a
     /// fresh context).
     /// A member whose prompt is `None` sits the lane out (its cache there is left alone).
-    Prefill {
-        lane: usize,
-        prompts: Vec<Option<Vec<LlamaToken>>>,
-        reuse: bool,
-        logits: Vec<Vec<f32>>,
-    },
+    /// Several lanes are prefilled together, their prompts sharing the decode batches.
+    Prefill { lanes: Vec<LanePrompts>, logits: Vec<Vec<f32>> },
     /// Feed each (member slot, lane) its token, index `slot · lanes + lane` (`None`: it sits
-    /// out this step).
-    Step { tokens: Vec<Option<LlamaToken>>, logits: Vec<Vec<f32>> },
+    /// out this step). `mix` holds, same index, the member's coefficient in its lane's
+    /// output mix (NaN: the lane takes each member's own logits); a mixed lane's logits go
+    /// to its first member with a token.
+    Step { tokens: Vec<Option<LlamaToken>>, mix: Vec<f32>, logits: Vec<Vec<f32>> },
     /// Log-likelihood of each member's (prompt, continuation) in lane 0; clears the caches.
     Score { texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>, logits: Vec<Vec<f32>> },
+}
+
+/// One lane of a prefill: a prompt per member slot of the worker.
+pub(super) struct LanePrompts {
+    pub lane: usize,
+    pub prompts: Vec<Option<Vec<LlamaToken>>>,
+    pub reuse: bool,
 }
 
 pub(super) struct Reply {
     /// One buffer per (member slot, lane): index `slot · lanes + lane`.
     pub logits: Vec<Vec<f32>>,
-    /// A step's token buffer, handed back for the next step (empty for other jobs).
+    /// A step's token and mix buffers, handed back for the next step (empty for other jobs).
     pub tokens: Vec<Option<LlamaToken>>,
+    pub mix: Vec<f32>,
     pub scores: Vec<f64>,
-    /// For a prefill: how many prompt tokens each member found already cached.
+    /// For a prefill: how many prompt tokens each member found already cached, lane after
+    /// lane (`usize::MAX` for a member that sits the lane out).
     pub reused: Vec<usize>,
     pub result: Result<(), String>,
 }
@@ -66,6 +73,8 @@ pub(super) struct Plan {
     pub lanes: usize,
     pub threads: usize,
     pub ctx_size: u32,
+    /// One KV cache for all sequences of a context (see `create_contexts`).
+    pub unified: bool,
 }
 
 /// The thread body: creates the contexts (one at a time, process-wide), signals `ready`,
@@ -95,33 +104,39 @@ pub(super) fn run(
         let mut result = Ok(());
         let mut slot = 0;
         let mut step_tokens = Vec::new();
+        let mut step_mix = Vec::new();
         let logits = match job {
-            Job::Prefill { lane, prompts, reuse, mut logits } => {
+            Job::Prefill { lanes: fills, mut logits } => {
+                let members: usize = groups.iter().map(|g| g.members).sum();
+                reused = vec![usize::MAX; fills.len() * members];
                 for g in &mut groups {
-                    let n = g.members;
-                    let prompts = &prompts[slot..slot + n];
                     let out = &mut logits[slot * lanes..];
-                    match prefill(g, &mut batch, lane, prompts, reuse, out) {
-                        Ok(kept) => reused.extend(kept),
+                    match prefill(g, &mut batch, &fills, slot, out) {
+                        Ok(kept) => {
+                            for (i, k) in kept.chunks(g.members).enumerate() {
+                                reused[i * members + slot..][..g.members].copy_from_slice(k);
+                            }
+                        }
                         Err(e) => result = Err(e),
                     }
-                    slot += n;
+                    slot += g.members;
                     if result.is_err() {
                         break;
                     }
                 }
                 logits
             }
-            Job::Step { tokens, mut logits } => {
+            Job::Step { tokens, mix, mut logits } => {
                 for g in &mut groups {
                     let range = slot * lanes..(slot + g.members) * lanes;
-                    result = step(g, &mut batch, &tokens[range.clone()], &mut logits[range]);
+                    let (t, m) = (&tokens[range.clone()], &mix[range.clone()]);
+                    result = step(g, &mut batch, t, m, &mut logits[range]);
                     slot += g.members;
                     if result.is_err() {
                         break;
                     }
                 }
-                step_tokens = tokens;
+                (step_tokens, step_mix) = (tokens, mix);
                 logits
             }
             Job::Score { texts, logits } => {
@@ -141,7 +156,7 @@ pub(super) fn run(
                 logits
             }
         };
-        let reply = Reply { logits, tokens: step_tokens, scores, reused, result };
+        let reply = Reply { logits, tokens: step_tokens, mix: step_mix, scores, reused, result };
         if replies.send(reply).is_err() {
             return;
         }
@@ -156,6 +171,11 @@ struct GroupContext<'m> {
     history: Vec<Vec<LlamaToken>>,
     /// Scratch: (output buffer, batch index) of the logits a step reads.
     wanted: Vec<(usize, i32)>,
+    /// Scratch of a mixed step: each sequence's batch index, the mix rows (one per mixed
+    /// lane, or per member of an unmixed lane) and the buffer each row's logits go to.
+    index: Vec<usize>,
+    rows: Vec<f32>,
+    targets: Vec<usize>,
 }
 
 fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
@@ -178,6 +198,12 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 // Sliding-window layers keep only their window (Gemma 3: 5 of every 6
                 // layers); sessions never roll tokens back, which is what a full cache allows.
                 .with_swa_full(false)
+                // An output mix must cover the whole batch in one pass; with a cache per
+                // sequence llama.cpp splits a batch wherever its sequence ids are not
+                // consecutive (idle lanes), so mixing contexts keep one cache for all their
+                // sequences. Others keep a cache per sequence: the same numbers as a plain
+                // context of their own.
+                .with_kv_unified(plan.unified && seqs > 1)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
             let mut ctx = model
@@ -194,55 +220,63 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 lanes: plan.lanes,
                 history: vec![Vec::new(); seqs],
                 wanted: Vec::with_capacity(seqs),
+                index: vec![0; seqs],
+                rows: Vec::new(),
+                targets: Vec::with_capacity(seqs),
             })
         })
         .collect()
 }
 
-/// Makes the members' caches in `lane` hold their prompts, decoding what is not cached packed
-/// into batches of up to PREFILL_CHUNK tokens; copies each member's last-token logits into
-/// `out[j · lanes + lane]`. With `reuse`, each member keeps the longest start of its prompt that
-/// the context holds for it (see [`reuse_prefix`]). Returns the tokens reused per member.
+/// Makes the members' caches in each lane of `fills` hold their prompts (the group's members
+/// are the fills' prompts from index `first`), decoding what is not cached packed into
+/// batches of up to PREFILL_CHUNK tokens, all lanes together; copies each member's
+/// last-token logits into `out[j · lanes + lane]`. With `reuse`, a member keeps the longest
+/// start of its prompt that the context holds for it (see [`reuse_prefix`]). Returns the
+/// tokens reused per (lane, member), lane after lane.
 fn prefill(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
-    lane: usize,
-    prompts: &[Option<Vec<LlamaToken>>],
-    reuse: bool,
+    fills: &[LanePrompts],
+    first: usize,
     out: &mut [Vec<f32>],
 ) -> Result<Vec<usize>, String> {
     let lanes = g.lanes;
-    let mut kept = Vec::with_capacity(prompts.len());
-    for (j, prompt) in prompts.iter().enumerate() {
-        let Some(prompt) = prompt else {
-            kept.push(usize::MAX);
-            continue;
-        };
-        let keep = if reuse {
-            reuse_prefix(g, j, lane, prompt)?
-        } else {
-            clear_sequence(g, j * lanes + lane)?;
-            0
-        };
-        kept.push(keep);
+    let mut kept = Vec::with_capacity(fills.len() * g.members);
+    for f in fills {
+        for (j, prompt) in f.prompts[first..first + g.members].iter().enumerate() {
+            let Some(prompt) = prompt else {
+                kept.push(usize::MAX);
+                continue;
+            };
+            let keep = if f.reuse {
+                reuse_prefix(g, j, f.lane, prompt)?
+            } else {
+                clear_sequence(g, j * lanes + f.lane)?;
+                0
+            };
+            kept.push(keep);
+        }
     }
     // (output buffer, batch index) of last tokens in the pending batch.
     let mut wanted: Vec<(usize, i32)> = Vec::new();
     batch.clear();
-    for (j, prompt) in prompts.iter().enumerate() {
-        let Some(prompt) = prompt else { continue };
-        let seq = j * lanes + lane;
-        for (i, &t) in prompt.iter().enumerate().skip(kept[j]) {
-            let last = i + 1 == prompt.len();
-            if last {
-                wanted.push((seq, batch.n_tokens()));
+    for (i, f) in fills.iter().enumerate() {
+        for (j, prompt) in f.prompts[first..first + g.members].iter().enumerate() {
+            let Some(prompt) = prompt else { continue };
+            let seq = j * lanes + f.lane;
+            for (p, &t) in prompt.iter().enumerate().skip(kept[i * g.members + j]) {
+                let last = p + 1 == prompt.len();
+                if last {
+                    wanted.push((seq, batch.n_tokens()));
+                }
+                batch.add(t, p as i32, &[seq as i32], last).map_err(|e| e.to_string())?;
+                if batch.n_tokens() as usize == PREFILL_CHUNK {
+                    decode_and_copy(g, batch, &mut wanted, out)?;
+                }
             }
-            batch.add(t, i as i32, &[seq as i32], last).map_err(|e| e.to_string())?;
-            if batch.n_tokens() as usize == PREFILL_CHUNK {
-                decode_and_copy(g, batch, &mut wanted, out)?;
-            }
+            g.history[seq] = prompt.clone();
         }
-        g.history[seq] = prompt.clone();
     }
     if batch.n_tokens() > 0 {
         decode_and_copy(g, batch, &mut wanted, out)?;
@@ -277,8 +311,10 @@ fn reuse_prefix(
         .max();
     let keep = match best {
         Some((n, l)) => {
-            // A whole-sequence copy between the context's per-sequence caches (llama.cpp
-            // copies the buffers at the next decode), then the tail is dropped below.
+            // The lane's own cells go first (in a cache shared by all sequences a copy adds
+            // the other lane's cells to this sequence, it does not replace them); then the
+            // whole other sequence is copied, and its tail dropped below.
+            clear_sequence(g, seq)?;
             g.ctx
                 .copy_kv_cache_seq((j * lanes + l) as i32, seq as i32, None, None)
                 .map_err(|e| e.to_string())?;
@@ -323,30 +359,86 @@ fn decode_and_copy(
 }
 
 /// Feeds each (member j, lane l) of the group its token `tokens[j · lanes + l]`, all in one
-/// batch, and copies the logits into `out[j · lanes + l]`.
+/// batch, and copies the logits into `out[j · lanes + l]`. Lanes with mix coefficients
+/// (`mix`, same index, not NaN) get one row of logits, the output layer applied to the
+/// coefficient-weighted sum of their members' hidden states, in their first member's buffer.
 fn step(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
     tokens: &[Option<LlamaToken>],
+    mix: &[f32],
     out: &mut [Vec<f32>],
 ) -> Result<(), String> {
     batch.clear();
-    // The list of logits to copy is reused from step to step: no allocation per step.
-    let mut wanted = std::mem::take(&mut g.wanted);
-    wanted.clear();
+    let mut mixing = false;
     for j in 0..g.members {
         for l in 0..g.lanes {
             let seq = j * g.lanes + l;
             let Some(token) = tokens[seq] else { continue };
-            wanted.push((seq, batch.n_tokens()));
+            mixing |= !mix[seq].is_nan();
+            g.index[seq] = batch.n_tokens() as usize;
             let pos = g.history[seq].len() as i32;
             batch.add(token, pos, &[seq as i32], true).map_err(|e| e.to_string())?;
             g.history[seq].push(token);
         }
     }
-    let result =
-        if wanted.is_empty() { Ok(()) } else { decode_and_copy(g, batch, &mut wanted, out) };
-    g.wanted = wanted;
+    if batch.n_tokens() == 0 {
+        return Ok(());
+    }
+    if !mixing {
+        // The list of logits to copy is reused from step to step: no allocation per step.
+        let mut wanted = std::mem::take(&mut g.wanted);
+        wanted.clear();
+        for (seq, token) in tokens.iter().enumerate() {
+            if token.is_some() {
+                wanted.push((seq, g.index[seq] as i32));
+            }
+        }
+        let result = decode_and_copy(g, batch, &mut wanted, out);
+        g.wanted = wanted;
+        return result;
+    }
+    // One row per mixed lane (its members' coefficients at their tokens), one per member of
+    // an unmixed lane (weight 1 at its own token).
+    let n = batch.n_tokens() as usize;
+    g.rows.clear();
+    g.targets.clear();
+    for l in 0..g.lanes {
+        let seqs = (0..g.members).map(|j| j * g.lanes + l).filter(|&seq| tokens[seq].is_some());
+        let mut first = None;
+        for seq in seqs {
+            if mix[seq].is_nan() {
+                g.targets.push(seq);
+                g.rows.extend(std::iter::repeat_n(0.0, n));
+                let row = g.rows.len() - n;
+                g.rows[row + g.index[seq]] = 1.0;
+                continue;
+            }
+            let row = *first.get_or_insert_with(|| {
+                g.targets.push(seq);
+                g.rows.extend(std::iter::repeat_n(0.0, n));
+                g.rows.len() - n
+            });
+            g.rows[row + g.index[seq]] = mix[seq];
+        }
+    }
+    let k = g.targets.len();
+    g.ctx.set_output_mix(&g.rows, k, n).map_err(|e| format!("llama.cpp output mix: {e}"))?;
+    let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
+    let mut result = decoded;
+    if result.is_ok() {
+        for (row, &target) in g.targets.iter().enumerate() {
+            match g.ctx.get_logits_mix(row as i32) {
+                Some(logits) => {
+                    out[target].clear();
+                    out[target].extend_from_slice(logits);
+                }
+                None => result = Err("llama.cpp gave no mixed logits".to_string()),
+            }
+        }
+    }
+    g.ctx.clear_output_mix();
+    batch.clear();
     result
 }
 

@@ -1,0 +1,181 @@
+//! `auto`: the strategy measured on this machine for this setup, once, and remembered.
+//!
+//! A setup is the CPU (model name and logical cores), the thread budget, the lanes, and the
+//! policies' model files (name and size), adapters and offload. The first time a setup is
+//! met, each candidate strategy decodes a short prompt and then a few steps in every lane;
+//! the one with the lowest median step time wins and is written to the cache file
+//! ([`super::cache_path`]) with every candidate's time. `MOOD_STRATEGY_REMEASURE=1` measures
+//! again; `--strategy` chooses by hand.
+
+use super::strategy::{cache_path, SessionOptions, Strategy};
+use super::Engine;
+use anyhow::Result;
+use llama_cpp_2::token::LlamaToken;
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+/// What `auto` chose for a setup, and the median step times it chose from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    pub strategy: Strategy,
+    /// (candidate, median milliseconds per step in every lane).
+    pub step_ms: Vec<(Strategy, f64)>,
+    /// Whether it came from the cache file rather than from measuring now.
+    pub cached: bool,
+}
+
+/// Steps timed per candidate, after two to warm up.
+const TIMED_STEPS: usize = 8;
+
+impl Engine {
+    /// The strategy `auto` stands for with these policies (engine indices), lanes and
+    /// options: from the cache, or measured now (see the module documentation).
+    pub fn auto_strategy(
+        &self,
+        members: &[usize],
+        lanes: usize,
+        options: SessionOptions,
+    ) -> Result<Measurement> {
+        let candidates = self.candidates(members);
+        if candidates.len() == 1 {
+            return Ok(Measurement { strategy: candidates[0], step_ms: Vec::new(), cached: false });
+        }
+        let key = self.setup_key(members, lanes, options);
+        let remeasure = std::env::var_os("MOOD_STRATEGY_REMEASURE").is_some_and(|v| v != "0");
+        if !remeasure {
+            if let Some(found) = read_cache(&key).filter(|m| candidates.contains(&m.strategy)) {
+                return Ok(found);
+            }
+        }
+        let mut step_ms = Vec::with_capacity(candidates.len());
+        for &strategy in &candidates {
+            step_ms.push((strategy, self.time_steps(members, lanes, options, strategy)?));
+        }
+        let best =
+            step_ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(Strategy::Threads, |b| b.0);
+        let found = Measurement { strategy: best, step_ms, cached: false };
+        write_cache(&key, &found);
+        Ok(found)
+    }
+
+    /// The strategies that differ for these policies: batching needs two policies on one
+    /// model file and adapter; mixing needs them all there, with linear logits.
+    fn candidates(&self, members: &[usize]) -> Vec<Strategy> {
+        let setup = |p: usize| {
+            (self.policy_model[p], self.policy_adapter[p].map(|(a, s)| (a, s.to_bits())))
+        };
+        let mut setups: Vec<_> = members.iter().map(|&p| setup(p)).collect();
+        let all_one = setups.windows(2).all(|w| w[0] == w[1]);
+        setups.sort_unstable();
+        setups.dedup();
+        let mut out = vec![Strategy::Threads];
+        if setups.len() < members.len() {
+            out.push(Strategy::Batched);
+        }
+        let linear = members.first().is_some_and(|&p| super::not_linear(self.model(p)).is_none());
+        if members.len() > 1 && all_one && linear {
+            out.push(Strategy::Mixed);
+        }
+        out
+    }
+
+    /// Median milliseconds of one step in every lane with `strategy`.
+    fn time_steps(
+        &self,
+        members: &[usize],
+        lanes: usize,
+        options: SessionOptions,
+        strategy: Strategy,
+    ) -> Result<f64> {
+        let mut session =
+            self.start_session(members, lanes, SessionOptions { strategy, ..options })?;
+        let prompts: Vec<Option<Vec<LlamaToken>>> =
+            members.iter().map(|&p| Some(self.tokenize(p, "The morning was"))).collect();
+        let all: Vec<usize> = (0..members.len()).collect();
+        let mix =
+            session.can_mix(&all).ok().map(|()| vec![1.0 / members.len() as f32; members.len()]);
+        for lane in 0..lanes {
+            session.prefill_lane(lane, &prompts, false, mix.clone())?;
+        }
+        let room =
+            options.ctx_size as usize - prompts.iter().flatten().map(Vec::len).max().unwrap_or(0);
+        let token = self.tokenize_continuation(members[0], " the").last().copied();
+        let tokens = vec![token; lanes];
+        let mut times = Vec::with_capacity(TIMED_STEPS);
+        for step in 0..(TIMED_STEPS + 2).min(room.saturating_sub(1)) {
+            let started = Instant::now();
+            session.step(&tokens)?;
+            if step >= 2 {
+                times.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times.get(times.len() / 2).copied().unwrap_or(f64::INFINITY))
+    }
+
+    /// What makes strategies rank differently: the machine, the thread budget, the lanes,
+    /// the policies' files, adapters and offload.
+    fn setup_key(&self, members: &[usize], lanes: usize, options: SessionOptions) -> String {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(str::to_string))
+            .and_then(|l| l.split_once(':').map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let policies: Vec<String> = members
+            .iter()
+            .map(|&p| {
+                let model = &self.models[self.policy_model[p]];
+                let name = model
+                    .path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                let size = std::fs::metadata(&model.path).map_or(0, |m| m.len());
+                let adapter =
+                    self.policy_adapter[p].map_or(String::new(), |(a, s)| format!("+lora{a}@{s}"));
+                format!("{name}:{size}:gpu{}{adapter}", model.n_gpu_layers)
+            })
+            .collect();
+        format!(
+            "{cpu}|{cores} cores|{} threads|{lanes} lanes|{}",
+            options.threads,
+            policies.join(",")
+        )
+    }
+}
+
+fn read_cache(key: &str) -> Option<Measurement> {
+    let text = std::fs::read_to_string(cache_path()?).ok()?;
+    let all: Value = serde_json::from_str(&text).ok()?;
+    let entry = all.get(key)?;
+    let strategy = entry.get("strategy")?.as_str()?.parse().ok()?;
+    let step_ms = entry
+        .get("step_ms")?
+        .as_object()?
+        .iter()
+        .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_f64()?)))
+        .collect();
+    Some(Measurement { strategy, step_ms, cached: true })
+}
+
+/// Adds the measurement to the cache file (best effort: a cache that cannot be written
+/// only means measuring again next time).
+fn write_cache(key: &str, m: &Measurement) {
+    let Some(path) = cache_path() else { return };
+    let mut all: Map<String, Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let step_ms: Map<String, Value> =
+        m.step_ms.iter().map(|(s, ms)| (s.name().to_string(), json!(ms))).collect();
+    all.insert(key.to_string(), json!({ "strategy": m.strategy.name(), "step_ms": step_ms }));
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let text = serde_json::to_string_pretty(&Value::Object(all)).unwrap_or_default();
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
