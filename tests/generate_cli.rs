@@ -211,14 +211,22 @@ fn bench_reports_speed_breakdown_and_shared_weights() {
     ]);
     assert_eq!(v["single"].as_array().unwrap().len(), 1, "one distinct model file");
     let mods = v["mod"].as_array().unwrap();
-    assert_eq!(mods.len(), 2);
-    for (m, strategy, contexts) in [(&mods[0], "threads", 2), (&mods[1], "batched", 1)] {
+    assert_eq!(mods.len(), 3);
+    for (m, strategy, contexts, mixed) in [
+        (&mods[0], "threads", 2, false),
+        (&mods[1], "batched", 1, false),
+        (&mods[2], "mixed", 1, true),
+    ] {
         assert_eq!(m["strategy"], strategy);
         assert_eq!(m["policies"], 2, "weights (0.5, 0.5) skip the reference");
         assert_eq!(m["contexts"], contexts);
+        assert_eq!(m["mixed"], mixed, "{m}");
         assert!(m["ratio"].as_f64().unwrap() > 0.0 && m["floor_ratio"].as_f64().unwrap() > 0.0);
         assert!(m["forward_ms"].as_f64().unwrap() > m["combine_ms"].as_f64().unwrap());
     }
+    // What auto runs is one of the measured strategies.
+    let auto = v["auto"]["strategy"].as_str().unwrap();
+    assert!(["threads", "batched", "mixed"].contains(&auto), "{auto}");
     // Two prompted experts on one file hold one copy of the 253 MB weights: a second copy
     // would add at least ~240 MB of peak memory.
     let mem = v["memory"].as_array().unwrap();
