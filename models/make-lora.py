@@ -6,8 +6,10 @@ arbitrary — it is not trained for anything — but it changes the model's logi
 tests and the LoRA demo recipe can show an adapter applied to one policy only. Shapes come
 from the base model file, so a base of another size gets a matching adapter.
 
-Usage: models/make-lora.py [BASE.gguf] [OUT.gguf]
-  defaults: models/gemma-3-270m-q4_k_m.gguf → models/fixtures/test-lora.gguf
+Usage: models/make-lora.py [BASE.gguf] [OUT.gguf] [TARGET,…]
+  defaults: models/gemma-3-270m-q4_k_m.gguf → models/fixtures/test-lora.gguf,
+  targets attn_q,attn_v,ffn_up ("output" adapts the output projection, as the test of
+  output mixing needs)
 """
 
 import os
@@ -25,6 +27,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     base = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "gemma-3-270m-q4_k_m.gguf")
     out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(here, "fixtures", "test-lora.gguf")
+    targets = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else TARGETS
     reader = gguf.GGUFReader(base)
     field = reader.fields["general.architecture"]
     arch = bytes(field.parts[field.data[0]]).decode()
@@ -38,7 +41,9 @@ def main():
     count = 0
     for t in reader.tensors:
         parts = t.name.split(".")
-        if len(parts) != 4 or parts[0] != "blk" or parts[2] not in TARGETS:
+        layer = len(parts) == 4 and parts[0] == "blk" and parts[2] in targets
+        whole = len(parts) == 2 and parts[0] in targets and parts[1] == "weight"
+        if not (layer or whole):
             continue
         n_in, n_out = int(t.shape[0]), int(t.shape[1])  # ggml order: ne0 = inputs
         a = (rng.standard_normal((RANK, n_in)) / np.sqrt(n_in)).astype(np.float32)

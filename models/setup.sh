@@ -6,8 +6,8 @@
 #   3. the assistant model (models/fetch-assistant.sh),
 #   4. PyPI `gguf` (writes the test models), `mpmath` and `openai`, for the tests
 #      (tests/highprec.py, tests/openai_client.py),
-#   5. the small test models in models/fixtures/ (models/make-fixtures.py) and a random test
-#      LoRA adapter for the default model (models/make-lora.py).
+#   5. the small test models in models/fixtures/ (models/make-fixtures.py) and random test
+#      LoRA adapters, for the default model and for a tiny one (models/make-lora.py).
 # Each step says what it does in one line. What the tools it runs print (apt-get, pip) goes to
 # models/.cache/setup.log and is shown only when a step fails.
 set -euo pipefail
@@ -68,7 +68,8 @@ else
     echo "setup [4/5]: Python packages gguf, mpmath and openai present"
 fi
 
-echo "setup [5/5]: writing the test models and a test LoRA adapter to models/fixtures/"
+echo "setup [5/5]: writing the test models and test LoRA adapters to models/fixtures/"
 quietly python3 "$here/make-fixtures.py" "$here/fixtures"
 quietly python3 "$here/make-lora.py" "$here/gemma-3-270m-q4_k_m.gguf" "$here/fixtures/test-lora.gguf"
+quietly python3 "$here/make-lora.py" "$here/fixtures/tiny-a.gguf" "$here/fixtures/tiny-lora-output.gguf" output
 echo "setup: done"

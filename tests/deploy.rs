@@ -57,11 +57,32 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
     let mut p = plain.open_session(&[0], 1, options).unwrap();
     p.prefill_lane(0, &[Some(prompt)], false, None).unwrap();
     assert!(max_diff(p.logits_in(0, 0), s.logits_in(0, 0)) < 1e-3);
-    // Batched: one context per (model, adapter, scale): {base}, {adapted, adapted2}, {scale0}.
+    // Batched: one context for the model, each adapter scaled per sequence. Every policy
+    // gets what its own context gives it (up to the noise of batching four sequences).
     let b = open(Strategy::Batched);
-    assert_eq!(b.n_contexts(), 3);
-    assert!(max_diff(b.logits_in(0, 0), b.logits_in(1, 0)) > 0.5);
-    assert!(max_diff(b.logits_in(0, 0), b.logits_in(2, 0)) < 1e-3);
+    assert_eq!(b.n_contexts(), 1);
+    assert!(max_diff(b.logits_in(0, 0), b.logits_in(1, 0)) > 0.5, "the adapter acts");
+    assert!(max_diff(b.logits_in(0, 0), b.logits_in(2, 0)) < 1e-3, "scale 0 is the base");
+    assert!(max_diff(b.logits_in(1, 0), b.logits_in(3, 0)) < 1e-3, "same adapter, same logits");
+    // Prompts packed into one batch move llama.cpp's numbers a little (up to ~1 on a logit
+    // of this model); the distributions stay close and the clear choices equal.
+    for m in 0..4 {
+        let (p, q) = (log_softmax64(b.logits_in(m, 0)), log_softmax64(s.logits_in(m, 0)));
+        let tv: f64 = p.iter().zip(&q).map(|(x, y)| (x.exp() - y.exp()).abs()).sum::<f64>() / 2.0;
+        assert!(
+            tv < 0.1,
+            "policy {m}: batched with per-sequence adapters vs its own context: TV {tv}"
+        );
+        let mut order: Vec<usize> = (0..q.len()).collect();
+        order.sort_by(|&x, &y| q[y].total_cmp(&q[x]));
+        if q[order[0]] - q[order[1]] > 0.5 {
+            assert_eq!(argmax(b.logits_in(m, 0)) as usize, order[0], "policy {m}");
+        }
+    }
+    // The adapted policy differs from the base by far more than that noise.
+    let (p, q) = (log_softmax64(b.logits_in(0, 0)), log_softmax64(b.logits_in(1, 0)));
+    let tv: f64 = p.iter().zip(&q).map(|(x, y)| (x.exp() - y.exp()).abs()).sum::<f64>() / 2.0;
+    assert!(tv > 0.1, "the adapter moves the distribution by only {tv}");
 }
 
 #[test]

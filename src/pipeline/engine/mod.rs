@@ -5,6 +5,7 @@
 //! It knows nothing of the command line or of how distributions are combined.
 
 pub mod chat;
+mod gguf;
 pub mod info;
 mod session;
 mod strategy;
@@ -130,6 +131,9 @@ struct LoadedAdapter {
     path: PathBuf,
     model: usize,
     adapter: Arc<Mutex<LlamaLoraAdapter>>,
+    /// Whether it changes the output projection (then the logits of its policy are not the
+    /// shared output matrix applied to the hidden state).
+    changes_output: bool,
 }
 
 /// Loaded models and adapters, and the policies that run on them.
@@ -376,7 +380,11 @@ impl Engine {
                 model: Arc::clone(&self.models[self.policy_model[p]].model),
                 lora: self.policy_adapter[p]
                     .map(|(a, scale)| (Arc::clone(&self.adapters[a].adapter), scale)),
-                not_linear: not_linear(self.model(p)),
+                not_linear: not_linear(self.model(p)).or_else(|| {
+                    self.policy_adapter[p]
+                        .filter(|(a, _)| self.adapters[*a].changes_output)
+                        .map(|_| "a LoRA adapter changes the output layer")
+                }),
             })
             .collect();
         Session::start(specs, options, lanes)
@@ -437,7 +445,11 @@ fn load_adapters(
                     )
                 })?;
                 let adapter = Arc::new(Mutex::new(adapter));
-                adapters.push(LoadedAdapter { path, model: m, adapter });
+                let names = gguf::tensor_names(&path)?;
+                // The output projection, or the token embedding it is tied to in some models.
+                let changes_output =
+                    names.iter().any(|n| n.starts_with("output.") || n.starts_with("token_embd."));
+                adapters.push(LoadedAdapter { path, model: m, adapter, changes_output });
                 adapters.len() - 1
             }
         };

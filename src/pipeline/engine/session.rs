@@ -32,18 +32,6 @@ pub(super) struct MemberSpec {
     pub not_linear: Option<&'static str>,
 }
 
-impl MemberSpec {
-    /// Whether two members can share one context (same model, same adapter and scale).
-    fn same_setup(&self, other: &MemberSpec) -> bool {
-        let lora_eq = match (&self.lora, &other.lora) {
-            (None, None) => true,
-            (Some((a, s)), Some((b, t))) => Arc::ptr_eq(a, b) && s == t,
-            _ => false,
-        };
-        Arc::ptr_eq(&self.model, &other.model) && lora_eq
-    }
-}
-
 struct Worker {
     jobs: Option<Sender<Job>>,
     replies: Receiver<worker::Reply>,
@@ -132,7 +120,7 @@ impl Session {
             for &m in group {
                 group_of[m] = g;
             }
-            not_linear.push(models[group[0]].not_linear);
+            not_linear.push(group.iter().find_map(|&m| models[m].not_linear));
         }
         let n_workers = groups.len().min(threads);
         let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
@@ -143,9 +131,13 @@ impl Session {
         let mut ready = Vec::with_capacity(n_workers);
         for (w, worker_groups) in by_worker.into_iter().enumerate() {
             let plan = worker::Plan {
-                lora_of_group: worker_groups
+                loras_of_group: worker_groups
                     .iter()
-                    .map(|g| models[g[0]].lora.as_ref().map(|(a, s)| (Arc::clone(a), *s)))
+                    .map(|g| {
+                        g.iter()
+                            .map(|&m| models[m].lora.as_ref().map(|(a, s)| (Arc::clone(a), *s)))
+                            .collect()
+                    })
                     .collect(),
                 model_of_group: worker_groups
                     .iter()
@@ -541,14 +533,15 @@ impl Drop for Session {
     }
 }
 
-/// Groups of member indices, one llama.cpp context each. Batched groups join members with
-/// the same model and adapter (a context applies one adapter to all its sequences).
+/// Groups of member indices, one llama.cpp context each. Batched groups join the members of
+/// one model, whatever their LoRA adapters (a context scales each adapter per sequence).
 fn plan_groups(models: &[MemberSpec], strategy: Strategy) -> Vec<Vec<usize>> {
     match strategy {
         Strategy::Batched | Strategy::Mixed => {
             let mut groups: Vec<Vec<usize>> = Vec::new();
             for m in 0..models.len() {
-                match groups.iter_mut().find(|g| models[g[0]].same_setup(&models[m])) {
+                match groups.iter_mut().find(|g| Arc::ptr_eq(&models[g[0]].model, &models[m].model))
+                {
                     Some(g) => g.push(m),
                     None => groups.push(vec![m]),
                 }

@@ -66,7 +66,8 @@ pub(super) struct Reply {
 /// What a worker thread decodes: groups of session members, each group one context.
 pub(super) struct Plan {
     // Adapters before models: fields drop in order, and an adapter belongs to its model.
-    pub lora_of_group: Vec<Option<Lora>>,
+    /// For each group, each member's LoRA adapter and scale.
+    pub loras_of_group: Vec<Vec<Option<Lora>>>,
     pub model_of_group: Vec<Arc<LlamaModel>>,
     /// For each group, how many members it holds.
     pub group_sizes: Vec<usize>,
@@ -185,8 +186,8 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
     plan.model_of_group
         .iter()
         .zip(&plan.group_sizes)
-        .zip(&plan.lora_of_group)
-        .map(|((model, &members), lora)| {
+        .zip(&plan.loras_of_group)
+        .map(|((model, &members), loras)| {
             let seqs = members * plan.lanes;
             // Each sequence gets ctx_size tokens of the context's cache.
             let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
@@ -209,11 +210,8 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
             let mut ctx = model
                 .new_context(backend, params)
                 .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))?;
-            if let Some((adapter, scale)) = lora {
-                let mut adapter = adapter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                ctx.lora_adapter_set(&mut adapter, *scale)
-                    .map_err(|e| format!("cannot apply a LoRA adapter to a context: {e}"))?;
-            }
+            set_adapters(&mut ctx, loras, plan.lanes)
+                .map_err(|e| format!("cannot apply LoRA adapters to a context: {e}"))?;
             Ok(GroupContext {
                 ctx,
                 members,
@@ -226,6 +224,49 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
             })
         })
         .collect()
+}
+
+/// Applies the members' LoRA adapters: one adapter for the whole context where every member
+/// has the same (llama.cpp's own path), else each adapter scaled per sequence — sequence
+/// `j · lanes + l` gets member `j`'s scale of its own adapter and 0 of the others.
+fn set_adapters(
+    ctx: &mut LlamaContext<'_>,
+    loras: &[Option<Lora>],
+    lanes: usize,
+) -> Result<(), llama_cpp_2::LlamaLoraAdapterSetError> {
+    let same = |a: &Option<Lora>, b: &Option<Lora>| match (a, b) {
+        (None, None) => true,
+        (Some((x, s)), Some((y, t))) => Arc::ptr_eq(x, y) && s == t,
+        _ => false,
+    };
+    if loras.windows(2).all(|w| same(&w[0], &w[1])) {
+        if let Some(Some((adapter, scale))) = loras.first() {
+            let mut adapter = adapter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            ctx.lora_adapter_set(&mut adapter, *scale)?;
+        }
+        return Ok(());
+    }
+    let mut distinct: Vec<&Arc<Mutex<LlamaLoraAdapter>>> = Vec::new();
+    for (adapter, _) in loras.iter().flatten() {
+        if !distinct.iter().any(|d| Arc::ptr_eq(d, adapter)) {
+            distinct.push(adapter);
+        }
+    }
+    let n_seq = loras.len() * lanes;
+    let mut scales = vec![0f32; distinct.len() * n_seq];
+    for (j, lora) in loras.iter().enumerate() {
+        let Some((adapter, scale)) = lora else { continue };
+        let Some(i) = distinct.iter().position(|d| Arc::ptr_eq(d, adapter)) else { continue };
+        for l in 0..lanes {
+            scales[i * n_seq + j * lanes + l] = *scale;
+        }
+    }
+    let mut guards: Vec<_> = distinct
+        .iter()
+        .map(|a| a.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        .collect();
+    let mut adapters: Vec<&mut LlamaLoraAdapter> = guards.iter_mut().map(|g| &mut **g).collect();
+    ctx.lora_adapters_set_per_sequence(&mut adapters, &scales, n_seq)
 }
 
 /// Makes the members' caches in each lane of `fills` hold their prompts (the group's members

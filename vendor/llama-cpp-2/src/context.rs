@@ -440,6 +440,40 @@ impl<'model> LlamaContext<'model> {
         Ok(())
     }
 
+    /// Sets several lora adapters with a scale per sequence: a token of sequence `s` gets
+    /// adapter `i`'s change times `seq_scales[i * n_seq + s]` (0 for `s >= n_seq`), so that
+    /// the sequences of one context can run different adapters. Replaces the adapters set
+    /// before (see `llama_set_adapters_lora_seq`).
+    ///
+    /// # Errors
+    ///
+    /// When `seq_scales` does not hold `adapters.len() × n_seq` scales, or llama.cpp refuses.
+    pub fn lora_adapters_set_per_sequence(
+        &mut self,
+        adapters: &mut [&mut LlamaLoraAdapter],
+        seq_scales: &[f32],
+        n_seq: usize,
+    ) -> Result<(), LlamaLoraAdapterSetError> {
+        if adapters.len().checked_mul(n_seq) != Some(seq_scales.len()) {
+            return Err(LlamaLoraAdapterSetError::ErrorResult(-1));
+        }
+        let n_seq = i32::try_from(n_seq).map_err(|_| LlamaLoraAdapterSetError::ErrorResult(-1))?;
+        let mut raw: Vec<_> = adapters.iter_mut().map(|a| a.lora_adapter.as_mut_ptr()).collect();
+        let err_code = unsafe {
+            llama_cpp_sys_2::llama_set_adapters_lora_seq(
+                self.context.as_mut_ptr(),
+                raw.as_mut_ptr(),
+                raw.len(),
+                seq_scales.as_ptr(),
+                n_seq,
+            )
+        };
+        if err_code != 0 {
+            return Err(LlamaLoraAdapterSetError::ErrorResult(err_code));
+        }
+        Ok(())
+    }
+
     /// Remove all lora adapters.
     ///
     /// Note: The upstream API now replaces all adapters at once via

@@ -729,6 +729,18 @@ extern "C" {
             size_t n_adapters,
             float * scales);
 
+    // Set LoRa adapters on the context with a scale per sequence: a token of sequence s gets
+    // adapter i's change times seq_scales[i*n_seq + s] (0 for s >= n_seq), so that sequences
+    // of one context can run different adapters (or none). Applies to the dense weights
+    // (adapters on mixture-of-experts tensors keep a scale of 1). Replaces the adapters set
+    // before. Returns 0 on success, -1 on invalid arguments.
+    LLAMA_API int32_t llama_set_adapters_lora_seq(
+            struct llama_context * ctx,
+            struct llama_adapter_lora ** adapters,
+            size_t n_adapters,
+            const float * seq_scales,
+            int32_t n_seq);
+
     // Apply a loaded control vector to a llama_context, or if data is NULL, clear
     // the currently loaded vector.
     // n_embd should be the size of a single layer's control, and data should point

@@ -89,3 +89,7 @@ struct llama_adapter_lora {
 
 using llama_adapter_loras = std::unordered_map<llama_adapter_lora *, float>;
 using llama_adapter_loras_ptr = std::unique_ptr<llama_adapter_loras>;
+
+// per-sequence scales of adapters (see llama_set_adapters_lora_seq)
+using llama_adapter_loras_seq = std::unordered_map<llama_adapter_lora *, std::vector<float>>;
+using llama_adapter_loras_seq_ptr = std::unique_ptr<llama_adapter_loras_seq>;

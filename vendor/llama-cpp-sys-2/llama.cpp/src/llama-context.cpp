@@ -1367,11 +1367,12 @@ bool llama_context::set_sampler(llama_seq_id seq_id, llama_sampler * sampler) {
 void llama_context::set_adapters_lora(llama_adapter_lora ** adapters, size_t n_adapters, float * scales) {
     LLAMA_LOG_DEBUG("%s: adapters = %p\n", __func__, (void *) adapters);
 
-    if (adapters_lora_are_same(adapters, n_adapters, scales)) {
+    if (!loras_seq && adapters_lora_are_same(adapters, n_adapters, scales)) {
         return;
     }
 
     loras.reset(new llama_adapter_loras());
+    loras_seq.reset();
 
     for (size_t i = 0; i < n_adapters; i ++) {
         if (scales[i] != 0.0f) {
@@ -1380,6 +1381,24 @@ void llama_context::set_adapters_lora(llama_adapter_lora ** adapters, size_t n_a
     }
 
     sched_need_reserve = true;
+}
+
+int32_t llama_context::set_adapters_lora_seq(llama_adapter_lora ** adapters, size_t n_adapters, const float * seq_scales, int32_t n_seq) {
+    if (n_adapters > 0 && (adapters == nullptr || seq_scales == nullptr || n_seq <= 0)) {
+        return -1;
+    }
+
+    loras.reset(new llama_adapter_loras());
+    loras_seq.reset(n_adapters > 0 ? new llama_adapter_loras_seq() : nullptr);
+
+    for (size_t i = 0; i < n_adapters; i ++) {
+        loras->insert({adapters[i], 1.0f});
+        loras_seq->insert({adapters[i], std::vector<float>(seq_scales + i*n_seq, seq_scales + (i + 1)*n_seq)});
+    }
+
+    sched_need_reserve = true;
+
+    return 0;
 }
 
 bool llama_context::adapters_lora_are_same(llama_adapter_lora ** adapters, size_t n_adapters, float * scales) {
@@ -2666,6 +2685,7 @@ llm_graph_params llama_context::graph_params(
         /*.mix         =*/ out_mix_active ? &out_mix : nullptr,
         /*.n_mix       =*/ out_mix_active ? (uint32_t) n_out_mix : 0,
         /*.n_mix_batch =*/ out_mix_active ? (int64_t) n_out_mix_batch : 0,
+        /*.loras_seq   =*/ loras_seq.get(),
     };
 }
 
@@ -4217,6 +4237,15 @@ int32_t llama_set_adapters_lora(
     ctx->set_adapters_lora(adapters, n_adapters, scales);
 
     return 0;
+}
+
+int32_t llama_set_adapters_lora_seq(
+            llama_context * ctx,
+            llama_adapter_lora ** adapters,
+            size_t n_adapters,
+            const float * seq_scales,
+            int32_t n_seq) {
+    return ctx->set_adapters_lora_seq(adapters, n_adapters, seq_scales, n_seq);
 }
 
 int32_t llama_set_adapter_cvec(

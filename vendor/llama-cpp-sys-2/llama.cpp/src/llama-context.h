@@ -82,6 +82,8 @@ struct llama_context {
     float * get_logits();
     float * get_logits_ith(int32_t i);
 
+    int32_t set_adapters_lora_seq(llama_adapter_lora ** adapters, size_t n_adapters, const float * seq_scales, int32_t n_seq);
+
     // output mixing (see llama_set_output_mix)
     int32_t set_output_mix(const float * mix, int32_t n_mix, int32_t n_batch);
     float * get_logits_mix(int32_t k);
@@ -296,6 +298,7 @@ private:
 
     llama_adapter_cvec_ptr  cvec;
     llama_adapter_loras_ptr loras;
+    llama_adapter_loras_seq_ptr loras_seq; // per-sequence scales, or null
 
     llama_cross cross; // TODO: tmp for handling cross-attention - need something better probably
 

@@ -264,6 +264,45 @@ bool llm_graph_input_out_ids::can_reuse(const llm_graph_params & params) {
     return res;
 }
 
+void llm_graph_input_lora_seq::set_input(const llama_ubatch * ubatch) {
+    GGML_ASSERT(scales);
+    const auto it = scales->find(adapter);
+    GGML_ASSERT(it != scales->end());
+    const std::vector<float> & by_seq = it->second;
+
+    const auto scale_of = [&](uint32_t i) -> float {
+        const llama_seq_id s = ubatch->seq_id[i][0];
+        return s >= 0 && (size_t) s < by_seq.size() ? by_seq[s] : 0.0f;
+    };
+
+    if (per_token) {
+        GGML_ASSERT(ggml_backend_buffer_is_host(per_token->buffer));
+        float * data = (float *) per_token->data;
+        for (uint32_t i = 0; i < ubatch->n_tokens; ++i) {
+            data[i] = scale_of(i);
+        }
+    }
+
+    if (per_output) {
+        GGML_ASSERT(ggml_backend_buffer_is_host(per_output->buffer));
+        float * data = (float *) per_output->data;
+        const int64_t n_outputs = per_output->ne[1];
+        int64_t p = 0;
+        for (uint32_t i = 0; i < ubatch->n_tokens && p < n_outputs; ++i) {
+            if (n_outputs == (int64_t) ubatch->n_tokens || ubatch->output[i]) {
+                data[p++] = scale_of(i);
+            }
+        }
+        GGML_ASSERT(p == n_outputs);
+    }
+}
+
+bool llm_graph_input_lora_seq::can_reuse(const llm_graph_params & params) {
+    return params.loras_seq == scales &&
+        (!per_token  || per_token->ne[1]  == params.ubatch.n_tokens) &&
+        (!per_output || per_output->ne[1] == params.n_outputs);
+}
+
 void llm_graph_input_out_mix::set_input(const llama_ubatch * ubatch) {
     GGML_ASSERT(mix && weights);
     GGML_ASSERT(ggml_backend_buffer_is_host(mix->buffer));
@@ -1559,6 +1598,7 @@ llm_graph_context::llm_graph_context(const llm_graph_params & params) :
     mix              (params.mix),
     n_mix            (params.n_mix),
     n_mix_batch      (params.n_mix_batch),
+    loras_seq        (params.loras_seq),
     cb_func          (params.cb),
     res              (params.res),
     ctx0             (res->get_ctx()),
@@ -1595,6 +1635,31 @@ ggml_tensor * llm_graph_context::build_out_mix(ggml_tensor * cur) const {
     cb(mixed, "result_mix", -1);
 
     return mixed;
+}
+
+ggml_tensor * llm_graph_context::build_lora_seq_scale(llama_adapter_lora * adapter, int64_t n_cols) const {
+    llm_graph_input_lora_seq * inp = nullptr;
+    for (auto * existing : lora_seq_inputs) {
+        if (existing->adapter == adapter) {
+            inp = existing;
+        }
+    }
+    if (!inp) {
+        auto made = std::make_unique<llm_graph_input_lora_seq>(loras_seq, adapter);
+        inp = made.get();
+        res->add_input(std::move(made));
+        lora_seq_inputs.push_back(inp);
+    }
+
+    const bool by_token = n_cols == n_tokens;
+    GGML_ASSERT((by_token || n_cols == n_outputs) && "per-sequence LoRA scales need rows that are tokens or outputs");
+
+    ggml_tensor *& t = by_token ? inp->per_token : inp->per_output;
+    if (!t) {
+        t = ggml_new_tensor_2d(ctx0, GGML_TYPE_F32, 1, n_cols);
+        ggml_set_input(t);
+    }
+    return t;
 }
 
 ggml_tensor * llm_graph_context::build_lora_mm(
@@ -1634,6 +1699,10 @@ ggml_tensor * llm_graph_context::build_lora_mm(
                 );
 
         ab_cur = ggml_scale(ctx0, ab_cur, scale);
+        if (loras_seq && loras_seq->count(lora.first)) {
+            // each token (column) scaled by its sequence's scale of this adapter
+            ab_cur = ggml_mul(ctx0, ab_cur, build_lora_seq_scale(lora.first, cur->ne[1]));
+        }
         res = ggml_add(ctx0, res, ab_cur);
     }
 
@@ -2500,6 +2569,9 @@ ggml_tensor * llm_graph_context::build_inp_embd(ggml_tensor * tok_embd, float to
                         ctx0, lw->b, // non-transposed lora_b
                         ggml_get_rows(ctx0, lw->a, ids)
                         ), scale);
+            if (loras_seq && loras_seq->count(lora.first)) {
+                inpL_delta = ggml_mul(ctx0, inpL_delta, build_lora_seq_scale(lora.first, inpL_delta->ne[1]));
+            }
 
             cur = ggml_add(ctx0, cur, inpL_delta);
         }

@@ -241,6 +241,24 @@ public:
     const uint32_t n_outputs;
 };
 
+// per-sequence LoRA scales of one adapter, as a scale per token (or per output row)
+class llm_graph_input_lora_seq : public llm_graph_input_i {
+public:
+    llm_graph_input_lora_seq(const llama_adapter_loras_seq * scales, llama_adapter_lora * adapter)
+        : scales(scales), adapter(adapter) {}
+    virtual ~llm_graph_input_lora_seq() = default;
+
+    void set_input(const llama_ubatch * ubatch) override;
+
+    bool can_reuse(const llm_graph_params & params) override;
+
+    ggml_tensor * per_token  = nullptr; // F32 [1, n_tokens], made when a graph needs it
+    ggml_tensor * per_output = nullptr; // F32 [1, n_outputs], same
+
+    const llama_adapter_loras_seq * scales;
+    llama_adapter_lora * adapter;
+};
+
 // output mixing: combinations of the output rows, applied before the output projection
 class llm_graph_input_out_mix : public llm_graph_input_i {
 public:
@@ -845,6 +863,9 @@ struct llm_graph_params {
     uint32_t                   n_mix       = 0;
     int64_t                    n_mix_batch = 0;
 
+    // per-sequence LoRA scales (see llama_set_adapters_lora_seq), or null
+    const llama_adapter_loras_seq * loras_seq = nullptr;
+
     // return true if the "other" params would result in a graph with the same topology as with the current params
     //   having the same topology allows us to reuse the graph in some cases
     bool allow_reuse(const llm_graph_params & other) const {
@@ -885,6 +906,10 @@ struct llm_graph_params {
         }
 
         if (n_mix != other.n_mix || n_mix_batch != other.n_mix_batch || out_proj != other.out_proj) {
+            return false;
+        }
+
+        if (loras_seq != other.loras_seq) {
             return false;
         }
 
@@ -1077,6 +1102,10 @@ struct llm_graph_context {
     const uint32_t             n_mix;
     const int64_t              n_mix_batch;
 
+    // per-sequence LoRA scales, and the inputs made for them in this graph
+    const llama_adapter_loras_seq * loras_seq;
+    mutable std::vector<llm_graph_input_lora_seq *> lora_seq_inputs;
+
     const llm_graph_cb & cb_func;
 
     llm_graph_result * res;
@@ -1105,6 +1134,10 @@ struct llm_graph_context {
 
     // the output rows combined by the output mix: [n_embd, n_outputs] -> [n_embd, n_mix]
     ggml_tensor * build_out_mix(ggml_tensor * cur) const;
+
+    // the per-token (n_cols = n_tokens) or per-output-row (n_cols = n_outputs) scale of an
+    // adapter with per-sequence scales: [1, n_cols]
+    ggml_tensor * build_lora_seq_scale(llama_adapter_lora * adapter, int64_t n_cols) const;
 
     // do mat_mul_id, while optionally apply lora and per-expert scale
     ggml_tensor * build_lora_mm_id(
