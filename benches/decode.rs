@@ -34,7 +34,7 @@ fn main() {
             plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
         },
         session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
-        strategies: vec![Strategy::Threads, Strategy::Batched],
+        strategies: vec![Strategy::Threads, Strategy::Batched, Strategy::Mixed],
         rounds: 3,
         load: Default::default(),
     };

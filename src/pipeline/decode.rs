@@ -223,18 +223,29 @@ impl<'e> Decoder<'e> {
     /// they hit as [`Event::Failed`].
     pub fn step(&mut self, sink: &mut Sink<'_>) -> Result<bool> {
         self.fill_lanes(sink)?;
-        let Some(running) = &self.running else { return Ok(!self.is_idle()) };
-        let session = &running.session;
-        let (strategy, contexts) = (session.strategy().name(), session.n_contexts());
+        let n_vocab = self.engine.n_common_vocab();
+        let Some(running) = self.running.as_mut() else { return Ok(!self.is_idle()) };
+        let (strategy, contexts) =
+            (running.session.strategy().name(), running.session.n_contexts());
         for lane in 0..self.lanes.len() {
             self.tokens[lane] = None;
             let Some(active) = &mut self.lanes[lane] else { continue };
             let (tag, stream) = (active.tag, &mut active.stream);
-            let room = session.has_room_in(lane);
-            let logits = |k: usize| session.logits_in(k, lane);
-            let mixed = session.mixed_logits(lane);
-            let combined = &mut self.combined[lane];
-            let finish = match stream.advance(&active.slots, logits, mixed, combined) {
+            let room = running.session.has_room_in(lane);
+            // The session's mixed logits are already the combination: sampled where they
+            // are (the buffer is the lane's until the next step); otherwise combine first.
+            let next = if running.session.mixed_logits(lane).is_some() {
+                let mixed = running.session.mixed_logits_mut(lane).unwrap_or_default();
+                stream.mixed_steps += 1;
+                let n = n_vocab.min(mixed.len());
+                stream.pick(&mut mixed[..n])
+            } else {
+                let session = &running.session;
+                let combined = &mut self.combined[lane];
+                stream.combine(&active.slots, |k| session.logits_in(k, lane), combined);
+                stream.pick(combined)
+            };
+            let finish = match next {
                 Err(e) => {
                     self.lanes[lane] = None;
                     sink(tag, Event::Failed(e))?;
@@ -534,42 +545,38 @@ impl<'e> Stream<'e> {
         })
     }
 
-    /// Picks the next token from the current logits: `slots[k]` is where term `k`'s policy
-    /// sits in the session, `logits(slot)` its latest logits; `mixed`, when the session
-    /// already combined them (one output product for the lane), replaces the combiner.
-    /// `None` for an end-of-generation token; another token is recorded in the history here,
-    /// its text is pushed by the caller.
-    fn advance<'s>(
+    /// Combines the policies' current logits into `combined`: `slots[k]` is where term `k`'s
+    /// policy sits in the session, `logits(slot)` its latest logits.
+    fn combine<'s>(
         &mut self,
         slots: &[usize],
         logits: impl Fn(usize) -> &'s [f32],
-        mixed: Option<&[f32]>,
         combined: &mut [f32],
-    ) -> Result<Option<u32>> {
-        let t0 = Instant::now();
-        if let Some(mixed) = mixed {
-            let n = combined.len();
-            combined.copy_from_slice(&mixed[..n]);
-            self.mixed_steps += 1;
+    ) {
+        let started = Instant::now();
+        // The policies' logits, gathered without a heap allocation for up to 8 policies.
+        let mut few: [&[f32]; 8] = [&[]; 8];
+        let many: Vec<&[f32]>;
+        let inputs: &[&[f32]] = if slots.len() <= few.len() {
+            for (slot, &k) in few.iter_mut().zip(slots) {
+                *slot = logits(k);
+            }
+            &few[..slots.len()]
         } else {
-            // The policies' logits, gathered without a heap allocation for up to 8 policies.
-            let mut few: [&[f32]; 8] = [&[]; 8];
-            let many: Vec<&[f32]>;
-            let inputs: &[&[f32]] = if slots.len() <= few.len() {
-                for (slot, &k) in few.iter_mut().zip(slots) {
-                    *slot = logits(k);
-                }
-                &few[..slots.len()]
-            } else {
-                many = slots.iter().map(|&k| logits(k)).collect();
-                &many
-            };
-            self.combiner.combine(inputs, self.greedy, combined);
-        }
-        let t1 = Instant::now();
-        let token = self.sampler.sample(combined, &self.tokens);
-        self.combining += (t1 - t0).as_secs_f64();
-        self.sampling += t1.elapsed().as_secs_f64();
+            many = slots.iter().map(|&k| logits(k)).collect();
+            &many
+        };
+        self.combiner.combine(inputs, self.greedy, combined);
+        self.combining += started.elapsed().as_secs_f64();
+    }
+
+    /// Picks the next token from the combined scores (changed in place by the repetition
+    /// penalty). `None` for an end-of-generation token; another token is recorded in the
+    /// history here, its text is pushed by the caller.
+    fn pick(&mut self, scores: &mut [f32]) -> Result<Option<u32>> {
+        let started = Instant::now();
+        let token = self.sampler.sample(scores, &self.tokens);
+        self.sampling += started.elapsed().as_secs_f64();
         let token = token.ok_or_else(|| {
             anyhow!(
                 "the combined distribution has no finite score (the weights or divergence \

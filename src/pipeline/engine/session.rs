@@ -244,6 +244,14 @@ impl Session {
         self.mixed_in.get(lane).copied().flatten().map(|m| self.logits_in(m, lane))
     }
 
+    /// As [`Session::mixed_logits`], to change in place (the buffer is the lane's until its
+    /// next step).
+    pub fn mixed_logits_mut(&mut self, lane: usize) -> Option<&mut [f32]> {
+        let m = self.mixed_in.get(lane).copied().flatten()?;
+        let (w, slot) = self.place[m];
+        Some(&mut self.workers[w].logits[slot * self.lanes + lane])
+    }
+
     /// Makes `lane` run the members that `prompts` gives a prompt (one entry per member,
     /// `None`: the member sits this lane out) and decodes their prompts, all members in
     /// parallel; afterwards [`Session::logits_in`] holds each running member's next-token
