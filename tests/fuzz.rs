@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use mood::apps::batch::parse_line;
 use mood::apps::chat::{Chat, Input};
-use mood::apps::server::api::{self, Kind};
+use mood::apps::openai::request::{self as api, Kind};
 use mood::pipeline::decode;
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy as Layout};

@@ -2,7 +2,8 @@
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{
-    build_recipe, constraint, load_options, one_line, progress_bar, session_options, settings,
+    build_recipe, constraint, load_options, model_name, one_line, progress_bar, session_options,
+    settings,
 };
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -70,6 +71,8 @@ fn decode_into(
         score_beta: args.score.then_some(args.beta),
         parallel: usize::from(args.parallel),
         session,
+        model: args.alias.clone().unwrap_or_else(|| model_name(&args.policies)),
+        template: args.template.clone(),
     };
     let summary = batch::run(
         &engine,

@@ -215,7 +215,9 @@ pub struct BatchArgs {
     pub policies: PolicyArgs,
 
     /// Input JSONL: {"id": …, "prompt": "…"} per line, optionally with weights, divergence,
-    /// max_tokens, temperature, top_p, top_k, seed, stop.
+    /// max_tokens, temperature, top_p, top_k, seed, stop; or an OpenAI Batch API file
+    /// ({"custom_id", "method": "POST", "url": "/v1/chat/completions" or "/v1/completions",
+    /// "body"} per line), told by its first line and answered in OpenAI's output format.
     #[arg(short, long, value_name = "FILE")]
     pub input: PathBuf,
 
@@ -238,9 +240,20 @@ pub struct BatchArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 
-    /// Add each policy's log-likelihood and each expert's implicit reward to every record.
+    /// Add each policy's log-likelihood and each expert's implicit reward to every record
+    /// (mood's own line format).
     #[arg(long)]
     pub score: bool,
+
+    /// Chat template for policies that set none, for the chat lines of an OpenAI batch
+    /// file: none (a plain transcript), model (the GGUF's own), or a llama.cpp built-in name.
+    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
+    pub template: String,
+
+    /// The model name in the answers of an OpenAI batch file [default: mood-<recipe or
+    /// model file name>].
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
 
     /// β of the implicit rewards β·log(π_i/π_ref).
     #[arg(long, default_value_t = 1.0)]

@@ -1,6 +1,8 @@
 //! `mood serve`: wires flags to [`mood::apps::server`].
 
-use super::wiring::{build_recipe, constraint, load_options, session_options, settings};
+use super::wiring::{
+    build_recipe, constraint, load_options, model_name, session_options, settings,
+};
 use super::ServeArgs;
 use anyhow::{bail, Result};
 use mood::apps::chat::Chat;
@@ -32,7 +34,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let engine = Engine::load(&policies, load_options(&args.run))?;
     // Checks every policy's chat template before listening.
     Chat::new(&engine, recipe.clone(), settings.clone(), &args.template, session)?;
-    let model_name = args.alias.clone().unwrap_or_else(|| default_name(&args));
+    let model_name = args.alias.clone().unwrap_or_else(|| model_name(&args.policies));
     let config = Config {
         host: args.host.clone(),
         port: args.port,
@@ -49,14 +51,4 @@ pub fn run(args: ServeArgs) -> Result<()> {
     server::serve(engine, recipe, settings, config, &mut |addr| {
         eprintln!("mood serve: listening on http://{addr} (Ctrl-C or SIGTERM stops)");
     })
-}
-
-/// `mood-` and the recipe's (or model's) file name.
-fn default_name(args: &ServeArgs) -> String {
-    args.policies
-        .recipe
-        .as_ref()
-        .or(args.policies.model.as_ref())
-        .and_then(|p| p.file_stem())
-        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
 }

@@ -260,3 +260,13 @@ mod tests {
         assert_eq!(one_line(&e), "input line 3: --top-p must be in (0, 1], got 2");
     }
 }
+
+/// The model name answers carry when no alias is given: mood-<recipe or model file name>.
+pub fn model_name(policies: &PolicyArgs) -> String {
+    policies
+        .recipe
+        .as_ref()
+        .or(policies.model.as_ref())
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
+}
