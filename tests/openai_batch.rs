@@ -90,9 +90,19 @@ fn chat_and_completion_lines_answer_as_the_server_does() {
     let lines = [
         chat("greet", "Be brief.", "Hello!", json!({})),
         completion("ocean", "The ocean", json!({"weights": [1, 0], "logprobs": 2})),
-        chat("json", "Answer in JSON.", "Who are you?", json!({"response_format": {"type": "json_object"}, "max_tokens": 40})),
+        chat(
+            "json",
+            "Answer in JSON.",
+            "Who are you?",
+            json!({"response_format": {"type": "json_object"}, "max_tokens": 40}),
+        ),
         completion("moon", "The moon", json!({"weights": {"poet": 0.2, "scientist": 0.8}})),
-        chat("tools", "x", "y", json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+        chat(
+            "tools",
+            "x",
+            "y",
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+        ),
         line("embed", "/v1/embeddings", json!({"input": "x"})),
         completion("stream", "x", json!({"stream": true})),
         "{\"custom_id\": \"cut".to_string(),
@@ -183,7 +193,8 @@ fn a_killed_openai_batch_resumes_to_the_uninterrupted_result() {
     assert!(partial < prompts.len(), "the run finished before it could be killed");
     // A record cut short, as a kill mid-write would leave it.
     let mut f = std::fs::OpenOptions::new().append(true).open(&output).unwrap();
-    std::io::Write::write_all(&mut f, b"{\"id\": \"batch_req_6\", \"custom_id\": \"c5\", \"li").unwrap();
+    std::io::Write::write_all(&mut f, b"{\"id\": \"batch_req_6\", \"custom_id\": \"c5\", \"li")
+        .unwrap();
     drop(f);
 
     let out = batch_command(&input, &output, &["--resume"]).output().unwrap();
