@@ -219,6 +219,16 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
+/// The model name answers carry when no alias is given: mood-<recipe or model file name>.
+pub fn model_name(policies: &PolicyArgs) -> String {
+    policies
+        .recipe
+        .as_ref()
+        .or(policies.model.as_ref())
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,14 +269,4 @@ mod tests {
             .context("input line 3");
         assert_eq!(one_line(&e), "input line 3: --top-p must be in (0, 1], got 2");
     }
-}
-
-/// The model name answers carry when no alias is given: mood-<recipe or model file name>.
-pub fn model_name(policies: &PolicyArgs) -> String {
-    policies
-        .recipe
-        .as_ref()
-        .or(policies.model.as_ref())
-        .and_then(|p| p.file_stem())
-        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
 }
