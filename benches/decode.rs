@@ -34,6 +34,7 @@ fn main() {
             plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
             constraint: None,
             logprobs: None,
+            draft_max: 0,
         },
         session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         strategies: vec![Strategy::Threads, Strategy::Batched, Strategy::Mixed],

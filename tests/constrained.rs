@@ -69,6 +69,7 @@ fn settings(temperature: f64, seed: u64, constraint: Option<ConstraintSpec>) -> 
         plausibility: 0.0,
         constraint,
         logprobs: None,
+        draft_max: 0,
     }
 }
 

@@ -48,6 +48,7 @@ fn defaults() -> Settings {
         plausibility: 1e-4,
         constraint: None,
         logprobs: None,
+        draft_max: 0,
     }
 }
 

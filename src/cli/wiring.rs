@@ -22,6 +22,7 @@ pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) ->
         plausibility: sampling.plausibility,
         constraint: None,
         logprobs: None,
+        draft_max: sampling.draft_max,
     };
     settings.check()?;
     Ok(settings)
