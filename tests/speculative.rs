@@ -301,3 +301,42 @@ fn a_draft_never_runs_past_the_token_limit_or_the_context() {
     let plain = run(&engine, &recipe, PROMPTS[1], &settings(0.0, 0, 0, 50), small);
     assert_eq!(g.tokens, plain.tokens);
 }
+
+#[test]
+fn a_draft_model_drafts_and_the_output_stays_the_same() {
+    let recipe = tiny_recipe("reverse-kl");
+    let plain_engine = engine_of(&recipe);
+    let mut engine = engine_of(&recipe);
+    // The reference itself without a prefix: shared, not loaded again.
+    engine.load_draft_model(&tiny("cycle"), 0).unwrap();
+    assert!(engine.has_draft_model());
+    assert_eq!(engine.n_models(), plain_engine.n_models());
+    let mut accepted = 0;
+    for (i, prompt) in PROMPTS.iter().enumerate() {
+        for (temperature, seed) in [(0.0, 0), (1.0, i as u64), (1.0, 50 + i as u64)] {
+            for strategy in [Strategy::Threads, Strategy::Mixed] {
+                let s = settings(temperature, seed, 6, 30);
+                let plain = run(
+                    &plain_engine,
+                    &recipe,
+                    prompt,
+                    &settings(temperature, seed, 0, 30),
+                    options(strategy),
+                );
+                let fast = run(&engine, &recipe, prompt, &s, options(strategy));
+                assert_eq!(
+                    plain.tokens, fast.tokens,
+                    "T={temperature} seed {seed} {strategy:?} {prompt:?}"
+                );
+                accepted += fast.timings.accepted;
+            }
+        }
+    }
+    assert!(accepted > 50, "the draft model hardly drafted: {accepted} accepted");
+    // A draft model of another vocabulary is refused, naming it.
+    let mut other = engine_of(&recipe);
+    let err = other.load_draft_model(&tiny("b"), 0).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("draft model") && msg.contains("tiny-b.gguf"), "{msg}");
+    assert!(!other.has_draft_model());
+}

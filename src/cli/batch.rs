@@ -2,7 +2,7 @@
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{
-    build_recipe, constraint, load_options, model_name, one_line, progress_bar, session_options,
+    build_recipe, constraint, load_engine, model_name, one_line, progress_bar, session_options,
     settings,
 };
 use super::{BatchArgs, ScoreArgs};
@@ -10,7 +10,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use mood::apps::batch::{self, Options};
 use mood::apps::score::{Response, Scorer};
 use mood::input::{Line, Lines, LINE_LIMIT};
-use mood::pipeline::engine::Engine;
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -61,7 +60,7 @@ fn decode_into(
     total: Option<u64>,
 ) -> Result<()> {
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&policies, &args.run)?;
     let bar = progress_bar(total, "lines");
     let started = Instant::now();
     let options = Options {
@@ -139,7 +138,7 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
     }
     let recipe = build_recipe(&args.policies)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&policies, &args.run)?;
     let options = session_options(&args.run)?;
     let mut scorer = Scorer::new(&engine, &recipe, args.beta, options)?;
     let input = File::open(&args.input)

@@ -53,6 +53,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         strategies,
         rounds: args.rounds,
         load: load_options(&args.run),
+        draft_model: args.run.draft_model.clone(),
     };
     if let Some(k) = args.memory_probe {
         let peak = bench::memory_probe(&plan, k)?;
@@ -126,10 +127,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "sample ms"
     )?;
     for m in &report.r#mod {
+        let name =
+            if m.draft_max > 0 { format!("{}+spec", m.strategy) } else { m.strategy.to_string() };
         writeln!(
             out,
             "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
-            m.strategy,
+            name,
             m.policies,
             m.contexts,
             m.prompt_tokens_per_second,
@@ -147,6 +150,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
          that model alone on one policy's thread share (÷ passes per thread where policies \
          outnumber threads). Times are per generated token."
     )?;
+    for m in report.r#mod.iter().filter(|m| m.draft_max > 0) {
+        let plain = report.r#mod.iter().find(|p| p.draft_max == 0 && p.strategy == m.strategy);
+        writeln!(
+            out,
+            "{}+spec: speculative MOD as auto runs it, drafts of up to {} tokens by {}: \
+             {} of {} draft tokens accepted ({:.0} %), {:.2} tokens per pass{}",
+            m.strategy,
+            m.draft_max,
+            if report.draft_model.is_some() { "the draft model" } else { "prompt lookup" },
+            m.accepted,
+            m.drafted,
+            100.0 * m.accepted as f64 / m.drafted.max(1) as f64,
+            m.tokens_per_pass,
+            plain.map_or(String::new(), |p| format!(
+                "; {:.2} × {} without speculation",
+                m.tokens_per_second / p.tokens_per_second,
+                p.strategy
+            ))
+        )?;
+    }
     for m in report.r#mod.iter().filter(|m| m.strategy == "mixed" && !m.mixed) {
         writeln!(
             out,

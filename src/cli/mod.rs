@@ -470,6 +470,12 @@ pub struct RunArgs {
     /// measured on first use and remembered; MOOD_STRATEGY_REMEASURE=1 measures again).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub strategy: String,
+
+    /// Speculation with a draft model instead of prompt lookup: a GGUF model of the
+    /// policies' vocabulary (a smaller one of the same family, say) guesses the next
+    /// --draft-max tokens, and every policy checks them in one pass. The output is the same.
+    #[arg(long, visible_alias = "model-draft", value_name = "FILE")]
+    pub draft_model: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

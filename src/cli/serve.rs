@@ -1,13 +1,10 @@
 //! `mood serve`: wires flags to [`mood::apps::server`].
 
-use super::wiring::{
-    build_recipe, constraint, load_options, model_name, session_options, settings,
-};
+use super::wiring::{build_recipe, constraint, load_engine, model_name, session_options, settings};
 use super::ServeArgs;
 use anyhow::{bail, Result};
 use mood::apps::chat::Chat;
 use mood::apps::server::{self, Config};
-use mood::pipeline::engine::Engine;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut recipe = build_recipe(&args.policies)?;
@@ -31,7 +28,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let session = session_options(&args.run)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&policies, &args.run)?;
     // Checks every policy's chat template before listening.
     Chat::new(&engine, recipe.clone(), settings.clone(), &args.template, session)?;
     let model_name = args.alias.clone().unwrap_or_else(|| model_name(&args.policies));

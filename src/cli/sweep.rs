@@ -1,12 +1,11 @@
 //! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], with a
 //! progress bar on a terminal, and writes the files of the output folder.
 
-use super::wiring::{build_recipe, load_options, progress_bar, session_options, settings};
+use super::wiring::{build_recipe, load_engine, progress_bar, session_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
 use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
-use mood::pipeline::engine::Engine;
 use std::io::Write;
 use std::time::Instant;
 
@@ -66,7 +65,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     );
     if !todo.is_empty() {
         let policies: Vec<_> = recipe.policies().cloned().collect();
-        let engine = Engine::load(&policies, load_options(&args.run))?;
+        let engine = load_engine(&policies, &args.run)?;
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::pipeline::constraint::{ConstraintSpec, MAX_SPEC_BYTES};
 use mood::pipeline::divergence::Divergence;
-use mood::pipeline::engine::{LoadOptions, SessionOptions, MIN_CTX};
+use mood::pipeline::engine::{Engine, LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
 use mood::pipeline::settings::{invalid, SettingError, Settings};
@@ -163,6 +163,15 @@ fn parse_bias(text: &str) -> Result<(u32, f32)> {
 
 pub fn load_options(args: &RunArgs) -> LoadOptions {
     LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu }
+}
+
+/// Loads the policies' models, and the draft model if one is given.
+pub fn load_engine(policies: &[Policy], args: &RunArgs) -> Result<Engine> {
+    let mut engine = Engine::load(policies, load_options(args))?;
+    if let Some(path) = &args.draft_model {
+        engine.load_draft_model(path, args.n_gpu_layers)?;
+    }
+    Ok(engine)
 }
 
 pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {

@@ -16,7 +16,7 @@
 use super::stream::{Next, Stream};
 use super::{Event, FinishReason, Flow, Sink};
 use crate::pipeline::draft;
-use crate::pipeline::engine::Session;
+use crate::pipeline::engine::{Drafter, Session};
 use anyhow::Result;
 use llama_cpp_2::token::LlamaToken;
 
@@ -37,8 +37,10 @@ pub(super) enum Advanced {
 }
 
 /// The lane's logits of the last pass and the limits of the next one.
-pub(super) struct Pass<'p> {
+pub(super) struct Pass<'p, 'e> {
     pub(super) session: &'p mut Session,
+    /// The draft model's context; prompt lookup drafts without one.
+    pub(super) drafter: Option<&'p mut Drafter<'e>>,
     pub(super) lane: usize,
     pub(super) n_vocab: usize,
 }
@@ -49,7 +51,7 @@ impl Lane<'_> {
     /// tokens to drop first to `drop`. Only a sink error is returned.
     pub(super) fn advance(
         &mut self,
-        pass: &mut Pass<'_>,
+        pass: &mut Pass<'_, '_>,
         combined: &mut [f32],
         sink: &mut Sink<'_>,
         feed: &mut Vec<LlamaToken>,
@@ -108,7 +110,15 @@ impl Lane<'_> {
             let n = stream.draft_length.take().min(stream.draft_max).min(room).min(wanted);
             let mut next_draft = draft;
             next_draft.clear();
-            draft::lookup(&stream.lookup, n, &mut next_draft);
+            match pass.drafter.as_mut() {
+                // A draft model that fails costs this step its draft, nothing more.
+                Some(d) => {
+                    if d.propose(pass.lane, &stream.lookup, n, &mut next_draft).is_err() {
+                        next_draft.clear();
+                    }
+                }
+                None => draft::lookup(&stream.lookup, n, &mut next_draft),
+            }
             feed.extend(next_draft.iter().map(|&t| LlamaToken(t as i32)));
             stream.draft = next_draft;
             return Ok(Advanced::Fed);
@@ -118,7 +128,7 @@ impl Lane<'_> {
     }
 
     /// Combines and picks at position `i` of the lane's last pass.
-    fn pick_at(&mut self, pass: &mut Pass<'_>, combined: &mut [f32], i: usize) -> Result<Next> {
+    fn pick_at(&mut self, pass: &mut Pass<'_, '_>, combined: &mut [f32], i: usize) -> Result<Next> {
         let stream = &mut self.stream;
         // The session's mixed logits are already the combination: sampled where they are
         // (the buffer is the lane's until the next pass); otherwise combine first.

@@ -15,7 +15,7 @@ mod lane;
 mod stream;
 
 use super::divergence::Divergence;
-use super::engine::{Engine, LaneFill, Session, SessionOptions};
+use super::engine::{Drafter, Engine, LaneFill, Session, SessionOptions};
 use super::logprobs::{Alternative, TokenLogprob};
 use super::recipe::Recipe;
 use super::settings::Settings;
@@ -176,7 +176,7 @@ pub struct Decoder<'e> {
     /// Each lane's combined-scores buffer, reused by the requests it serves.
     combined: Vec<Vec<f32>>,
     queue: VecDeque<(u64, Stream<'e>)>,
-    running: Option<Running>,
+    running: Option<Running<'e>>,
     /// Scratch: each lane's tokens for the next pass (its last token, then any draft), and
     /// how many draft tokens of the last pass to drop from its caches first.
     feeds: Vec<Vec<LlamaToken>>,
@@ -184,9 +184,11 @@ pub struct Decoder<'e> {
 }
 
 /// The session and the engine policies it holds, in order.
-struct Running {
+struct Running<'e> {
     members: Vec<usize>,
     session: Session,
+    /// The draft model's context, when the engine has a draft model.
+    drafter: Option<Drafter<'e>>,
 }
 
 impl<'e> Decoder<'e> {
@@ -221,8 +223,7 @@ impl<'e> Decoder<'e> {
         all.extend_from_slice(members);
         all.sort_unstable();
         all.dedup();
-        let session = self.engine.open_session(&all, self.lanes.len(), self.options)?;
-        self.running = Some(Running { members: all, session });
+        self.running = Some(self.open(all)?);
         Ok(())
     }
 
@@ -261,7 +262,12 @@ impl<'e> Decoder<'e> {
             self.drops[lane] = 0;
             let Some(active) = &mut self.lanes[lane] else { continue };
             let tag = active.tag;
-            let mut pass = Pass { session: &mut running.session, lane, n_vocab };
+            let mut pass = Pass {
+                session: &mut running.session,
+                drafter: running.drafter.as_mut(),
+                lane,
+                n_vocab,
+            };
             let (feed, drop) = (&mut self.feeds[lane], &mut self.drops[lane]);
             let finish =
                 match active.advance(&mut pass, &mut self.combined[lane], sink, feed, drop)? {
@@ -379,14 +385,21 @@ impl<'e> Decoder<'e> {
         Ok(())
     }
 
+    /// A session of `members`, and the draft model's context if the engine has one.
+    fn open(&self, members: Vec<usize>) -> Result<Running<'e>> {
+        let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
+        let (lanes, o) = (self.lanes.len(), self.options);
+        let drafter = self.engine.open_drafter(lanes, o.ctx_size, o.threads)?;
+        Ok(Running { members, session, drafter })
+    }
+
     /// Opens a session with the policies the old one held and every waiting request needs.
     fn reopen(&mut self) -> Result<()> {
         let mut members = self.running.take().map(|r| r.members).unwrap_or_default();
         members.extend(self.queue.iter().flat_map(|(_, s)| s.members.iter().copied()));
         members.sort_unstable();
         members.dedup();
-        let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
-        self.running = Some(Running { members, session });
+        self.running = Some(self.open(members)?);
         Ok(())
     }
 }
