@@ -211,7 +211,7 @@ fn bench_reports_speed_breakdown_and_shared_weights() {
     ]);
     assert_eq!(v["single"].as_array().unwrap().len(), 1, "one distinct model file");
     let mods = v["mod"].as_array().unwrap();
-    assert_eq!(mods.len(), 3);
+    assert_eq!(mods.len(), 4, "three strategies and speculative MOD");
     for (m, strategy, contexts, mixed) in [
         (&mods[0], "threads", 2, false),
         (&mods[1], "batched", 1, false),
@@ -224,9 +224,17 @@ fn bench_reports_speed_breakdown_and_shared_weights() {
         assert!(m["ratio"].as_f64().unwrap() > 0.0 && m["floor_ratio"].as_f64().unwrap() > 0.0);
         assert!(m["forward_ms"].as_f64().unwrap() > m["combine_ms"].as_f64().unwrap());
     }
-    // What auto runs is one of the measured strategies.
+    // What auto runs is one of the measured strategies, and the speculative row runs it.
     let auto = v["auto"]["strategy"].as_str().unwrap();
     assert!(["threads", "batched", "mixed"].contains(&auto), "{auto}");
+    let spec = &mods[3];
+    assert_eq!(spec["strategy"], auto, "{spec}");
+    assert_eq!(spec["draft_max"], 16, "{spec}");
+    assert!(spec["accepted"].as_u64().unwrap() <= spec["drafted"].as_u64().unwrap(), "{spec}");
+    assert!(spec["tokens_per_pass"].as_f64().unwrap() >= 1.0, "{spec}");
+    for m in &mods[..3] {
+        assert_eq!((m["draft_max"].as_u64(), m["drafted"].as_u64()), (Some(0), Some(0)), "{m}");
+    }
     // Two prompted experts on one file hold one copy of the 253 MB weights: a second copy
     // would add at least ~240 MB of peak memory.
     let mem = v["memory"].as_array().unwrap();

@@ -112,10 +112,14 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut single: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
     let mut at_share: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
     // The strategies unspeculated, then (with a draft) speculative MOD as `auto` runs it.
+    // What `auto` runs, measured (or remembered) first, so that the report says which.
+    let auto = auto_choice(plan.recipe, plan)?;
+    progress(&format!("auto runs {} here", auto.strategy));
     let speculative = plan.settings.draft_max > 0;
     let mut rows: Vec<(Strategy, usize)> = plan.strategies.iter().map(|&s| (s, 0)).collect();
     if speculative {
-        rows.push((Strategy::Auto, plan.settings.draft_max));
+        let strategy = auto.strategy.parse().unwrap_or(Strategy::Auto);
+        rows.push((strategy, plan.settings.draft_max));
     }
     let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); rows.len()];
     let mut mod_policies = vec![0; rows.len()];
@@ -210,8 +214,6 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             }
         })
         .collect();
-    let auto = auto_choice(plan.recipe, plan)?;
-    progress(&format!("auto runs {} here", auto.strategy));
     Ok(Report {
         prompt: plan.prompt.to_string(),
         max_tokens: plan.settings.max_tokens,
