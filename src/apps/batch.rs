@@ -8,6 +8,7 @@
 //! goes on.
 
 use crate::apps::score::{Response, Scorer};
+use crate::apps::shard::Shard;
 use crate::input::{self, Lines, LINE_LIMIT};
 use crate::pipeline::decode::{decode_all, Generation, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -212,7 +213,7 @@ fn scan_output(file: &mut std::fs::File, path: &Path) -> Result<Done> {
 }
 
 /// A record's input line number, and its id if it is a generation (not an error record).
-fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
+pub(crate) fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
     let v: Value = serde_json::from_str(text).ok()?;
     let line = usize::try_from(v.get("line")?.as_u64()?).ok()?;
     let id = match v.get("error") {
@@ -233,6 +234,9 @@ pub struct Options {
     /// How many prompts decode at once (lanes of one session).
     pub parallel: usize,
     pub session: SessionOptions,
+    /// Only the lines of this shard (see [`crate::apps::shard`]); the others are read for
+    /// their ids (a duplicate id is one whichever shard the first line is in) and left out.
+    pub shard: Option<Shard>,
 }
 
 /// Counts of a finished run.
@@ -267,6 +271,15 @@ pub fn run(
             reader.next_line().with_context(|| format!("cannot read input line {}", number + 1))?;
         let Some(line) = line else { break };
         number += 1;
+        if options.shard.is_some_and(|s| !s.contains(number - 1)) {
+            // Another shard's line: only its id counts here.
+            if let input::Line::Text(t) = &line {
+                if let Ok(req) = parse_line(t, recipe, defaults, options.normalize) {
+                    seen.insert(req.id.to_string());
+                }
+            }
+            continue;
+        }
         let parsed = match line {
             input::Line::Text(t) if t.trim().is_empty() => continue,
             _ if done.lines.contains(&number) => {
@@ -340,6 +353,11 @@ pub fn run(
                 write_line(output, &rec)?;
                 summary.done += 1;
             }
+            // A lost RPC server stops the run: its lines get no error record, so that
+            // --resume decodes them once the server is back.
+            Err(_) if !engine.lost().is_empty() => {
+                return Err(stopped_by_lost_server(engine));
+            }
             Err(e) => {
                 let msg = format!("{e:#}");
                 write_line(output, &json!({ "id": req.id, "line": number, "error": msg }))?;
@@ -353,6 +371,13 @@ pub fn run(
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The error that ends a run whose RPC server was lost.
+pub fn stopped_by_lost_server(engine: &Engine) -> anyhow::Error {
+    let all: Vec<usize> = (0..engine.policies().len()).collect();
+    let lost = engine.unavailable_for(&all).unwrap_or_else(|| anyhow!("an RPC server was lost"));
+    lost.context("stopped (run it again with --resume once the server is back)")
 }
 
 fn write_line(out: &mut dyn Write, v: &Value) -> Result<()> {

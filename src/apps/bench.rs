@@ -222,7 +222,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
 /// What `auto` chooses for the recipe (measured now, or taken from the cache).
 fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, plan.load)?;
+    let engine = Engine::load(&policies, plan.load.clone())?;
     let options = SessionOptions { strategy: Strategy::Auto, ..plan.session };
     let options = SessionOptions { ctx_size: engine.context_size(options.ctx_size), ..options };
     let m = engine.auto_strategy(&recipe.members()?, 1, options)?;
@@ -257,7 +257,7 @@ fn generate_with(
     strategy: Strategy,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, plan.load)?;
+    let engine = Engine::load(&policies, plan.load.clone())?;
     let mut settings = plan.settings.clone();
     // Stop strings would cut runs short; the speed of a fixed number of steps is wanted.
     settings.stops.clear();

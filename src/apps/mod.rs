@@ -7,4 +7,5 @@ pub mod chat;
 pub mod plot;
 pub mod score;
 pub mod server;
+pub mod shard;
 pub mod sweep;

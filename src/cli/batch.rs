@@ -2,20 +2,35 @@
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{
-    build_recipe, load_options, one_line, progress_bar, session_options, settings,
+    build_recipe, load_engine, one_line, progress_bar, session_options, settings,
 };
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mood::apps::batch::{self, Options};
+use mood::apps::shard::{self, Shard};
 use mood::apps::score::{Response, Scorer};
 use mood::input::{Line, Lines, LINE_LIMIT};
-use mood::pipeline::engine::Engine;
 use serde_json::{json, Value};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
+    if args.merge {
+        let summary = shard::merge_batch(&args.input, &args.shards, &args.output)?;
+        let skipped = match summary.skipped {
+            0 => String::new(),
+            n => format!(" ({n} damaged line(s) of the shards skipped)"),
+        };
+        eprintln!(
+            "mood batch: merged {} shard(s): {} records, one per input line, → {}{skipped}",
+            args.shards.len(),
+            summary.records,
+            args.output.display()
+        );
+        return Ok(());
+    }
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     let recipe = build_recipe(&args.policies)?;
     let defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
     let session = session_options(&args.run)?;
@@ -39,6 +54,10 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    let total = match (shard, total) {
+        (Some(s), Some(t)) => Some(t / s.n as u64 + u64::from(t % s.n as u64 >= s.k as u64)),
+        (_, t) => t,
+    };
     let result = decode_into(&args, &recipe, &defaults, session, input, &mut output, total);
     if result.is_err() && created && output.file.metadata().is_ok_and(|m| m.len() == 0) {
         // Nothing was written: leave no empty file behind to block the next run.
@@ -56,8 +75,8 @@ fn decode_into(
     output: &mut batch::Output,
     total: Option<u64>,
 ) -> Result<()> {
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
+    let engine = load_engine(recipe, &args.run)?;
     let bar = progress_bar(total, "lines");
     let started = Instant::now();
     let options = Options {
@@ -67,6 +86,7 @@ fn decode_into(
         score_beta: args.score.then_some(args.beta),
         parallel: usize::from(args.parallel),
         session,
+        shard,
     };
     let summary = batch::run(
         &engine,
@@ -87,8 +107,9 @@ fn decode_into(
         bar.finish_and_clear();
     }
     let summary = summary?;
+    let of_shard = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
     eprintln!(
-        "mood batch: {} generated, {} skipped, {} errors, {:.1} tok/s → {}",
+        "mood batch{of_shard}: {} generated, {} skipped, {} errors, {:.1} tok/s → {}",
         summary.done,
         summary.skipped,
         summary.errors,
@@ -132,8 +153,7 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         );
     }
     let recipe = build_recipe(&args.policies)?;
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&recipe, &args.run)?;
     let options = session_options(&args.run)?;
     let mut scorer = Scorer::new(&engine, &recipe, args.beta, options)?;
     let input = File::open(&args.input)

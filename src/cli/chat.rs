@@ -1,12 +1,11 @@
 //! `mood chat`: a read-eval-print loop over [`mood::apps::chat::Chat`]. Replies stream to stdout;
 //! prompts, command answers and per-reply figures go to stderr.
 
-use super::wiring::{build_recipe, load_options, one_line, session_options, settings};
+use super::wiring::{build_recipe, load_engine, one_line, session_options, settings};
 use super::ChatArgs;
 use anyhow::{Context, Result};
 use mood::apps::chat::{Chat, Input, HELP};
 use mood::input::{Line, Lines, LINE_LIMIT};
-use mood::pipeline::engine::Engine;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -20,8 +19,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     }
     let settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
     let options = session_options(&args.run)?;
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&recipe, &args.run)?;
     let mut chat = Chat::new(&engine, recipe, settings, &args.template, options)?;
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -1,11 +1,10 @@
 //! `mood generate`: wires flags to a recipe, an engine and the decoding loop, and prints the
 //! result (streamed text, or one JSON object).
 
-use super::wiring::{build_recipe, load_options, session_options, settings};
+use super::wiring::{build_recipe, load_engine, session_options, settings};
 use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
 use mood::pipeline::decode;
-use mood::pipeline::engine::Engine;
 use std::io::Write;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -16,8 +15,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if prompt.trim().is_empty() {
         bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
     }
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&recipe, &args.run)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

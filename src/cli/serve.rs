@@ -1,18 +1,16 @@
 //! `mood serve`: wires flags to [`mood::apps::server`].
 
-use super::wiring::{build_recipe, load_options, session_options, settings};
+use super::wiring::{build_recipe, load_engine, session_options, settings};
 use super::ServeArgs;
 use anyhow::Result;
 use mood::apps::chat::Chat;
 use mood::apps::server::{self, Config};
-use mood::pipeline::engine::Engine;
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
     let settings = settings(args.max_tokens, &[], &args.sampling)?;
     let session = session_options(&args.run)?;
-    let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, load_options(&args.run))?;
+    let engine = load_engine(&recipe, &args.run)?;
     // Checks every policy's chat template before listening.
     Chat::new(&engine, recipe.clone(), settings.clone(), &args.template, session)?;
     let model_name = args

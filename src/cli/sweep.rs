@@ -1,12 +1,12 @@
 //! `mood sweep`: wires flags to [`mood::apps::sweep`] and [`mood::apps::plot`], with a
 //! progress bar on a terminal, and writes the files of the output folder.
 
-use super::wiring::{build_recipe, load_options, progress_bar, session_options, settings};
+use super::wiring::{build_recipe, load_engine, progress_bar, session_options, settings};
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
+use mood::apps::shard::Shard;
 use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
-use mood::pipeline::engine::Engine;
 use std::io::Write;
 use std::time::Instant;
 
@@ -41,6 +41,25 @@ pub fn run(args: SweepArgs) -> Result<()> {
     plan.check()?;
     let dir = &args.output_dir;
     let generations = dir.join(GENERATIONS);
+    if args.merge {
+        if generations.exists() {
+            bail!("{} exists; merge the shards into a new --output-dir", generations.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let merged = sweep::merge(&plan, &args.shard_dirs, &generations)?;
+        let outside = match merged.outside {
+            0 => String::new(),
+            n => format!(" ({n} records of weight vectors or prompts outside this sweep left out)"),
+        };
+        eprintln!(
+            "mood sweep: merged {} shard(s): {} generations → {}{outside}",
+            args.shard_dirs.len(),
+            merged.records,
+            generations.display()
+        );
+        return write_outputs(&args, &plan);
+    }
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     if generations.exists() && !args.resume {
         bail!(
             "{} exists; pass --resume to continue that sweep, or choose another --output-dir",
@@ -56,17 +75,23 @@ pub fn run(args: SweepArgs) -> Result<()> {
             generations.display()
         );
     }
-    let todo = plan.pending(&stored);
-    let total = plan.total();
+    let mut todo = plan.pending(&stored);
+    let mut total = plan.total();
+    let mut of_shard = String::new();
+    if let Some(s) = shard {
+        todo.retain(|&(w, p)| s.contains(w * prompts.len() + p));
+        total = (0..total).filter(|&i| s.contains(i)).count();
+        of_shard = format!(", shard {s}: {total} of them");
+    }
     eprintln!(
-        "mood sweep: {} weight vectors × {} prompts = {total} generations, {} to decode",
+        "mood sweep: {} weight vectors × {} prompts = {} generations{of_shard}, {} to decode",
         grid.len(),
         prompts.len(),
+        plan.total(),
         todo.len()
     );
     if !todo.is_empty() {
-        let policies: Vec<_> = recipe.policies().cloned().collect();
-        let engine = Engine::load(&policies, load_options(&args.run))?;
+        let engine = load_engine(&recipe, &args.run)?;
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -106,7 +131,22 @@ pub fn run(args: SweepArgs) -> Result<()> {
             rate(tally.tokens)
         );
     }
-    let (stored, _) = files::read_generations(&generations, &config)?;
+    if let Some(s) = shard {
+        eprintln!(
+            "mood sweep: shard {s} holds its generations in {}; once every shard has run, join \
+             them with mood sweep (the same flags) --merge DIR… --output-dir DIR",
+            generations.display()
+        );
+        return Ok(());
+    }
+    write_outputs(&args, &plan)
+}
+
+/// Writes the table (CSV, JSONL) and the figure from the folder's generations.
+fn write_outputs(args: &SweepArgs, plan: &Plan) -> Result<()> {
+    let dir = &args.output_dir;
+    let generations = dir.join(GENERATIONS);
+    let (stored, _) = files::read_generations(&generations, &plan.config())?;
     let table = plan.table(&stored);
     if table.outside > 0 {
         eprintln!(
@@ -118,7 +158,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if errors > 0 {
         eprintln!("mood sweep: {errors} generations failed; their errors are in {GENERATIONS}");
     }
-    let names: Vec<String> = recipe.experts.iter().map(|e| e.name.clone()).collect();
+    let names: Vec<String> = plan.recipe.experts.iter().map(|e| e.name.clone()).collect();
     write(&dir.join("sweep.csv"), stats::csv(&names, &table.rows).as_bytes())?;
     let mut jsonl = Vec::new();
     for r in &table.rows {
@@ -132,7 +172,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let caption = plan.caption(&recipe_name, &table.rows);
     let figure = plot::Figure { rows: &table.rows, experts: &names, caption: &caption };
     plot::pareto(&figure, &dir.join("pareto"))?;
-    let (w, h) = plot::size_inches(m);
+    let (w, h) = plot::size_inches(names.len());
     eprintln!(
         "mood sweep: wrote sweep.csv, sweep.jsonl, pareto.png ({w} × {h} in at {} dpi) and pareto.svg in {}",
         plot::DPI,

@@ -5,7 +5,8 @@ use super::{PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::pipeline::divergence::Divergence;
-use mood::pipeline::engine::{LoadOptions, SessionOptions, MIN_CTX};
+use mood::pipeline::engine::rpc::{self, exposure_warning, Endpoint};
+use mood::pipeline::engine::{rpc_endpoints, Engine, LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
 use mood::pipeline::settings::{invalid, SettingError, Settings};
@@ -93,7 +94,28 @@ pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
 }
 
 pub fn load_options(args: &RunArgs) -> LoadOptions {
-    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu }
+    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu, rpc: args.rpc.clone() }
+}
+
+/// Loads the recipe's policies with the flags' options, after warning about RPC servers on
+/// addresses that are not loopback or private.
+pub fn load_engine(recipe: &Recipe, args: &RunArgs) -> Result<Engine> {
+    let policies: Vec<Policy> = recipe.policies().cloned().collect();
+    let options = load_options(args);
+    let endpoints = rpc_endpoints(&policies, &options)?;
+    if rpc::AVAILABLE {
+        warn_exposed(&endpoints);
+    }
+    Engine::load(&policies, options)
+}
+
+/// Prints a warning for each RPC server address that is not loopback or private.
+pub fn warn_exposed(endpoints: &[Endpoint]) {
+    for e in endpoints {
+        if let Some(w) = exposure_warning(e) {
+            eprintln!("mood: warning: {w}");
+        }
+    }
 }
 
 pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {

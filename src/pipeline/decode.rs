@@ -191,12 +191,15 @@ impl<'e> Decoder<'e> {
     }
 
     /// Opens the session now with (at least) the engine policies `members`, instead of with
-    /// the first request: a server finds out at start-up whether its contexts fit.
+    /// the first request: a server finds out at start-up whether its contexts fit. Policies
+    /// whose RPC server was lost are left out.
     pub fn prepare(&mut self, members: &[usize]) -> Result<()> {
         let mut all = self.running.take().map(|r| r.members).unwrap_or_default();
         all.extend_from_slice(members);
         all.sort_unstable();
         all.dedup();
+        let lost = self.engine.lost();
+        all.retain(|m| !lost.contains(m));
         let session = self.engine.open_session(&all, self.lanes.len(), self.options)?;
         self.running = Some(Running { members: all, session });
         Ok(())
@@ -284,11 +287,20 @@ impl<'e> Decoder<'e> {
             let result = self.running.as_mut().map_or(Ok(()), |r| r.session.step(&self.tokens));
             let elapsed = started.elapsed().as_secs_f64();
             if let Err(e) = result {
-                // The caches are in an unknown state: fail what was decoding, start afresh.
-                self.running = None;
+                let lost = self.engine.lost();
+                if lost.is_empty() {
+                    // The caches are in an unknown state: fail what was decoding, start afresh.
+                    self.running = None;
+                }
+                // With a lost RPC server every other context still decoded its step: only the
+                // requests that need the lost policies end.
                 for slot in self.lanes.iter_mut() {
-                    if let Some(a) = slot.take() {
-                        sink(a.tag, Event::Failed(anyhow!("{e:#}")))?;
+                    let hit = |a: &Lane<'_>| {
+                        lost.is_empty() || a.stream.members.iter().any(|m| lost.contains(m))
+                    };
+                    if let Some(a) = slot.take_if(|a| hit(a)) {
+                        let error = self.engine.unavailable_for(&a.stream.members);
+                        sink(a.tag, Event::Failed(error.unwrap_or_else(|| anyhow!("{e:#}"))))?;
                     }
                 }
             }
@@ -309,6 +321,13 @@ impl<'e> Decoder<'e> {
         for lane in 0..self.lanes.len() {
             if self.lanes[lane].is_some() {
                 continue;
+            }
+            // Requests that need a policy whose RPC server was lost fail at once.
+            while let Some(error) =
+                self.queue.front().and_then(|(_, s)| self.engine.unavailable_for(&s.members))
+            {
+                let (tag, _) = self.queue.pop_front().expect("a queued request");
+                sink(tag, Event::Failed(error))?;
             }
             let Some((_, next)) = self.queue.front() else { break };
             let fits = self
@@ -357,8 +376,16 @@ impl<'e> Decoder<'e> {
         let cached = match running.session.prefill_lanes(fills) {
             Ok(cached) => cached,
             Err(e) => {
-                for (tag, _) in starting {
-                    sink(tag, Event::Failed(anyhow!("{e:#}")))?;
+                let lost = self.engine.lost();
+                // With a lost RPC server, the requests that do not need it wait their turn
+                // again (nothing of theirs was reported yet); the others fail.
+                for (tag, stream) in starting.into_iter().rev() {
+                    if !lost.is_empty() && !stream.members.iter().any(|m| lost.contains(m)) {
+                        self.queue.push_front((tag, stream));
+                        continue;
+                    }
+                    let error = self.engine.unavailable_for(&stream.members);
+                    sink(tag, Event::Failed(error.unwrap_or_else(|| anyhow!("{e:#}"))))?;
                 }
                 return Ok(());
             }
@@ -376,12 +403,15 @@ impl<'e> Decoder<'e> {
         Ok(())
     }
 
-    /// Opens a session with the policies the old one held and every waiting request needs.
+    /// Opens a session with the policies the old one held and every waiting request needs,
+    /// but those whose RPC server was lost.
     fn reopen(&mut self) -> Result<()> {
         let mut members = self.running.take().map(|r| r.members).unwrap_or_default();
         members.extend(self.queue.iter().flat_map(|(_, s)| s.members.iter().copied()));
         members.sort_unstable();
         members.dedup();
+        let lost = self.engine.lost();
+        members.retain(|m| !lost.contains(m));
         let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
         self.running = Some(Running { members, session });
         Ok(())

@@ -30,6 +30,8 @@ pub(super) struct MemberSpec {
     /// Why this member's logits are not linear in its final hidden state (output mixing is
     /// then wrong), or `None`.
     pub not_linear: Option<&'static str>,
+    /// The RPC servers holding its model (none: local).
+    pub servers: Vec<Arc<super::rpc::Server>>,
 }
 
 struct Worker {
@@ -142,6 +144,10 @@ impl Session {
                 model_of_group: worker_groups
                     .iter()
                     .map(|g| Arc::clone(&models[g[0]].model))
+                    .collect(),
+                servers_of_group: worker_groups
+                    .iter()
+                    .map(|g| models[g[0]].servers.clone())
                     .collect(),
                 group_sizes: worker_groups.iter().map(Vec::len).collect(),
                 lanes,
