@@ -32,6 +32,8 @@ fn main() {
             stops: Vec::new(),
             sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
             plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
+            constraint: None,
+            logprobs: None,
         },
         session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         strategies: vec![Strategy::Threads, Strategy::Batched, Strategy::Mixed],

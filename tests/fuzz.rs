@@ -46,6 +46,8 @@ fn defaults() -> Settings {
         stops: vec![],
         sampling: SamplingParams { repeat_penalty: 1.0, ..SamplingParams::default() },
         plausibility: 1e-4,
+        constraint: None,
+        logprobs: None,
     }
 }
 
@@ -210,11 +212,15 @@ proptest! {
         top_p in 0.001..=1.0f64,
         min_p in 0.0..=1.0f64,
         penalty in 0.001..1000.0f64,
+        presence in -2.0..=2.0f64,
+        frequency in -2.0..=2.0f64,
+        logit_bias in prop::collection::vec((0..60u32, -100.0..=100.0f32), 0..5),
         seed in any::<u64>(),
         history in prop::collection::vec(0..60u32, 0..10),
     ) {
         let params = SamplingParams { temperature, top_k, top_p, min_p, repeat_penalty: penalty,
-            repeat_last_n: 64, seed: None };
+            repeat_last_n: 64, presence_penalty: presence, frequency_penalty: frequency,
+            logit_bias, seed: None };
         prop_assert!(params.check().is_ok());
         let mut sampler = Sampler::new(params, seed);
         let mut work = logits.clone();
@@ -227,10 +233,12 @@ proptest! {
     #[test]
     fn sampling_settings_are_checked_not_trusted(
         temperature in any::<f64>(), top_p in any::<f64>(), min_p in any::<f64>(),
-        penalty in any::<f64>(), seed in any::<u64>(),
+        penalty in any::<f64>(), presence in any::<f64>(), frequency in any::<f64>(),
+        bias in any::<f32>(), seed in any::<u64>(),
     ) {
         let params = SamplingParams { temperature, top_k: 40, top_p, min_p, repeat_penalty: penalty,
-            repeat_last_n: 64, seed: Some(seed) };
+            repeat_last_n: 64, presence_penalty: presence, frequency_penalty: frequency,
+            logit_bias: vec![(1, bias)], seed: Some(seed) };
         if params.check().is_ok() {
             let mut sampler = Sampler::new(params, seed);
             let _ = sampler.sample(&mut [0.0, 1.0, f32::NAN], &[0]);

@@ -12,6 +12,7 @@ use crate::apps::shard::Shard;
 use crate::input::{self, Lines, LINE_LIMIT};
 use crate::pipeline::decode::{decode_all, Generation, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
+use crate::pipeline::logprobs::MAX_TOP_LOGPROBS;
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::settings::{invalid, refuse_unknown, Overrides, Settings};
 use anyhow::{anyhow, bail, Context, Result};
@@ -29,7 +30,7 @@ pub struct LineRequest {
 }
 
 /// The keys of a line besides the overrides.
-const LINE_KEYS: [&str; 2] = ["id", "prompt"];
+const LINE_KEYS: [&str; 3] = ["id", "prompt", "logprobs"];
 
 /// Parses one input line, applying its overrides to the defaults (`normalize` is the
 /// default of `normalize_weights`).
@@ -53,6 +54,21 @@ pub fn parse_line(
     refuse_unknown(&obj, &LINE_KEYS)?;
     let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
     overrides.apply(&mut recipe, &mut settings, normalize)?;
+    match obj.get("logprobs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(false)) => settings.logprobs = None,
+        Some(n) => {
+            let n = n.as_u64().filter(|&n| n <= MAX_TOP_LOGPROBS as u64).ok_or_else(|| {
+                invalid(
+                    "logprobs",
+                    format!(
+                        "must be a number of alternatives from 0 to {MAX_TOP_LOGPROBS}, or false"
+                    ),
+                )
+            })?;
+            settings.logprobs = Some(n as usize);
+        }
+    }
     recipe.terms()?;
     Ok(LineRequest { id, prompt, recipe, settings })
 }
@@ -407,6 +423,8 @@ mod tests {
             stops: vec![],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            constraint: None,
+            logprobs: None,
         }
     }
 

@@ -221,7 +221,7 @@ impl<'e> Chat<'e> {
             Ok(Flow::Continue)
         })?;
         let generation = outcome.unwrap_or_else(|| bail!("the reply produced no result"))?;
-        Ok(Reply { reused_tokens: generation.cached_tokens, generation })
+        Ok(Reply { reused_tokens: generation.cached_tokens, generation: *generation })
     }
 }
 

@@ -2,7 +2,7 @@
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{
-    build_recipe, load_engine, one_line, progress_bar, session_options, settings,
+    build_recipe, constraint, load_engine, one_line, progress_bar, session_options, settings,
 };
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -32,7 +32,10 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     }
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     let recipe = build_recipe(&args.policies)?;
-    let defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let mut defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    defaults.constraint = constraint(&args.constraint)?;
+    defaults.logprobs = args.logprobs;
+    defaults.check()?;
     let session = session_options(&args.run)?;
     let input = File::open(&args.input)
         .with_context(|| format!("cannot open input {}", args.input.display()))?;

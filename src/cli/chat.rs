@@ -1,7 +1,7 @@
 //! `mood chat`: a read-eval-print loop over [`mood::apps::chat::Chat`]. Replies stream to stdout;
 //! prompts, command answers and per-reply figures go to stderr.
 
-use super::wiring::{build_recipe, load_engine, one_line, session_options, settings};
+use super::wiring::{build_recipe, constraint, load_engine, one_line, session_options, settings};
 use super::ChatArgs;
 use anyhow::{Context, Result};
 use mood::apps::chat::{Chat, Input, HELP};
@@ -17,7 +17,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
             p.system.get_or_insert_with(|| system.clone());
         }
     }
-    let settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let mut settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    settings.constraint = constraint(&args.constraint)?;
     let options = session_options(&args.run)?;
     let engine = load_engine(&recipe, &args.run)?;
     let mut chat = Chat::new(&engine, recipe, settings, &args.template, options)?;

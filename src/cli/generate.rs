@@ -1,7 +1,7 @@
 //! `mood generate`: wires flags to a recipe, an engine and the decoding loop, and prints the
 //! result (streamed text, or one JSON object).
 
-use super::wiring::{build_recipe, load_engine, session_options, settings};
+use super::wiring::{build_recipe, constraint, load_engine, session_options, settings};
 use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
 use mood::pipeline::decode;
@@ -10,7 +10,13 @@ use std::io::Write;
 pub fn run(args: GenerateArgs) -> Result<()> {
     let prompt = read_prompt(&args)?;
     let recipe = build_recipe(&args.policies)?;
-    let settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let mut settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    settings.constraint = constraint(&args.constraint)?;
+    settings.logprobs = args.logprobs;
+    if settings.logprobs.is_some() && !args.json {
+        bail!("--logprobs needs --json (the log-probabilities are part of the JSON object)");
+    }
+    settings.check()?;
     let options = session_options(&args.run)?;
     if prompt.trim().is_empty() {
         bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");

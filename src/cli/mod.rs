@@ -92,12 +92,30 @@ pub struct ServeArgs {
 
     /// Chat template for policies that set none: none (a plain transcript, for base
     /// models), model (the GGUF's own), or a llama.cpp built-in name.
-    #[arg(long, default_value = "none", value_name = "NAME")]
+    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
     pub template: String,
 
+    /// System prompt for policies that set none (a request's system messages replace it).
+    #[arg(long, visible_alias = "system-prompt", value_name = "TEXT")]
+    pub system: Option<String>,
+
+    /// Read the API key from the first line of FILE (keeps it out of the process list).
+    #[arg(long, value_name = "FILE", conflicts_with = "api_key")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// The model name /v1/models reports and answers carry [default: mood-<recipe or model
+    /// file name>].
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
+
     /// Default generated-token limit (requests set max_tokens).
-    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 256, value_name = "N")]
     pub max_tokens: usize,
+
+    /// A constraint for requests that give none (a request's grammar, json_schema or
+    /// response_format replaces it).
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -114,20 +132,23 @@ pub struct ChatArgs {
     /// Chat template for policies that set none: none (a plain "User:/Assistant:"
     /// transcript, for base models), model (the GGUF's own), or a llama.cpp built-in name
     /// (gemma, chatml, llama3, …).
-    #[arg(long, default_value = "none", value_name = "NAME")]
+    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
     pub template: String,
 
     /// System prompt for policies that set none.
-    #[arg(long, value_name = "TEXT")]
+    #[arg(long, visible_alias = "system-prompt", value_name = "TEXT")]
     pub system: Option<String>,
 
     /// Generated-token limit per reply.
-    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 256, value_name = "N")]
     pub max_tokens: usize,
 
     /// Stop a reply when this string appears (repeatable).
-    #[arg(long, value_name = "STRING")]
+    #[arg(long, visible_alias = "reverse-prompt", value_name = "STRING")]
     pub stop: Vec<String>,
+
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -194,7 +215,7 @@ pub struct SweepArgs {
     pub shard_dirs: Vec<PathBuf>,
 
     /// Generated-token limit per output.
-    #[arg(short = 'n', long, default_value_t = 64, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 64, value_name = "N")]
     pub max_tokens: usize,
 
     #[command(flatten)]
@@ -256,12 +277,20 @@ pub struct BatchArgs {
     pub beta: f64,
 
     /// Default generated-token limit per line.
-    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 256, value_name = "N")]
     pub max_tokens: usize,
 
     /// Default stop string (repeatable).
-    #[arg(long, value_name = "STRING")]
+    #[arg(long, visible_alias = "reverse-prompt", value_name = "STRING")]
     pub stop: Vec<String>,
+
+    /// Add to every record each generated token's log-probability, the N most likely
+    /// alternatives (0 to 20) and each policy's own (a line's "logprobs" overrides it).
+    #[arg(long, value_name = "N")]
+    pub logprobs: Option<usize>,
+
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -311,8 +340,9 @@ pub struct InfoArgs {
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     /// TOML recipe naming the reference and expert policies and their weights
-    /// (see models/demo.toml).
-    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["model", "expert", "prefix"])]
+    /// (see models/demo.toml). Note: -r is the recipe here, not llama.cpp's reverse prompt
+    /// (that is --stop, alias --reverse-prompt).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["model", "expert", "prefix", "lora"])]
     pub recipe: Option<PathBuf>,
 
     /// Shorthand without a recipe: the reference model, also the model of every --prefix
@@ -328,6 +358,12 @@ pub struct PolicyArgs {
     /// Shorthand: add an expert that is a model file of its own (repeatable).
     #[arg(long, value_name = "FILE")]
     pub expert: Vec<PathBuf>,
+
+    /// Shorthand: add an expert that is --model with this LoRA adapter (GGUF; repeatable).
+    /// Unlike llama.cpp's --lora, which changes the one model, each adapter here is an
+    /// objective of its own, steered by its weight.
+    #[arg(long, value_name = "FILE")]
+    pub lora: Vec<PathBuf>,
 
     /// One weight per expert, e.g. 0.3,0.7; overrides the recipe. Reverse KL takes any real
     /// weights; a sum other than 1 needs a reference policy.
@@ -349,7 +385,7 @@ pub struct PolicyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature of the combined distribution; 0 = greedy (the argmax).
-    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    #[arg(long, visible_alias = "temp", default_value_t = 0.0, allow_hyphen_values = true)]
     pub temperature: f64,
 
     /// Sample only among the K most likely tokens (0 = off).
@@ -369,9 +405,25 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 1.1, allow_hyphen_values = true)]
     pub repeat_penalty: f64,
 
-    /// How many recent generated tokens the repetition penalty looks at (0 = off).
+    /// How many recent generated tokens the repetition, presence and frequency penalties
+    /// look at (0 = off).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub repeat_last_n: usize,
+
+    /// Subtract P from the combined logit of every token among the last --repeat-last-n
+    /// generated ones (OpenAI's presence_penalty, from -2 to 2; 0 = off).
+    #[arg(long, default_value_t = 0.0, value_name = "P", allow_hyphen_values = true)]
+    pub presence_penalty: f64,
+
+    /// Subtract F × its count from the combined logit of every token among the last
+    /// --repeat-last-n generated ones (OpenAI's frequency_penalty, from -2 to 2; 0 = off).
+    #[arg(long, default_value_t = 0.0, value_name = "F", allow_hyphen_values = true)]
+    pub frequency_penalty: f64,
+
+    /// Add BIAS (from -100 to 100) to the combined logit of token id TOKEN: TOKEN=BIAS, or
+    /// llama.cpp's TOKEN+BIAS / TOKEN-BIAS (repeatable).
+    #[arg(long, value_name = "TOKEN=BIAS", allow_hyphen_values = true)]
+    pub logit_bias: Vec<String>,
 
     /// When sampling, draw only tokens to which some positively weighted policy gives at
     /// least TAU × its top probability (guards against a divergence's pole; 0 = the whole
@@ -383,6 +435,26 @@ pub struct SamplingArgs {
     /// seed per generation, reported with the output].
     #[arg(long)]
     pub seed: Option<u64>,
+}
+
+/// What the output must follow: the constraint masks the combined distribution before
+/// sampling (llama.cpp's grammar engine).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ConstraintArgs {
+    /// The output follows this grammar (llama.cpp's GBNF, with a `root` rule): a file, or
+    /// the grammar itself when the text holds "::=".
+    #[arg(
+        long,
+        visible_alias = "grammar-file",
+        value_name = "FILE",
+        conflicts_with = "json_schema"
+    )]
+    pub grammar: Option<String>,
+
+    /// The output is JSON valid against this JSON schema (converted to a grammar by
+    /// llama.cpp): a file, or the schema itself when the text starts with "{".
+    #[arg(long, visible_alias = "json-schema-file", value_name = "FILE")]
+    pub json_schema: Option<String>,
 }
 
 /// How the policies run.
@@ -433,21 +505,29 @@ pub struct GenerateArgs {
     pub prompt: Option<String>,
 
     /// Read the prompt from FILE ('-' = standard input).
-    #[arg(long, value_name = "FILE")]
+    #[arg(short = 'f', long, visible_alias = "file", value_name = "FILE")]
     pub prompt_file: Option<PathBuf>,
 
     /// Stop after this many generated tokens.
-    #[arg(short = 'n', long, default_value_t = 256, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 256, value_name = "N")]
     pub max_tokens: usize,
 
     /// Stop when this string appears; it is not printed (repeatable).
-    #[arg(long, value_name = "STRING")]
+    #[arg(long, visible_alias = "reverse-prompt", value_name = "STRING")]
     pub stop: Vec<String>,
 
     /// Print one JSON object (text, tokens, finish_reason, weights, timings, …) instead of
     /// streaming the text.
     #[arg(long)]
     pub json: bool,
+
+    /// With --json: each generated token's log-probability in the combined distribution,
+    /// the N most likely alternatives (0 to 20), and each policy's own log-probability.
+    #[arg(long, value_name = "N")]
+    pub logprobs: Option<usize>,
+
+    #[command(flatten)]
+    pub constraint: ConstraintArgs,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -475,7 +555,7 @@ pub struct BenchArgs {
 
     /// Tokens generated per run (stop strings are ignored; an end-of-generation token ends
     /// a run early).
-    #[arg(short = 'n', long, default_value_t = 128, value_name = "N")]
+    #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 128, value_name = "N")]
     pub max_tokens: usize,
 
     /// Rounds of (each model alone, MOD per strategy); medians are reported.

@@ -1,9 +1,10 @@
 //! Wiring shared by the front ends: flags to recipes, settings and engine options, and
 //! errors worded with flags.
 
-use super::{PolicyArgs, RunArgs, SamplingArgs};
+use super::{ConstraintArgs, PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mood::pipeline::constraint::{ConstraintSpec, MAX_SPEC_BYTES};
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::rpc::{self, exposure_warning, Endpoint};
 use mood::pipeline::engine::{rpc_endpoints, Engine, LoadOptions, SessionOptions, MIN_CTX};
@@ -18,11 +19,51 @@ pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) ->
     let settings = Settings {
         max_tokens,
         stops: stops.to_vec(),
-        sampling: sampling_params(sampling),
+        sampling: sampling_params(sampling)?,
         plausibility: sampling.plausibility,
+        constraint: None,
+        logprobs: None,
     };
     settings.check()?;
     Ok(settings)
+}
+
+/// The constraint the flags ask for: `--grammar` (a file, or GBNF text holding "::=") or
+/// `--json-schema` (a file, or JSON text starting with "{").
+pub fn constraint(args: &ConstraintArgs) -> Result<Option<ConstraintSpec>> {
+    let spec = match (&args.grammar, &args.json_schema) {
+        (Some(g), _) if g.contains("::=") => Some(ConstraintSpec::Grammar(g.clone())),
+        (Some(path), _) => Some(ConstraintSpec::Grammar(read_spec(path, "grammar")?)),
+        (None, Some(s)) => {
+            let text = if s.trim_start().starts_with('{') {
+                s.clone()
+            } else {
+                read_spec(s, "json_schema")?
+            };
+            let schema = serde_json::from_str(&text).map_err(|e| {
+                invalid(
+                    "json_schema",
+                    format!("is not valid JSON ({e}); give a file or the schema"),
+                )
+            })?;
+            Some(ConstraintSpec::JsonSchema(schema))
+        }
+        (None, None) => None,
+    };
+    if let Some(c) = &spec {
+        c.check()?;
+    }
+    Ok(spec)
+}
+
+/// A grammar or schema file, bounded in size.
+fn read_spec(path: &str, setting: &str) -> Result<String> {
+    let what = if setting == "grammar" { "grammar file" } else { "JSON schema file" };
+    let text = mood::input::read_text(Path::new(path), what)?;
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(invalid(setting, format!("file {path} is over {MAX_SPEC_BYTES} bytes")));
+    }
+    Ok(text)
 }
 
 /// The recipe from `--recipe`, or from the shorthand flags; `--divergence` and `--weights`
@@ -30,7 +71,7 @@ pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) ->
 pub fn build_recipe(args: &PolicyArgs) -> Result<Recipe> {
     let mut recipe = match &args.recipe {
         Some(path) => Recipe::load(path)?,
-        None => from_flags(args.model.as_deref(), &args.expert, &args.prefix)?,
+        None => from_flags(args.model.as_deref(), &args.expert, &args.prefix, &args.lora)?,
     };
     if let Some(d) = &args.divergence {
         recipe.divergence = d.parse()?;
@@ -50,9 +91,13 @@ pub fn from_flags(
     model: Option<&Path>,
     expert_files: &[PathBuf],
     prefixes: &[String],
+    adapters: &[PathBuf],
 ) -> Result<Recipe> {
     if !prefixes.is_empty() && model.is_none() {
         bail!("--prefix needs --model: the model file the prompted experts run on");
+    }
+    if !adapters.is_empty() && model.is_none() {
+        bail!("--lora needs --model: the model file the adapters apply to");
     }
     let mut experts: Vec<Policy> =
         expert_files.iter().map(|f| Policy { model: f.clone(), ..Policy::default() }).collect();
@@ -60,6 +105,11 @@ pub fn from_flags(
         experts.extend(prefixes.iter().map(|p| Policy {
             model: model.to_path_buf(),
             prefix: p.clone(),
+            ..Policy::default()
+        }));
+        experts.extend(adapters.iter().map(|a| Policy {
+            model: model.to_path_buf(),
+            lora: Some((a.clone(), 1.0)),
             ..Policy::default()
         }));
         if experts.is_empty() {
@@ -81,16 +131,34 @@ pub fn from_flags(
     Recipe::new(Divergence::default(), reference, experts, vec![1.0 / m as f64; m])
 }
 
-pub fn sampling_params(args: &SamplingArgs) -> SamplingParams {
-    SamplingParams {
+pub fn sampling_params(args: &SamplingArgs) -> Result<SamplingParams> {
+    Ok(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
         top_p: args.top_p,
         min_p: args.min_p,
         repeat_penalty: args.repeat_penalty,
         repeat_last_n: args.repeat_last_n,
+        presence_penalty: args.presence_penalty,
+        frequency_penalty: args.frequency_penalty,
+        logit_bias: args.logit_bias.iter().map(|b| parse_bias(b)).collect::<Result<_>>()?,
         seed: args.seed,
-    }
+    })
+}
+
+/// One `--logit-bias`: TOKEN=BIAS, or llama.cpp's TOKEN+BIAS / TOKEN-BIAS.
+fn parse_bias(text: &str) -> Result<(u32, f32)> {
+    let bad = || {
+        invalid("logit_bias", format!("must be TOKEN=BIAS (e.g. 1234=-5 or 1234+2), got {text:?}"))
+    };
+    let (token, bias) = match text.find(['=', '+', '-']) {
+        Some(i) if text.as_bytes()[i] == b'=' => (&text[..i], &text[i + 1..]),
+        Some(i) => (&text[..i], &text[i..]),
+        None => return Err(bad()),
+    };
+    let token: u32 = token.trim().parse().map_err(|_| bad())?;
+    let bias: f32 = bias.trim().trim_start_matches('+').parse().map_err(|_| bad())?;
+    Ok((token, bias))
 }
 
 pub fn load_options(args: &RunArgs) -> LoadOptions {
@@ -180,18 +248,31 @@ mod tests {
     #[test]
     fn shorthand_flags_build_a_recipe() {
         let m = PathBuf::from("m.gguf");
-        let r = from_flags(Some(&m), &[], &["A".into(), "B".into()]).unwrap();
+        let r = from_flags(Some(&m), &[], &["A".into(), "B".into()], &[]).unwrap();
         assert_eq!(r.experts.len(), 2);
         assert_eq!(r.experts[1].prefix, "B");
         assert_eq!(r.reference.unwrap().model, m);
         assert_eq!(r.weights, vec![0.5, 0.5]);
-        let single = from_flags(Some(&m), &[], &[]).unwrap();
+        let single = from_flags(Some(&m), &[], &[], &[]).unwrap();
         assert_eq!(single.experts.len(), 1);
         assert_eq!(single.weights, vec![1.0]);
-        let files = from_flags(None, &["x.gguf".into()], &[]).unwrap();
+        let files = from_flags(None, &["x.gguf".into()], &[], &[]).unwrap();
         assert!(files.reference.is_none());
-        assert!(from_flags(None, &[], &["A".into()]).is_err());
-        assert!(from_flags(None, &[], &[]).is_err());
+        assert!(from_flags(None, &[], &["A".into()], &[]).is_err());
+        assert!(from_flags(None, &[], &[], &[]).is_err());
+        assert!(from_flags(None, &[], &[], &["a.gguf".into()]).is_err());
+        let l = from_flags(Some(&m), &[], &[], &["a.gguf".into()]).unwrap();
+        assert_eq!(l.experts[0].lora, Some(("a.gguf".into(), 1.0)));
+    }
+
+    #[test]
+    fn logit_bias_flags_parse_both_forms() {
+        assert_eq!(parse_bias("12=-3.5").unwrap(), (12, -3.5));
+        assert_eq!(parse_bias("12+2").unwrap(), (12, 2.0));
+        assert_eq!(parse_bias("12-2").unwrap(), (12, -2.0));
+        for bad in ["", "12", "x=1", "12=", "=3", "-1=2"] {
+            assert!(parse_bias(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The MOD pipeline: recipe → engine → combine → sample → decode (see the crate documentation).
-//! The math modules ([`divergence`], [`combine`], [`sample`], [`text`], [`recipe`]) know
-//! nothing of llama.cpp and are tested and benchmarked alone.
+//! The math modules ([`divergence`], [`combine`], [`sample`], [`constraint`], [`logprobs`],
+//! [`text`], [`recipe`]) know nothing of llama.cpp and are tested and benchmarked alone.
 
 pub mod combine;
+pub mod constraint;
 pub mod decode;
 pub mod divergence;
 pub mod engine;
+pub mod logprobs;
 pub mod recipe;
 pub mod sample;
 pub mod settings;

@@ -5,6 +5,8 @@
 //! (`top_p`) and mention other settings in backticks, so that each front end words them for
 //! its users: `--top-p` on the command line, the field name over HTTP.
 
+use super::constraint::ConstraintSpec;
+use super::logprobs::MAX_TOP_LOGPROBS;
 use super::recipe::Recipe;
 use super::sample::SamplingParams;
 use anyhow::Result;
@@ -65,6 +67,11 @@ pub struct Settings {
     /// Plausibility threshold τ for sampling (`docs/mod.md` §1.4); 0 = the whole
     /// vocabulary.
     pub plausibility: f64,
+    /// What the output must follow (a grammar, a JSON schema); `None`: free text.
+    pub constraint: Option<ConstraintSpec>,
+    /// Report each generated token's log-probabilities with this many alternatives;
+    /// `None`: none.
+    pub logprobs: Option<usize>,
 }
 
 /// The largest `max_tokens` accepted: more than any context holds.
@@ -100,6 +107,15 @@ impl Settings {
                 format!("must be in [0, 1) (0 = the whole vocabulary), got {}", self.plausibility),
             ));
         }
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(invalid(
+                "top_logprobs",
+                format!("must be from 0 to {MAX_TOP_LOGPROBS}, got {n}"),
+            ));
+        }
+        if let Some(c) = &self.constraint {
+            c.check()?;
+        }
         self.sampling.check()
     }
 }
@@ -115,34 +131,54 @@ pub struct Overrides {
     /// Rescale non-negative weights to sum to 1.
     pub normalize_weights: Option<bool>,
     pub max_tokens: Option<u64>,
+    /// OpenAI's newer name of `max_tokens`.
+    pub max_completion_tokens: Option<u64>,
     pub temperature: Option<f64>,
     pub top_k: Option<u64>,
     pub top_p: Option<f64>,
     pub min_p: Option<f64>,
     pub repeat_penalty: Option<f64>,
     pub repeat_last_n: Option<u64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    /// Token id (a string, as OpenAI writes it) → bias from −100 to 100.
+    pub logit_bias: Option<Map<String, Value>>,
     pub seed: Option<u64>,
     /// A string, or an array of strings; replaces the default stop strings.
     pub stop: Option<Value>,
     pub plausibility: Option<f64>,
+    /// A GBNF grammar the output follows.
+    pub grammar: Option<String>,
+    /// A JSON schema the output is valid against.
+    pub json_schema: Option<Value>,
+    /// OpenAI's form of the two above: `{"type": "text" | "json_object" | "json_schema",
+    /// "json_schema": {"name", "schema", "strict", "description"}}`.
+    pub response_format: Option<Value>,
 }
 
 impl Overrides {
     /// The keys an overrides object may hold.
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 20] = [
         "weights",
         "divergence",
         "normalize_weights",
         "max_tokens",
+        "max_completion_tokens",
         "temperature",
         "top_k",
         "top_p",
         "min_p",
         "repeat_penalty",
         "repeat_last_n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
         "seed",
         "stop",
         "plausibility",
+        "grammar",
+        "json_schema",
+        "response_format",
     ];
 
     /// Takes the override keys out of `object` (the caller's own keys stay) and reads them.
@@ -173,7 +209,16 @@ impl Overrides {
             recipe.set_weights(weights)?;
         }
         recipe.apply_weight_rules(self.normalize_weights.unwrap_or(normalize))?;
-        if let Some(n) = self.max_tokens {
+        let max_tokens = match (self.max_tokens, self.max_completion_tokens) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(invalid(
+                    "max_completion_tokens",
+                    format!("is {b} but `max_tokens` is {a}; give one of them"),
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        if let Some(n) = max_tokens {
             settings.max_tokens = usize::try_from(n).unwrap_or(usize::MAX);
         }
         let s = &mut settings.sampling;
@@ -195,8 +240,20 @@ impl Overrides {
         if let Some(n) = self.repeat_last_n {
             s.repeat_last_n = usize::try_from(n).unwrap_or(usize::MAX);
         }
+        if let Some(p) = self.presence_penalty {
+            s.presence_penalty = p;
+        }
+        if let Some(p) = self.frequency_penalty {
+            s.frequency_penalty = p;
+        }
+        if let Some(bias) = &self.logit_bias {
+            s.logit_bias = logit_bias(bias)?;
+        }
         if let Some(seed) = self.seed {
             s.seed = Some(seed);
+        }
+        if let Some(c) = self.constraint()? {
+            settings.constraint = Some(c);
         }
         if let Some(p) = self.plausibility {
             settings.plausibility = p;
@@ -218,6 +275,83 @@ impl Overrides {
         }
         settings.check()
     }
+}
+
+impl Overrides {
+    /// The constraint asked for by `grammar`, `json_schema` or `response_format` (at most
+    /// one of them).
+    fn constraint(&self) -> Result<Option<ConstraintSpec>> {
+        let format = match &self.response_format {
+            None | Some(Value::Null) => None,
+            Some(f) => response_format(f)?,
+        };
+        let given: Vec<(&str, ConstraintSpec)> = [
+            self.grammar.clone().map(|g| ("grammar", ConstraintSpec::Grammar(g))),
+            self.json_schema.clone().map(|s| ("json_schema", ConstraintSpec::JsonSchema(s))),
+            format.map(|f| ("response_format", f)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match &given[..] {
+            [] => Ok(None),
+            [(_, c)] => Ok(Some(c.clone())),
+            [(a, _), (b, _), ..] => {
+                Err(invalid(b, format!("cannot be given with `{a}`: give one constraint")))
+            }
+        }
+    }
+}
+
+/// OpenAI's `response_format`.
+fn response_format(f: &Value) -> Result<Option<ConstraintSpec>> {
+    let kind = f.get("type").and_then(Value::as_str).unwrap_or_default();
+    let keys: Vec<&str> =
+        f.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    let only = |allowed: &[&str]| match keys.iter().find(|k| !allowed.contains(k)) {
+        Some(k) => Err(invalid("response_format", format!("has a key mood does not know: {k}"))),
+        None => Ok(()),
+    };
+    match kind {
+        "text" => only(&["type"]).map(|()| None),
+        "json_object" => only(&["type"]).map(|()| Some(ConstraintSpec::JsonObject)),
+        "json_schema" => {
+            only(&["type", "json_schema"])?;
+            let spec = f.get("json_schema").and_then(Value::as_object).ok_or_else(|| {
+                invalid("response_format", "of type json_schema needs a `json_schema` object")
+            })?;
+            if let Some(k) = spec
+                .keys()
+                .find(|k| !["name", "schema", "strict", "description"].contains(&k.as_str()))
+            {
+                return Err(invalid(
+                    "response_format",
+                    format!("json_schema has a key mood does not know: {k}"),
+                ));
+            }
+            let schema = spec.get("schema").cloned().unwrap_or(Value::Bool(true));
+            Ok(Some(ConstraintSpec::JsonSchema(schema)))
+        }
+        _ => Err(invalid(
+            "response_format",
+            "must be an object whose type is text, json_object or json_schema",
+        )),
+    }
+}
+
+/// OpenAI's `logit_bias`: token ids as strings, biases from −100 to 100.
+fn logit_bias(map: &Map<String, Value>) -> Result<Vec<(u32, f32)>> {
+    map.iter()
+        .map(|(k, v)| {
+            let token: u32 = k.trim().parse().map_err(|_| {
+                invalid("logit_bias", format!("keys must be token ids, got \"{k}\""))
+            })?;
+            let bias = v.as_f64().filter(|b| b.is_finite()).ok_or_else(|| {
+                invalid("logit_bias", format!("values must be numbers, got {v} for token {token}"))
+            })?;
+            Ok((token, bias as f32))
+        })
+        .collect()
 }
 
 /// Refuses keys of `object` that are neither the caller's own (`own`) nor overrides.
@@ -279,6 +413,8 @@ mod tests {
             stops: vec!["x".into()],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            constraint: None,
+            logprobs: None,
         }
     }
 

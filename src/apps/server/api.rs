@@ -1,9 +1,11 @@
-//! The OpenAI-compatible request and response bodies: validation of a request into what the
-//! decoding thread needs, and the JSON of answers, stream chunks and errors.
+//! The OpenAI-compatible request bodies: validation of a request into what the decoding
+//! thread needs, and the JSON of errors. Fields mood does not do are refused with a 400
+//! naming them; none is ignored.
 
-use crate::pipeline::decode::{FinishReason, Generation, Request};
+use crate::pipeline::decode::Request;
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use crate::pipeline::engine::Engine;
+use crate::pipeline::logprobs::MAX_TOP_LOGPROBS;
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::settings::{from_json, Overrides, SettingError, Settings};
 use llama_cpp_2::token::LlamaToken;
@@ -60,6 +62,15 @@ pub enum Kind {
 pub struct Parsed {
     pub request: Request,
     pub stream: bool,
+    /// `stream_options.include_usage`: a last chunk with the usage and no choices.
+    pub include_usage: bool,
+}
+
+/// OpenAI's `stream_options`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 /// The fields of a completion body besides the generation settings ([`Overrides`]).
@@ -70,7 +81,10 @@ pub struct Parsed {
 struct CompletionBody {
     prompt: Option<Value>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
     n: Option<u64>,
+    /// Alternatives per token (the chosen token's log-probability is always given).
+    logprobs: Option<u64>,
     #[serde(rename = "model")]
     _model: Option<String>,
     #[serde(rename = "user")]
@@ -85,7 +99,10 @@ struct ChatBody {
     /// Per-policy system prompts, by policy name.
     system_prompts: Option<Map<String, Value>>,
     stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
     n: Option<u64>,
+    logprobs: Option<bool>,
+    top_logprobs: Option<u64>,
     #[serde(rename = "model")]
     _model: Option<String>,
     #[serde(rename = "user")]
@@ -94,12 +111,44 @@ struct ChatBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ChatMessage {
+pub(super) struct ChatMessage {
     role: String,
-    content: String,
+    /// A string, or an array of text parts.
+    content: Option<Value>,
     /// A participant's name (OpenAI); not used.
     #[serde(rename = "name")]
     _name: Option<String>,
+}
+
+/// OpenAI fields mood does not do, and why; a request giving one (other than null or the
+/// value that means "off") is refused.
+const REFUSED: [(&str, &str); 13] = [
+    ("tools", "mood has no tool calling"),
+    ("tool_choice", "mood has no tool calling"),
+    ("functions", "mood has no function calling"),
+    ("function_call", "mood has no function calling"),
+    ("parallel_tool_calls", "mood has no tool calling"),
+    ("audio", "mood generates text only"),
+    ("modalities", "mood generates text only"),
+    ("prediction", "mood does not take predicted outputs"),
+    ("echo", "mood does not echo the prompt"),
+    ("best_of", "mood generates one completion per request"),
+    ("suffix", "mood does not insert text before a suffix"),
+    ("store", "mood stores nothing"),
+    ("web_search_options", "mood does not search the web"),
+];
+
+/// Whether a refused field's value means "off" (so that clients sending defaults work).
+fn is_off(key: &str, v: &Value) -> bool {
+    match key {
+        "tools" | "functions" => v.as_array().is_some_and(Vec::is_empty),
+        "tool_choice" | "function_call" => v.as_str() == Some("none"),
+        "modalities" => v == &json!(["text"]),
+        "echo" | "store" | "parallel_tool_calls" => v == &json!(false),
+        "best_of" => v == &json!(1),
+        "suffix" => v.as_str() == Some(""),
+        _ => false,
+    }
 }
 
 /// An error from the pipeline as a 400 naming the setting it concerns.
@@ -123,12 +172,21 @@ pub fn parse(
     let Value::Object(mut obj) = v else {
         return Err(ApiError::invalid("the body must be a JSON object", None));
     };
+    for (key, why) in REFUSED {
+        match obj.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if is_off(key, &v) => {}
+            Some(_) => {
+                return Err(ApiError::invalid(format!("{key} is not supported: {why}"), Some(key)))
+            }
+        }
+    }
     let overrides = Overrides::take(&mut obj).map_err(|e| bad(e, None))?;
     let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
     overrides.apply(&mut recipe, &mut settings, false).map_err(|e| bad(e, None))?;
     recipe.terms().map_err(|e| bad(e, Some("weights")))?;
     let rest = Value::Object(obj);
-    let (prompts, n, stream) = match kind {
+    let (prompts, n, stream, stream_options) = match kind {
         Kind::Completion => {
             let body: CompletionBody = from_json(rest).map_err(|e| bad(e, None))?;
             let prompt = match body.prompt {
@@ -148,19 +206,87 @@ pub fn parse(
                 None => return Err(ApiError::invalid("missing prompt", Some("prompt"))),
             };
             let prompts = engine.prompt_tokens(&prompt).map_err(|e| bad(e, Some("prompt")))?;
-            (prompts, body.n, body.stream)
+            if let Some(n) = body.logprobs {
+                settings.logprobs = Some(top_logprobs(n, "logprobs")?);
+            }
+            (prompts, body.n, body.stream, body.stream_options)
         }
         Kind::Chat => {
             let body: ChatBody = from_json(rest).map_err(|e| bad(e, None))?;
             let prompts = chat_prompts(&body, engine, template, &mut settings)?;
-            (prompts, body.n, body.stream)
+            match (body.logprobs, body.top_logprobs) {
+                (Some(true), n) => {
+                    settings.logprobs = Some(top_logprobs(n.unwrap_or(0), "top_logprobs")?);
+                }
+                (_, Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "top_logprobs needs logprobs: true",
+                        Some("top_logprobs"),
+                    ))
+                }
+                _ => {}
+            }
+            (prompts, body.n, body.stream, body.stream_options)
         }
     };
     if n.is_some_and(|n| n != 1) {
-        return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        return Err(ApiError::invalid(
+            "only n = 1 is supported (send several requests for several completions)",
+            Some("n"),
+        ));
     }
+    if let Some(c) = &settings.constraint {
+        // Compiled here too, so that a bad grammar is a 400 before any streaming starts.
+        engine.grammar(c).map_err(|e| bad(e, Some(c.setting())))?;
+    }
+    let include_usage = stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let request = Request { recipe, settings, prompts, reuse_cache: true };
-    Ok(Parsed { request, stream: stream.unwrap_or(false) })
+    Ok(Parsed { request, stream: stream.unwrap_or(false), include_usage })
+}
+
+/// A number of alternatives per token, checked.
+fn top_logprobs(n: u64, field: &str) -> Result<usize, ApiError> {
+    usize::try_from(n).ok().filter(|&n| n <= MAX_TOP_LOGPROBS).ok_or_else(|| {
+        ApiError::invalid(format!("{field} must be from 0 to {MAX_TOP_LOGPROBS}"), Some(field))
+    })
+}
+
+/// A message's text: a string, or the text of an array of parts (joined by new lines).
+fn content_text(i: usize, content: Option<&Value>) -> Result<String, ApiError> {
+    let field = Some("messages");
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::with_capacity(parts.len());
+            for part in parts {
+                let kind = part.get("type").and_then(Value::as_str).unwrap_or_default();
+                match (kind, part.get("text").and_then(Value::as_str)) {
+                    ("text", Some(text)) => texts.push(text),
+                    ("text", None) => {
+                        return Err(ApiError::invalid(
+                            format!("messages[{i}].content has a text part without text"),
+                            field,
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(ApiError::invalid(
+                            format!(
+                                "messages[{i}].content has a part of type '{other}'; mood takes \
+                                 text parts only"
+                            ),
+                            field,
+                        ))
+                    }
+                }
+            }
+            Ok(texts.join("\n"))
+        }
+        Some(_) => Err(ApiError::invalid(
+            format!("messages[{i}].content must be a string or an array of text parts"),
+            field,
+        )),
+    }
 }
 
 fn chat_prompts(
@@ -169,17 +295,37 @@ fn chat_prompts(
     template: &str,
     settings: &mut Settings,
 ) -> Result<Vec<Vec<LlamaToken>>, ApiError> {
-    let msgs =
-        body.messages.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::invalid("messages must be a non-empty array", Some("messages"))
-        })?;
-    let mut system: Vec<&str> = Vec::new();
+    let prompts =
+        render_messages(body.messages.as_deref(), body.system_prompts.as_ref(), engine, template)?;
+    if engine.uses_transcript(template) && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP) {
+        settings.stops.push(TRANSCRIPT_STOP.to_string());
+    }
+    Ok(prompts)
+}
+
+/// Every policy's prompt for a conversation: the messages in its chat template, with its
+/// system prompt (its own from `system_prompts`, else the messages', else the recipe's).
+pub(super) fn render_messages(
+    messages: Option<&[ChatMessage]>,
+    system_prompts: Option<&Map<String, Value>>,
+    engine: &Engine,
+    template: &str,
+) -> Result<Vec<Vec<LlamaToken>>, ApiError> {
+    let msgs = messages
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::invalid("messages must be a non-empty array", Some("messages")))?;
+    let mut system: Vec<String> = Vec::new();
     let mut turns = Vec::new();
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
+        let content = content_text(i, m.content.as_ref())?;
         match m.role.as_str() {
-            "system" | "developer" => system.push(&m.content),
-            "user" | "assistant" => {
-                turns.push(Message { role: m.role.clone(), content: m.content.clone() })
+            "system" | "developer" => system.push(content),
+            "user" | "assistant" => turns.push(Message { role: m.role.clone(), content }),
+            "tool" | "function" => {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}] has role '{}': mood has no tool calling", m.role),
+                    Some("messages"),
+                ))
             }
             other => {
                 return Err(ApiError::invalid(
@@ -191,7 +337,7 @@ fn chat_prompts(
     }
     let names: Vec<&str> = engine.policies().iter().map(|p| p.name.as_str()).collect();
     let mut own = vec![None; names.len()];
-    for (name, value) in body.system_prompts.iter().flatten() {
+    for (name, value) in system_prompts.into_iter().flatten() {
         let Some(p) = names.iter().position(|n| n == name) else {
             return Err(ApiError::invalid(
                 format!(
@@ -215,116 +361,10 @@ fn chat_prompts(
         .zip(engine.policies())
         .map(|(own, policy)| own.or_else(|| shared.clone()).or_else(|| policy.system.clone()))
         .collect();
-    let prompts = engine.chat_tokens(&turns, template, Some(&systems)).map_err(|e| ApiError {
+    engine.chat_tokens(&turns, template, Some(&systems)).map_err(|e| ApiError {
         status: 500,
         message: format!("{e:#}"),
         kind: "server_error",
         param: None,
-    })?;
-    if engine.uses_transcript(template) && !settings.stops.iter().any(|s| s == TRANSCRIPT_STOP) {
-        settings.stops.push(TRANSCRIPT_STOP.to_string());
-    }
-    Ok(prompts)
-}
-
-fn finish(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Length => "length",
-        _ => "stop",
-    }
-}
-
-/// The usage object: prompt tokens of the longest policy prompt.
-fn usage(g: &Generation) -> Value {
-    let prompt = g.prompt_tokens.iter().map(|(_, n)| *n).max().unwrap_or(0);
-    json!({ "prompt_tokens": prompt, "completion_tokens": g.tokens.len(), "total_tokens": prompt + g.tokens.len() })
-}
-
-/// The non-streaming answer.
-pub fn answer(
-    kind: Kind,
-    id: &str,
-    model: &str,
-    created: u64,
-    recipe: &Recipe,
-    g: &Generation,
-) -> Value {
-    let choice = match kind {
-        Kind::Completion => {
-            json!({ "index": 0, "text": g.text, "finish_reason": finish(g.finish_reason), "logprobs": Value::Null })
-        }
-        Kind::Chat => json!({
-            "index": 0,
-            "message": { "role": "assistant", "content": g.text },
-            "finish_reason": finish(g.finish_reason),
-        }),
-    };
-    json!({
-        "id": id,
-        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
-        "created": created,
-        "model": model,
-        "choices": [choice],
-        "usage": usage(g),
-        "mood": mood_fields(recipe, g),
-    })
-}
-
-/// The `mood` object of an answer: the weights and divergence used, the seed drawn, and the
-/// timings.
-fn mood_fields(recipe: &Recipe, g: &Generation) -> Value {
-    json!({
-        "weights": recipe.weights,
-        "divergence": recipe.divergence.name(),
-        "seed": g.seed,
-        "timings": g.timings,
-    })
-}
-
-/// The last streamed chunk: the finish reason, and `usage` and `mood` as in the
-/// non-streaming answer.
-pub fn last_chunk(
-    kind: Kind,
-    id: &str,
-    model: &str,
-    created: u64,
-    recipe: &Recipe,
-    g: &Generation,
-) -> Value {
-    let mut v = chunk(kind, id, model, created, "", Some(g.finish_reason));
-    v["usage"] = usage(g);
-    v["mood"] = mood_fields(recipe, g);
-    v
-}
-
-/// One streamed piece of text (`finish` on the last chunk, with `text` empty).
-pub fn chunk(
-    kind: Kind,
-    id: &str,
-    model: &str,
-    created: u64,
-    text: &str,
-    finish_reason: Option<FinishReason>,
-) -> Value {
-    let reason = finish_reason.map(finish);
-    let choice = match kind {
-        Kind::Completion => {
-            json!({ "index": 0, "text": text, "finish_reason": reason, "logprobs": Value::Null })
-        }
-        Kind::Chat => {
-            let delta = if finish_reason.is_some() {
-                json!({})
-            } else {
-                json!({ "role": "assistant", "content": text })
-            };
-            json!({ "index": 0, "delta": delta, "finish_reason": reason })
-        }
-    };
-    json!({
-        "id": id,
-        "object": if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
-        "created": created,
-        "model": model,
-        "choices": [choice],
     })
 }

@@ -1,14 +1,17 @@
 //! `mood serve`: an OpenAI-compatible HTTP API over MOD, with per-request weights.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
-//! `GET /v1/models`, `GET /v1/mood` (the recipe, for the page), `GET /health` (public) and
-//! the web page at `/` ([`page`], public). Handlers read a request under size and time
-//! limits, validate it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which
-//! decodes up to `parallel` requests side by side and streams their text back; a request's
+//! `GET /v1/models`, `GET /v1/mood` (the recipe, for the page), `POST /tokenize`,
+//! `POST /detokenize`, `GET /metrics` ([`inspect`]), `GET /health` (public) and the web page
+//! at `/` ([`page`], public). Handlers read a request under size and time limits, validate
+//! it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which decodes up to
+//! `parallel` requests side by side and streams their text back ([`answer`]); a request's
 //! weights affect only that request. Connections are accepted and timed by [`listener`].
 //! Every error, whatever produced it, is OpenAI-style JSON.
 
+pub mod answer;
 pub mod api;
+mod inspect;
 mod listener;
 pub mod page;
 pub mod scheduler;
@@ -67,6 +70,9 @@ const DRAIN: Duration = Duration::from_secs(30);
 
 struct Shared {
     engine: Arc<Engine>,
+    metrics: inspect::Metrics,
+    /// When the (first) model file was written: the model's `created`.
+    created: u64,
     recipe: Recipe,
     settings: Settings,
     template: String,
@@ -79,7 +85,6 @@ struct Shared {
     capacity: usize,
     max_body_bytes: usize,
     read_timeout: Duration,
-    started: u64,
 }
 
 impl IntoResponse for ApiError {
@@ -117,8 +122,16 @@ pub fn serve(
             .context("cannot start the decoding thread")?
     };
     ready_rx.recv().map_err(|_| anyhow!("the decoding thread stopped while starting"))??;
+    let created = engine
+        .policies()
+        .first()
+        .and_then(|p| std::fs::metadata(&p.model).ok()?.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
     let shared = Arc::new(Shared {
         engine,
+        metrics: inspect::Metrics::default(),
+        created,
         recipe,
         settings,
         template: config.template.clone(),
@@ -130,12 +143,14 @@ pub fn serve(
         capacity: config.parallel.max(1) + config.max_queue,
         max_body_bytes: config.max_body_bytes,
         read_timeout: config.read_timeout,
-        started: unix_time(),
     });
     let api = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
-        .route("/v1/models", get(models))
+        .route("/v1/models", get(inspect::models))
+        .route("/tokenize", post(inspect::tokenize))
+        .route("/detokenize", post(inspect::detokenize))
+        .route("/metrics", get(inspect::metrics))
         .merge(page::routes())
         .layer(middleware::from_fn_with_state(Arc::clone(&shared), authorize));
     let app = Router::new()
@@ -144,6 +159,7 @@ pub fn serve(
         .fallback(|| async { ApiError::not_found() })
         .layer(middleware::map_response(as_json_error))
         .layer(middleware::from_fn(limit_head))
+        .layer(middleware::map_response_with_state(Arc::clone(&shared), count))
         .with_state(Arc::clone(&shared));
     let limits = Limits {
         max_connections: config.max_connections.max(1),
@@ -229,6 +245,12 @@ fn lost_reason(engine: &Engine) -> Option<String> {
     ))
 }
 
+/// Counts every answer's status for `/metrics`.
+async fn count(State(shared): State<Arc<Shared>>, response: Response) -> Response {
+    shared.metrics.answered(response.status().as_u16());
+    response
+}
+
 /// Refuses request targets and header sections over the limits, as JSON.
 async fn limit_head(req: HttpRequest, next: Next) -> Response {
     let uri = req.uri().to_string().len();
@@ -286,11 +308,6 @@ async fn authorize(State(shared): State<Arc<Shared>>, req: HttpRequest, next: Ne
     next.run(req).await
 }
 
-async fn models(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "object": "list", "data": [{ "id": shared.model_name, "object": "model", "created": shared.started, "owned_by": "mood" }] }))
-        .into_response()
-}
-
 async fn chat(State(shared): State<Arc<Shared>>, req: HttpRequest) -> Response {
     handle(shared, req, Kind::Chat).await
 }
@@ -338,6 +355,7 @@ fn admit(shared: &Shared) -> Result<Pending, ApiError> {
 }
 
 async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
+    shared.metrics.request(kind == Kind::Chat);
     let body = match read_body(&shared, req.into_body()).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -368,6 +386,13 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
     };
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let recipe = parsed.request.recipe.clone();
+    let policies: Vec<String> = recipe
+        .members()
+        .unwrap_or_default()
+        .iter()
+        .map(|&m| shared.engine.policies()[m].name.clone())
+        .collect();
+    let include_usage = parsed.include_usage;
     let job = scheduler::Job { request: parsed.request, events: events_tx };
     let queued = shared.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false);
     if !queued {
@@ -384,10 +409,11 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         let _pending = pending;
         while let Some(ev) = events.recv().await {
             match ev {
-                Event::Text(_) => {}
+                Event::Text(..) => {}
                 Event::Done(g) => {
-                    return Json(api::answer(kind, &id, &model, created, &recipe, &g))
-                        .into_response()
+                    record(&shared, &g);
+                    let h = answer::Header { kind, id: &id, model: &model, created };
+                    return Json(answer::answer(&h, &recipe, &g)).into_response();
                 }
                 Event::Invalid(e) => return ApiError::invalid(e, None).into_response(),
                 Event::Failed(e) => return ApiError::server(e).into_response(),
@@ -401,15 +427,26 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
     let (sse_tx, sse_rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
     tokio::spawn(async move {
         let _pending = pending;
-        let chunk = |text: &str, finish| api::chunk(kind, &id, &model, created, text, finish);
+        let h = answer::Header { kind, id: &id, model: &model, created };
         let mut ended = false;
+        let mut offset = 0;
         while let Some(ev) = events.recv().await {
             let data = match ev {
-                Event::Text(t) => chunk(&t, None).to_string(),
+                Event::Text(t, None) => answer::chunk(&h, &t, None).to_string(),
+                Event::Text(t, Some(lp)) => {
+                    let c = answer::token_chunk(&h, &t, &lp, &policies, offset);
+                    offset += String::from_utf8_lossy(&lp.chosen.bytes).len();
+                    c.to_string()
+                }
                 Event::Done(g) => {
                     ended = true;
-                    let last = api::last_chunk(kind, &id, &model, created, &recipe, &g);
+                    record(&shared, &g);
+                    let last = answer::last_chunk(&h, &recipe, &g);
                     let _ = sse_tx.send(SseEvent::default().data(last.to_string()));
+                    if include_usage {
+                        let usage = answer::usage_chunk(&h, &g);
+                        let _ = sse_tx.send(SseEvent::default().data(usage.to_string()));
+                    }
                     "[DONE]".to_string()
                 }
                 Event::Invalid(e) => {
@@ -433,6 +470,12 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         let _ = sse_tx.send(SseEvent::default().data(stopped));
     });
     Sse::new(UnboundedReceiverStream::new(sse_rx).map(Ok::<_, Infallible>)).into_response()
+}
+
+/// Adds a finished generation to the metrics.
+fn record(shared: &Shared, g: &crate::pipeline::decode::Generation) {
+    let prompt = answer::usage(g)["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+    shared.metrics.generated(prompt, g.tokens.len(), g.timings.decode_ms);
 }
 
 /// A request id suffix: the time's nanoseconds mixed with a counter.

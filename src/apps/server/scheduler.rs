@@ -11,8 +11,10 @@
 use crate::pipeline::decode::{Decoder, Event as DecoderEvent, Flow, Generation, Request};
 use crate::pipeline::engine::rpc::ServerLost;
 use crate::pipeline::engine::{Engine, SessionOptions};
+use crate::pipeline::logprobs::TokenLogprob;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Mutex;
 use tokio::sync::mpsc::UnboundedSender;
@@ -26,8 +28,10 @@ pub struct Job {
 /// What the decoding thread tells a request's handler.
 #[derive(Debug)]
 pub enum Event {
-    Text(String),
-    Done(Generation),
+    /// Text that became safe to send, and the log-probabilities of the token that gave it
+    /// when the request asks for them (then every token has an event, even without text).
+    Text(String, Option<Box<TokenLogprob>>),
+    Done(Box<Generation>),
     /// The request was refused (bad for this server: a 400).
     Invalid(String),
     /// The engine failed on it (a 500).
@@ -41,9 +45,22 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Health {
     problem: Mutex<Option<String>>,
+    /// Requests decoding, and waiting for a lane, as of the last step.
+    active: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 impl Health {
+    /// Requests decoding now, and waiting for a lane.
+    pub fn load(&self) -> (usize, usize) {
+        (self.active.load(Ordering::Relaxed), self.queued.load(Ordering::Relaxed))
+    }
+
+    fn set_load(&self, decoder: &Decoder) {
+        self.active.store(decoder.active(), Ordering::Relaxed);
+        self.queued.store(decoder.queued(), Ordering::Relaxed);
+    }
+
     /// `None` while serving, else why not.
     pub fn problem(&self) -> Option<String> {
         self.problem.lock().map_or_else(|p| p.into_inner().clone(), |p| p.clone())
@@ -138,16 +155,24 @@ pub fn run(
                 }
             }
         }
+        health.set_load(&decoder);
         let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| {
             decoder.step(&mut |tag, event| {
                 let Some((tx, faulty)) = events.get(&tag) else { return Ok(Flow::Stop) };
                 let gone = match event {
-                    DecoderEvent::Token { text, .. } | DecoderEvent::Text(text) => {
+                    DecoderEvent::Token { text, logprob, .. } => {
                         if *faulty {
                             panic!("injected fault (MOOD_FAILPOINT)");
                         }
+                        let logprob = logprob.map(|l| Box::new(l.clone()));
+                        let send = !text.is_empty() || logprob.is_some();
                         tx.is_closed()
-                            || (!text.is_empty() && tx.send(Event::Text(text.into())).is_err())
+                            || (send && tx.send(Event::Text(text.into(), logprob)).is_err())
+                    }
+                    DecoderEvent::Text(text) => {
+                        tx.is_closed()
+                            || (!text.is_empty()
+                                && tx.send(Event::Text(text.into(), None)).is_err())
                     }
                     DecoderEvent::Done(g) => {
                         let _ = tx.send(Event::Done(g));
@@ -182,5 +207,6 @@ pub fn run(
             }
         }
     }
+    health.set_load(&decoder);
     watchdog.finished = true;
 }

@@ -279,6 +279,8 @@ mod tests {
             stops: vec![],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            constraint: None,
+            logprobs: None,
         };
         Config::new(&recipe, &settings, 0.5)
     }
@@ -304,6 +306,8 @@ mod tests {
             prompt_tokens: vec![],
             cached_tokens: 0,
             seed: 9,
+            logprobs: vec![],
+            policies: vec![],
             timings,
         }
     }

@@ -282,6 +282,8 @@ mod tests {
             stops: vec![],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            constraint: None,
+            logprobs: None,
         }
     }
 

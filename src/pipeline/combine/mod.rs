@@ -107,10 +107,21 @@ impl Combiner {
     /// term, each at least `out.len()` long). `greedy` selects eq. 6 at Z = 0 instead of the
     /// normalised distribution.
     pub fn combine(&mut self, logits: &[&[f32]], greedy: bool, out: &mut [f32]) {
+        self.combine_over(logits, greedy, false, out);
+    }
+
+    /// As [`Combiner::combine`], with a score for every token: greedy decoding does not
+    /// leave out the tokens that cannot win, sampling ignores the plausibility set. A
+    /// constraint that may forbid the tokens that would win needs it.
+    pub fn combine_whole(&mut self, logits: &[&[f32]], greedy: bool, out: &mut [f32]) {
+        self.combine_over(logits, greedy, true, out);
+    }
+
+    fn combine_over(&mut self, logits: &[&[f32]], greedy: bool, whole: bool, out: &mut [f32]) {
         assert_eq!(logits.len(), self.terms.len(), "one logits slice per term");
         if self.divergence == Divergence::ReverseKl {
             weighted_sum(&self.coeffs, logits, out);
-            if !greedy && self.plausibility > 0.0 {
+            if !greedy && !whole && self.plausibility > 0.0 {
                 // Only positively weighted policies vouch for a token (a floor of +∞ never
                 // passes).
                 self.floors.clear();
@@ -137,7 +148,9 @@ impl Combiner {
         let experts = &logits[1..];
         let expert_lse = &self.lse[1..];
         self.candidates.clear();
-        if greedy {
+        if whole {
+            self.candidates.extend(0..n as u32);
+        } else if greedy {
             eq6_candidates(experts, expert_lse, n, &mut self.scratch, &mut self.candidates);
         } else if self.plausibility > 0.0 {
             self.floors.clear();

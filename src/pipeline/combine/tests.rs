@@ -16,6 +16,9 @@ fn plain_sampler(seed: u64) -> crate::pipeline::sample::Sampler {
         min_p: 0.0,
         repeat_penalty: 1.0,
         repeat_last_n: 0,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
+        logit_bias: Vec::new(),
         seed: Some(seed),
     };
     crate::pipeline::sample::Sampler::new(params, seed)

@@ -6,6 +6,7 @@
 
 pub mod chat;
 mod gguf;
+mod grammar;
 pub mod info;
 pub mod rpc;
 mod session;
@@ -14,6 +15,7 @@ mod tuning;
 pub mod vocab;
 mod worker;
 
+pub use grammar::Grammar;
 pub use session::{LaneFill, Session, MIN_CTX};
 pub use strategy::{cache_path, SessionOptions, Strategy};
 pub use tuning::Measurement;

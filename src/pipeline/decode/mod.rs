@@ -11,19 +11,20 @@
 //! `generate` (one prompt), a conversation, a JSONL batch and the HTTP server are thin
 //! drivers: they build [`Request`]s and react to events.
 
-use super::combine::Combiner;
+mod stream;
+
 use super::divergence::Divergence;
 use super::engine::{Engine, LaneFill, Session, SessionOptions};
+use super::logprobs::{Alternative, TokenLogprob};
 use super::recipe::Recipe;
-use super::sample::{fresh_seed, Sampler};
-use super::settings::{invalid, Settings};
-use super::text::TextStream;
+use super::settings::Settings;
 use anyhow::{anyhow, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::time::Instant;
+use stream::{Next, Stream};
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -75,6 +76,10 @@ pub struct Generation {
     pub cached_tokens: usize,
     /// The seed the sampler drew with (given, or drawn fresh).
     pub seed: u64,
+    /// Each generated token's log-probabilities, when the settings ask for them.
+    pub logprobs: Vec<TokenLogprob>,
+    /// The policies this generation ran, in the order of [`TokenLogprob::policies`].
+    pub policies: Vec<String>,
     pub timings: Timings,
 }
 
@@ -84,7 +89,7 @@ impl Generation {
     pub fn json(&self, recipe: &Recipe) -> Value {
         let prompt_tokens: Map<String, Value> =
             self.prompt_tokens.iter().map(|(n, c)| (n.clone(), json!(c))).collect();
-        json!({
+        let mut v = json!({
             "text": self.text,
             "tokens": self.tokens,
             "finish_reason": self.finish_reason,
@@ -95,7 +100,22 @@ impl Generation {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": self.tokens.len(),
             "timings": self.timings,
-        })
+        });
+        if !self.logprobs.is_empty() {
+            v["logprobs"] = self.logprobs.iter().map(|t| self.logprob_json(t)).collect();
+        }
+        v
+    }
+
+    /// One token's log-probabilities as `generate --json` and batch records write them.
+    pub fn logprob_json(&self, t: &TokenLogprob) -> Value {
+        let alt = |a: &Alternative| json!({"token": a.token, "text": String::from_utf8_lossy(&a.bytes), "logprob": a.logprob});
+        let policies: Map<String, Value> =
+            self.policies.iter().zip(&t.policies).map(|(n, l)| (n.clone(), json!(l))).collect();
+        let mut v = alt(&t.chosen);
+        v["top_logprobs"] = t.top.iter().map(alt).collect();
+        v["policies"] = Value::Object(policies);
+        v
     }
 }
 
@@ -117,13 +137,14 @@ pub struct Request {
 #[derive(Debug)]
 pub enum Event<'a> {
     /// A token was generated (not an end-of-generation token); `text` is what became safe
-    /// to print (often empty: a character or a possible stop string is incomplete).
-    Token { token: u32, text: &'a str },
+    /// to print (often empty: a character or a possible stop string is incomplete);
+    /// `logprob` its log-probabilities when the request asks for them.
+    Token { token: u32, text: &'a str, logprob: Option<&'a TokenLogprob> },
     /// Text held back until the end (an incomplete character, the start of a stop string
     /// that did not follow), released as the generation ends.
     Text(&'a str),
     /// The generation ended; the last text event came before.
-    Done(Generation),
+    Done(Box<Generation>),
     /// The engine failed on this request (other requests go on).
     Failed(anyhow::Error),
 }
@@ -210,6 +231,11 @@ impl<'e> Decoder<'e> {
         self.lanes.iter().flatten().count()
     }
 
+    /// Requests waiting for a lane.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// True when nothing is queued or decoding.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.active() == 0
@@ -244,22 +270,35 @@ impl<'e> Decoder<'e> {
                 stream.pick(&mut mixed[..n])
             } else {
                 let session = &running.session;
+                let logits = |k: usize| session.logits_in(k, lane);
                 let combined = &mut self.combined[lane];
-                stream.combine(&active.slots, |k| session.logits_in(k, lane), combined);
-                stream.pick(combined)
+                stream.prepare_logprobs(&active.slots, logits);
+                stream.combine(&active.slots, logits, combined, stream.whole_first());
+                let mut next = stream.pick(combined);
+                if let Ok(Next::Rescore) = next {
+                    stream.combine(&active.slots, logits, combined, true);
+                    next = stream.pick(combined);
+                }
+                if let Ok(Next::Token(token)) = next {
+                    stream.record_logprobs(token, combined, &active.slots, logits);
+                }
+                next
             };
+            let next = next.and_then(|n| stream.accept(n));
             let finish = match next {
                 Err(e) => {
                     self.lanes[lane] = None;
                     sink(tag, Event::Failed(e))?;
                     continue;
                 }
-                Ok(None) => Some(FinishReason::Eog),
-                Ok(Some(token)) => {
+                Ok(Next::End | Next::Rescore) => Some(FinishReason::Eog),
+                Ok(Next::Token(token)) => {
                     stream.engine.piece(token, &mut stream.piece);
                     let pushed = stream.text.push(&stream.piece);
                     let stopped = pushed.stopped;
-                    let flow = sink(tag, Event::Token { token, text: pushed.emit })?;
+                    let logprob = stream.logprob_list.last().filter(|_| stream.logprobs.is_some());
+                    let event = Event::Token { token, text: pushed.emit, logprob };
+                    let flow = sink(tag, event)?;
                     if flow == Flow::Stop {
                         Some(FinishReason::Cancelled)
                     } else if stopped {
@@ -278,7 +317,7 @@ impl<'e> Decoder<'e> {
                     if !rest.is_empty() {
                         sink(tag, Event::Text(rest))?;
                     }
-                    sink(tag, Event::Done(ended.stream.finish(strategy, contexts)))?;
+                    sink(tag, Event::Done(Box::new(ended.stream.finish(strategy, contexts))))?;
                 }
             }
         }
@@ -357,7 +396,7 @@ impl<'e> Decoder<'e> {
             });
             let mix = stream.unmixed_because.is_none().then(|| {
                 let mut coeffs = vec![0f32; running.members.len()];
-                for (&m, c) in stream.members.iter().zip(stream.combiner.coefficients()) {
+                for (&m, c) in stream.members.iter().zip(stream.coefficients()) {
                     if let Some(k) = running.members.iter().position(|x| *x == m) {
                         coeffs[k] = c as f32;
                     }
@@ -440,7 +479,7 @@ pub fn generate(
     decoder.run(&mut |_, event| {
         match event {
             Event::Token { text, .. } | Event::Text(text) => on_text(text),
-            Event::Done(g) => outcome = Some(Ok(g)),
+            Event::Done(g) => outcome = Some(Ok(*g)),
             Event::Failed(e) => outcome = Some(Err(e)),
         }
         Ok(Flow::Continue)
@@ -456,6 +495,9 @@ fn mix_reason(recipe: &Recipe, settings: &Settings) -> Option<&'static str> {
     }
     if settings.sampling.temperature != 0.0 && settings.plausibility > 0.0 {
         return Some("sampling with a plausibility set needs each policy's distribution");
+    }
+    if settings.logprobs.is_some() {
+        return Some("log-probabilities report each policy's own");
     }
     None
 }
@@ -485,177 +527,10 @@ pub fn decode_all(
     }
     decoder.run(&mut |tag, event| {
         match event {
-            Event::Done(g) => done(tag as usize, Ok(g))?,
+            Event::Done(g) => done(tag as usize, Ok(*g))?,
             Event::Failed(e) => done(tag as usize, Err(e))?,
             Event::Token { .. } | Event::Text(_) => {}
         }
         Ok(Flow::Continue)
     })
-}
-
-/// One request in progress: its combiner, sampler, text, tokens and timings.
-struct Stream<'e> {
-    engine: &'e Engine,
-    combiner: Combiner,
-    /// Engine policy indices of the combiner's terms, in order.
-    members: Vec<usize>,
-    /// Every policy's prompt tokens.
-    prompts: Vec<Vec<LlamaToken>>,
-    reuse_cache: bool,
-    sampler: Sampler,
-    seed: u64,
-    greedy: bool,
-    max_tokens: usize,
-    text: TextStream,
-    tokens: Vec<u32>,
-    piece: Vec<u8>,
-    finish: Option<FinishReason>,
-    cached: usize,
-    /// Why the request cannot share one output product per lane (its own reasons), and why
-    /// it did not (its own or the session's); `None`: it did.
-    mix_reason: Option<&'static str>,
-    unmixed_because: Option<&'static str>,
-    /// Steps whose logits came mixed from the session.
-    mixed_steps: usize,
-    prompt_ms: f64,
-    started: Instant,
-    forward: f64,
-    combining: f64,
-    sampling: f64,
-}
-
-impl<'e> Stream<'e> {
-    fn new(engine: &'e Engine, request: Request, ctx_size: u32) -> Result<Self> {
-        let Request { recipe, settings, prompts, reuse_cache } = request;
-        settings.check()?;
-        if prompts.len() != engine.policies().len() {
-            anyhow::bail!("{} prompts for {} policies", prompts.len(), engine.policies().len());
-        }
-        let terms = recipe.terms()?;
-        let combiner = Combiner::new(recipe.divergence, &terms, settings.plausibility)?;
-        let members = recipe.members()?;
-        for &m in &members {
-            if prompts[m].len() >= ctx_size as usize {
-                return Err(invalid(
-                    "prompt",
-                    format!(
-                        "is {} tokens for policy '{}' but the context (`ctx_size`) holds \
-                         {ctx_size}; shorten the prompt or raise `ctx_size`",
-                        prompts[m].len(),
-                        engine.policies()[m].name,
-                    ),
-                ));
-            }
-        }
-        let seed = settings.sampling.seed.unwrap_or_else(fresh_seed);
-        let mix_reason = mix_reason(&recipe, &settings);
-        Ok(Self {
-            engine,
-            combiner,
-            members,
-            prompts,
-            reuse_cache,
-            sampler: Sampler::new(settings.sampling.clone(), seed),
-            seed,
-            greedy: settings.sampling.temperature == 0.0,
-            max_tokens: settings.max_tokens,
-            text: TextStream::new(&settings.stops),
-            tokens: Vec::new(),
-            piece: Vec::new(),
-            finish: None,
-            cached: 0,
-            mix_reason,
-            unmixed_because: mix_reason,
-            mixed_steps: 0,
-            prompt_ms: 0.0,
-            started: Instant::now(),
-            forward: 0.0,
-            combining: 0.0,
-            sampling: 0.0,
-        })
-    }
-
-    /// Combines the policies' current logits into `combined`: `slots[k]` is where term `k`'s
-    /// policy sits in the session, `logits(slot)` its latest logits.
-    fn combine<'s>(
-        &mut self,
-        slots: &[usize],
-        logits: impl Fn(usize) -> &'s [f32],
-        combined: &mut [f32],
-    ) {
-        let started = Instant::now();
-        // The policies' logits, gathered without a heap allocation for up to 8 policies.
-        let mut few: [&[f32]; 8] = [&[]; 8];
-        let many: Vec<&[f32]>;
-        let inputs: &[&[f32]] = if slots.len() <= few.len() {
-            for (slot, &k) in few.iter_mut().zip(slots) {
-                *slot = logits(k);
-            }
-            &few[..slots.len()]
-        } else {
-            many = slots.iter().map(|&k| logits(k)).collect();
-            &many
-        };
-        self.combiner.combine(inputs, self.greedy, combined);
-        self.combining += started.elapsed().as_secs_f64();
-    }
-
-    /// Picks the next token from the combined scores (changed in place by the repetition
-    /// penalty). `None` for an end-of-generation token; another token is recorded in the
-    /// history here, its text is pushed by the caller.
-    fn pick(&mut self, scores: &mut [f32]) -> Result<Option<u32>> {
-        let started = Instant::now();
-        let token = self.sampler.sample(scores, &self.tokens);
-        self.sampling += started.elapsed().as_secs_f64();
-        let token = token.ok_or_else(|| {
-            anyhow!(
-                "the combined distribution has no finite score (the weights or divergence \
-                 parameters are beyond what the arithmetic can represent)"
-            )
-        })?;
-        if self.engine.is_eog(token) {
-            return Ok(None);
-        }
-        self.tokens.push(token);
-        Ok(Some(token))
-    }
-
-    /// Ends the generation for `reason`; returns the text held back until now.
-    fn end(&mut self, reason: FinishReason) -> &str {
-        self.finish = Some(reason);
-        self.text.finish()
-    }
-
-    /// The finished generation.
-    fn finish(mut self, strategy: &'static str, contexts: usize) -> Generation {
-        self.text.finish();
-        let decode_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        Generation {
-            text: self.text.text().to_string(),
-            finish_reason: self.finish.unwrap_or(FinishReason::Length),
-            prompt_tokens: self
-                .engine
-                .policies()
-                .iter()
-                .zip(&self.prompts)
-                .map(|(p, t)| (p.name.clone(), t.len()))
-                .collect(),
-            cached_tokens: self.cached,
-            seed: self.seed,
-            timings: Timings {
-                prompt_ms: self.prompt_ms,
-                decode_ms,
-                tokens_per_second: self.tokens.len() as f64 / (decode_ms / 1e3).max(1e-9),
-                forward_ms: self.forward * 1e3,
-                combine_ms: self.combining * 1e3,
-                sample_ms: self.sampling * 1e3,
-                strategy,
-                contexts,
-                policies: self.members.len(),
-                mixed: self.mixed_steps > 0,
-                unmixed_because: self.unmixed_because,
-            },
-            tokens: self.tokens,
-        }
-    }
 }

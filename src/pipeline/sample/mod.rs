@@ -1,9 +1,14 @@
 //! The sampler: picks the next token from the combined (MOD) logits.
 //!
-//! Pure Rust, no FFI. The stages run in llama.cpp's order: repetition penalty, then greedy
-//! (temperature 0) or top-k → top-p → min-p (on the distribution at temperature 1) →
-//! temperature → a draw from a seeded generator. Given the same seed and logits, the same
-//! token comes out.
+//! Pure Rust, no FFI. The stages run in llama.cpp's order: logit bias, then the repetition,
+//! frequency and presence penalties, then a constraint if there is one (a grammar: tokens it
+//! forbids are out), then greedy (temperature 0) or top-k → top-p → min-p (on the
+//! distribution at temperature 1) → temperature → a draw from a seeded generator. Given the
+//! same seed and logits, the same token comes out.
+
+mod constrained;
+
+pub use constrained::{allowed_window, best_allowed, NoToken, WINDOW};
 
 use super::settings::invalid;
 use anyhow::Result;
@@ -21,8 +26,17 @@ pub struct SamplingParams {
     pub min_p: f64,
     /// Penalty for tokens among the last `repeat_last_n` generated ones; 1 = off.
     pub repeat_penalty: f64,
-    /// How many recent tokens the repetition penalty looks at; 0 = off.
+    /// How many recent tokens the repetition, frequency and presence penalties look at;
+    /// 0 = off.
     pub repeat_last_n: usize,
+    /// Subtracted from a token's logit once if it is among the recent tokens (OpenAI's
+    /// `presence_penalty`); 0 = off.
+    pub presence_penalty: f64,
+    /// Subtracted from a token's logit once per time it is among the recent tokens
+    /// (OpenAI's `frequency_penalty`); 0 = off.
+    pub frequency_penalty: f64,
+    /// Added to the logits of these tokens before anything else (from −100 to 100).
+    pub logit_bias: Vec<(u32, f32)>,
     /// Seed of the random generator; `None` draws a fresh one per generation.
     pub seed: Option<u64>,
 }
@@ -36,6 +50,9 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repeat_penalty: 1.1,
             repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
             seed: None,
         }
     }
@@ -73,9 +90,38 @@ impl SamplingParams {
                 format!("must be from {MIN_PENALTY} to {MAX_PENALTY} (1 = off), got {r}"),
             ));
         }
+        for (name, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !(-MAX_OPENAI_PENALTY..=MAX_OPENAI_PENALTY).contains(&v) {
+                return Err(invalid(
+                    name,
+                    format!("must be from -{MAX_OPENAI_PENALTY} to {MAX_OPENAI_PENALTY} (0 = off), got {v}"),
+                ));
+            }
+        }
+        if self.logit_bias.len() > MAX_LOGIT_BIAS {
+            return Err(invalid(
+                "logit_bias",
+                format!("holds {} tokens; at most {MAX_LOGIT_BIAS}", self.logit_bias.len()),
+            ));
+        }
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan() || b.abs() > MAX_BIAS) {
+            return Err(invalid(
+                "logit_bias",
+                format!("gives token {t} the bias {b}; biases are from -{MAX_BIAS} to {MAX_BIAS}"),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The range of presence and frequency penalties (OpenAI's).
+pub const MAX_OPENAI_PENALTY: f64 = 2.0;
+/// The most tokens a logit bias may name, and the largest bias (OpenAI's range).
+pub const MAX_LOGIT_BIAS: usize = 1024;
+pub const MAX_BIAS: f32 = 100.0;
 
 /// The range of non-zero temperatures: outside it, dividing f32 logits overflows or does
 /// nothing measurable.
@@ -143,9 +189,32 @@ impl Sampler {
     /// tokens generated so far. `None` when no token has a finite score (every score NaN or
     /// −∞, or one +∞): there is no distribution to draw from.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> Option<u32> {
+        self.adjust(logits, history);
+        self.pick(logits)
+    }
+
+    /// Applies the logit bias and the penalties to `logits`, given the tokens generated so
+    /// far: the scores [`Sampler::sample`] draws from.
+    pub fn adjust(&self, logits: &mut [f32], history: &[u32]) {
         let p = &self.params;
+        for &(t, b) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += b;
+            }
+        }
         let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
         apply_repeat_penalty(logits, recent, p.repeat_penalty as f32);
+        apply_count_penalties(
+            logits,
+            recent,
+            p.presence_penalty as f32,
+            p.frequency_penalty as f32,
+        );
+    }
+
+    /// Picks from scores already adjusted.
+    fn pick(&mut self, logits: &[f32]) -> Option<u32> {
+        let p = &self.params;
         if p.temperature == 0.0 {
             let best = argmax(logits);
             return logits[best as usize].is_finite().then_some(best);
@@ -208,7 +277,7 @@ fn descending(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
 
 /// Puts the `k` largest finite logits into `out` (unordered), in one pass: whenever `out`
 /// holds 2k candidates it is cut back to the best k, and the k-th becomes the bar to beat.
-fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
+pub fn top_k_into(logits: &[f32], k: usize, out: &mut Vec<(u32, f32)>) {
     let mut bar = f32::NEG_INFINITY;
     for (i, &l) in logits.iter().enumerate() {
         if l > bar {
@@ -238,6 +307,23 @@ pub fn apply_repeat_penalty(logits: &mut [f32], recent: &[u32], penalty: f32) {
         }
         if let Some(l) = logits.get_mut(t as usize) {
             *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
+
+/// OpenAI's presence and frequency penalties: a token seen `c` times among `recent` loses
+/// `frequency · c + presence` from its logit.
+pub fn apply_count_penalties(logits: &mut [f32], recent: &[u32], presence: f32, frequency: f32) {
+    if presence == 0.0 && frequency == 0.0 {
+        return;
+    }
+    for (i, &t) in recent.iter().enumerate() {
+        if recent[..i].contains(&t) {
+            continue;
+        }
+        let count = recent[i..].iter().filter(|&&x| x == t).count() as f32;
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l -= frequency * count + presence;
         }
     }
 }
@@ -301,177 +387,4 @@ fn draw(c: &[(u32, f32)], temperature: f64, u: f64) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(temperature: f64) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 0,
-            seed: Some(7),
-        }
-    }
-
-    fn sampler(p: SamplingParams) -> Sampler {
-        let seed = p.seed.unwrap_or(7);
-        Sampler::new(p, seed)
-    }
-
-    #[test]
-    fn greedy_is_argmax_lowest_index_on_ties() {
-        let mut s = sampler(params(0.0));
-        assert_eq!(s.sample(&mut [0.0, 3.0, -1.0, 3.0], &[]).unwrap(), 1);
-        assert_eq!(argmax(&[f32::NEG_INFINITY, -5.0]), 1);
-    }
-
-    #[test]
-    fn draws_follow_the_distribution() {
-        // p = softmax(log [0.5, 0.3, 0.2]); 200k draws, each frequency within 5 σ.
-        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = sampler(params(1.0));
-        let n = 200_000;
-        let mut counts = [0usize; 3];
-        for _ in 0..n {
-            counts[s.sample(&mut logits.clone(), &[]).unwrap() as usize] += 1;
-        }
-        for (c, p) in counts.iter().zip([0.5, 0.3, 0.2]) {
-            let sigma = (p * (1.0 - p) / n as f64).sqrt();
-            assert!((*c as f64 / n as f64 - p).abs() < 5.0 * sigma, "{counts:?}");
-        }
-    }
-
-    #[test]
-    fn temperature_sharpens_as_closed_form() {
-        // At T = 0.5, p ∝ p0^2: [0.25, 0.09, 0.04] / 0.38.
-        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = sampler(params(0.5));
-        let n = 200_000;
-        let mut first = 0;
-        for _ in 0..n {
-            first += usize::from(s.sample(&mut logits.clone(), &[]).unwrap() == 0);
-        }
-        let p = 0.25 / 0.38;
-        let sigma = (p * (1.0 - p) / n as f64).sqrt();
-        assert!((first as f64 / n as f64 - p).abs() < 5.0 * sigma);
-    }
-
-    #[test]
-    fn top_k_top_p_min_p_restrict_the_support() {
-        let logits: Vec<f32> = [0.4f32, 0.3, 0.2, 0.06, 0.04].iter().map(|p| p.ln()).collect();
-        let support = |p: SamplingParams| {
-            let mut s = sampler(p);
-            let mut seen = [false; 5];
-            for _ in 0..5000 {
-                seen[s.sample(&mut logits.clone(), &[]).unwrap() as usize] = true;
-            }
-            seen
-        };
-        let k2 = SamplingParams { top_k: 2, ..params(1.0) };
-        assert_eq!(support(k2), [true, true, false, false, false]);
-        let p85 = SamplingParams { top_p: 0.85, ..params(1.0) };
-        assert_eq!(support(p85), [true, true, true, false, false]);
-        let p65 = SamplingParams { top_p: 0.65, ..params(1.0) };
-        assert_eq!(support(p65), [true, true, false, false, false]);
-        // min_p 0.2: floor 0.08 keeps 0.4, 0.3, 0.2.
-        let m = SamplingParams { min_p: 0.2, ..params(1.0) };
-        assert_eq!(support(m), [true, true, true, false, false]);
-    }
-
-    #[test]
-    fn top_k_equals_a_full_sort() {
-        let mut rng = Rng::new(11);
-        for k in [1usize, 3, 40, 999, 5000] {
-            // Coarse values force many ties.
-            let logits: Vec<f32> =
-                (0..1000).map(|_| (rng.next_f64() * 50.0).floor() as f32).collect();
-            let mut got = Vec::new();
-            top_k_into(&logits, k, &mut got);
-            got.sort_unstable_by(descending);
-            let mut want: Vec<(u32, f32)> =
-                logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
-            want.sort_unstable_by(descending);
-            want.truncate(k);
-            let vals = |v: &[(u32, f32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
-            assert_eq!(vals(&got), vals(&want), "k={k}");
-        }
-    }
-
-    #[test]
-    fn top_p_counts_mass_below_the_min_p_floor() {
-        // p = [0.5, 0.3, 0.2 spread over 1000 tiny tokens]. top_p 0.6 over the whole
-        // vocabulary keeps the first two (0.5 < 0.6 ≤ 0.8); min_p 0.01 drops the tiny ones.
-        // Were their mass ignored (total 0.8, target 0.48), top_p would keep just the first.
-        let mut logits = vec![(0.2f32 / 1000.0).ln(); 1002];
-        logits[0] = 0.5f32.ln();
-        logits[1] = 0.3f32.ln();
-        let p = SamplingParams { top_p: 0.6, min_p: 0.01, ..params(1.0) };
-        let mut s = sampler(p);
-        let mut seen = [false; 2];
-        for _ in 0..2000 {
-            let t = s.sample(&mut logits.clone(), &[]).unwrap() as usize;
-            assert!(t < 2, "token {t} is below the min-p floor");
-            seen[t] = true;
-        }
-        assert_eq!(seen, [true, true]);
-    }
-
-    #[test]
-    fn repeat_penalty_matches_llama_cpp_rule() {
-        let mut l = [2.0f32, -2.0, 1.0];
-        apply_repeat_penalty(&mut l, &[0, 1, 0, 0], 2.0);
-        assert_eq!(l, [1.0, -4.0, 1.0]);
-        // Greedy flips away from a repeated token.
-        let mut s =
-            sampler(SamplingParams { repeat_penalty: 2.0, repeat_last_n: 1, ..params(0.0) });
-        assert_eq!(s.sample(&mut [2.0, 1.5], &[0]).unwrap(), 1);
-        assert_eq!(s.sample(&mut [2.0, 1.5], &[0, 1]).unwrap(), 0, "only the last 1 token counts");
-    }
-
-    #[test]
-    fn same_seed_same_draws_different_seed_differs() {
-        let logits: Vec<f32> = (0..1000).map(|i| (i % 17) as f32 * 0.1).collect();
-        let run = |seed| {
-            let mut s = sampler(SamplingParams { seed: Some(seed), ..params(1.0) });
-            (0..50).map(|_| s.sample(&mut logits.clone(), &[]).unwrap()).collect::<Vec<_>>()
-        };
-        assert_eq!(run(1), run(1));
-        assert_ne!(run(1), run(2));
-    }
-
-    #[test]
-    fn validation_names_the_setting() {
-        let bad = |p: SamplingParams| {
-            let e = p.check().unwrap_err();
-            e.downcast_ref::<crate::pipeline::settings::SettingError>().unwrap().setting.clone()
-        };
-        assert_eq!(bad(SamplingParams { top_p: 0.0, ..params(1.0) }), "top_p");
-        assert_eq!(bad(SamplingParams { top_p: 1.5, ..params(1.0) }), "top_p");
-        assert_eq!(bad(params(-1.0)), "temperature");
-        assert_eq!(bad(params(f64::NAN)), "temperature");
-        assert_eq!(bad(params(1e-9)), "temperature", "would overflow f32 logits");
-        assert_eq!(bad(SamplingParams { min_p: 2.0, ..params(1.0) }), "min_p");
-        assert_eq!(
-            bad(SamplingParams { repeat_penalty: f64::INFINITY, ..params(1.0) }),
-            "repeat_penalty"
-        );
-        assert_eq!(bad(SamplingParams { seed: Some(1 << 53), ..params(1.0) }), "seed");
-        assert!(SamplingParams { seed: Some(MAX_SEED), ..params(1.0) }.check().is_ok());
-        assert!(SamplingParams::default().check().is_ok());
-    }
-
-    #[test]
-    fn no_finite_score_is_no_token_and_huge_top_k_is_all() {
-        for t in [0.0, 1.0] {
-            let mut s = sampler(params(t));
-            assert_eq!(s.sample(&mut [f32::NAN; 4], &[]), None, "T={t}");
-            assert_eq!(s.sample(&mut [f32::NEG_INFINITY; 4], &[]), None, "T={t}");
-            assert_eq!(s.sample(&mut [f32::NAN, 1.0, f32::NAN], &[]), Some(1), "T={t}");
-        }
-        let mut s = sampler(SamplingParams { top_k: usize::MAX, ..params(1.0) });
-        assert!(s.sample(&mut [0.0, 1.0, 2.0], &[]).is_some());
-    }
-}
+mod tests;
