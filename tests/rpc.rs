@@ -1,6 +1,6 @@
 //! Policies on other hosts through llama.cpp's RPC backend, on loopback only: `rpc-server`
-//! processes (built from vendor/ by models/build-rpc-server.sh, which the tests run when the
-//! binary is missing) on free 127.0.0.1 ports, started and killed by the tests.
+//! processes (built from vendor/ by models/build-rpc-server.sh, which the tests run first) on
+//! free 127.0.0.1 ports, started and killed by the tests.
 //!
 //! With the `rpc` feature: greedy MOD with each expert on its own server gives the tokens of
 //! all-local decoding on every step whose top two tokens are apart (llama.cpp's kernels differ
@@ -8,7 +8,9 @@
 //! unreachable servers; an unreachable server and one killed mid-generation are one-line
 //! errors naming it; `mood serve` answers the requests that need a lost server 503, reports
 //! the reason on `/health` and keeps serving the policies it still has; a batch stops at a
-//! lost server and resumes once it is back; the vocabulary check covers remote policies.
+//! lost server and resumes once it is back; the vocabulary check covers remote policies; an
+//! address that is not loopback or private draws a warning naming it; `mood bench` measures a
+//! recipe on its servers and all-local side by side.
 //! Without the feature: `--rpc` and the recipe key are refused with a one-line error.
 
 mod common;
@@ -76,19 +78,20 @@ mod with_servers {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
-    /// The rpc-server binary, built from vendor/ by models/build-rpc-server.sh if missing.
+    /// The rpc-server binary, built from vendor/ by models/build-rpc-server.sh (once per test
+    /// process: seconds when it is up to date, so it always matches the sources).
     fn rpc_server_binary() -> PathBuf {
-        static BUILD: Mutex<()> = Mutex::new(());
-        let _one = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-        let binary = root().join("target/rpc-server/rpc-server");
-        if !binary.exists() {
+        static BUILT: Mutex<bool> = Mutex::new(false);
+        let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+        if !*built {
             let status = Command::new(root().join("models/build-rpc-server.sh"))
                 .stdout(Stdio::null())
                 .status()
                 .expect("run models/build-rpc-server.sh");
             assert!(status.success(), "models/build-rpc-server.sh failed");
+            *built = true;
         }
-        binary
+        root().join("target/rpc-server/rpc-server")
     }
 
     /// An rpc-server child process on a free loopback port; killed when dropped.
@@ -187,16 +190,25 @@ mod with_servers {
         // Each step's margin, from each expert's own logits in a plain context.
         let model = load_model(&default_model());
         let (mut poet, mut scientist) = (Plain::new(&model, 512, 2), Plain::new(&model, 512, 2));
-        let (mut lp, mut ls) = (poet.prompt(&format!("{POET}The ocean")), scientist.prompt(&format!("{SCIENTIST}The ocean")));
+        let (mut lp, mut ls) = (
+            poet.prompt(&format!("{POET}The ocean")),
+            scientist.prompt(&format!("{SCIENTIST}The ocean")),
+        );
         // Until the runs part (only where the top two are near), every tie-free step agrees.
         let mut compared = 0;
         for (step, &token) in mine.iter().enumerate() {
-            let mut combined: Vec<f64> =
-                lp.iter().zip(&ls).map(|(&x, &y)| 0.5 * f64::from(x) + 0.5 * f64::from(y)).collect();
+            let mut combined: Vec<f64> = lp
+                .iter()
+                .zip(&ls)
+                .map(|(&x, &y)| 0.5 * f64::from(x) + 0.5 * f64::from(y))
+                .collect();
             combined.sort_by(|x, y| y.total_cmp(x));
             let margin = combined[0] - combined[1];
             if theirs.get(step) != Some(&token) {
-                assert!(margin < MARGIN, "step {step} (margin {margin:.3}): {theirs:?} vs {mine:?}");
+                assert!(
+                    margin < MARGIN,
+                    "step {step} (margin {margin:.3}): {theirs:?} vs {mine:?}"
+                );
                 break;
             }
             compared += usize::from(margin >= MARGIN);
@@ -242,7 +254,10 @@ mod with_servers {
         child.stdout.as_mut().unwrap().read_exact(&mut first).expect("some text before the kill");
         b.kill();
         let out = child.wait_with_output().unwrap();
-        assert_one_line_error(&out, &[&format!("RPC server {} was lost", b.endpoint), "'scientist'"]);
+        assert_one_line_error(
+            &out,
+            &[&format!("RPC server {} was lost", b.endpoint), "'scientist'"],
+        );
     }
 
     /// Sends a streamed completion and reads its SSE events; `on_first` runs once the first
@@ -283,7 +298,8 @@ mod with_servers {
         assert_eq!((status, health.contains("\"ok\"")), (200, true), "{health}");
 
         // Both experts: the server holding one is killed mid-stream.
-        let body = json!({"prompt": "The ocean", "max_tokens": 400, "stop": ["zzzz"], "stream": true});
+        let body =
+            json!({"prompt": "The ocean", "max_tokens": 400, "stop": ["zzzz"], "stream": true});
         let events = stream_until_end(addr, &body, || b.lock().unwrap().kill());
         let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
         let message = last["error"]["message"].as_str().unwrap_or_else(|| panic!("{last}"));
@@ -307,7 +323,15 @@ mod with_servers {
         assert_eq!(status, 200, "{v}");
         let local = two_experts("serve-local.toml", None, None);
         let poet = mood_json(&[
-            "generate", "-r", local.to_str().unwrap(), "-w", "1,0", "-p", "The moon", "-n", "6",
+            "generate",
+            "-r",
+            local.to_str().unwrap(),
+            "-w",
+            "1,0",
+            "-p",
+            "The moon",
+            "-n",
+            "6",
             "--json",
         ]);
         assert_eq!(v["choices"][0]["text"], poet["text"], "the local policy decodes as before");
@@ -337,7 +361,7 @@ mod with_servers {
             }
             c
         };
-        let mut child = batch(false).spawn().unwrap();
+        let child = batch(false).spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         while std::fs::read_to_string(&output).map_or(0, |t| t.lines().count()) < 1 {
             assert!(Instant::now() < deadline, "no record written");
@@ -345,7 +369,10 @@ mod with_servers {
         }
         b.kill();
         let out = child.wait_with_output().unwrap();
-        assert_one_line_error(&out, &["stopped", "--resume", &format!("RPC server {} was lost", b.endpoint)]);
+        assert_one_line_error(
+            &out,
+            &["stopped", "--resume", &format!("RPC server {} was lost", b.endpoint)],
+        );
         let written = std::fs::read_to_string(&output).unwrap();
         assert!(written.lines().count() < 6, "the batch stopped early");
         assert!(!written.contains("\"error\""), "no error records for the lost server: {written}");
@@ -383,5 +410,82 @@ mod with_servers {
             &out,
             &["gemma-3-270m-q4_k_m.gguf", "smollm2-135m-instruct-q4_1.gguf"],
         );
+    }
+
+    /// An address that is not loopback or private draws a warning that names it, from every
+    /// command that connects. 0.0.0.0 reaches this machine's servers on Linux but is neither.
+    #[test]
+    fn exposed_addresses_are_warned_about() {
+        let a = RpcServer::start();
+        let port = a.endpoint.rsplit(':').next().unwrap();
+        let exposed = format!("0.0.0.0:{port}");
+        let warned = |out: &std::process::Output| {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(out.status.success(), "{err}");
+            let line = err.lines().find(|l| l.starts_with("mood: warning: ")).unwrap_or_default();
+            assert!(
+                line.contains(&format!(
+                    "RPC server {exposed} is not on a loopback or private address"
+                )) && line.contains("no authentication"),
+                "{err}"
+            );
+        };
+        warned(&mood(&["info", "--rpc", &exposed]));
+        let model = default_model();
+        let args = ["generate", "-m", model.to_str().unwrap(), "-p", "The sea", "-n", "2"];
+        warned(&mood(&[&args[..], &["--rpc", &exposed]].concat()));
+        // Loopback: no warning.
+        let out = mood(&[&args[..], &["--rpc", &a.endpoint]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && !err.contains("warning"), "{err}");
+    }
+
+    /// `mood bench` of a recipe with servers measures each strategy on the servers and, in
+    /// the same rounds, with every policy on this machine.
+    #[test]
+    fn bench_measures_the_recipe_on_its_servers_and_all_local() {
+        let (a, b) = (RpcServer::start(), RpcServer::start());
+        let remote = two_experts("bench.toml", Some(&a.endpoint), Some(&b.endpoint));
+        let report = mood_json(&[
+            "bench",
+            "-r",
+            remote.to_str().unwrap(),
+            "--strategies",
+            "threads",
+            "--rounds",
+            "1",
+            "-n",
+            "8",
+            "--memory",
+            "",
+            "--json",
+        ]);
+        let rows = report["mod"].as_array().unwrap();
+        let placed: Vec<(&str, bool)> =
+            rows.iter().map(|m| (m["strategy"].as_str().unwrap(), m["rpc"] == true)).collect();
+        assert_eq!(placed, [("threads", true), ("threads", false)], "{report}");
+        for m in rows {
+            assert!(m["tokens_per_second"].as_f64().unwrap() > 0.0, "{m}");
+            assert_eq!(m["policies"], 2, "{m}");
+        }
+        // A recipe without servers has one row per strategy, on this machine.
+        let local = two_experts("bench-local.toml", None, None);
+        let report = mood_json(&[
+            "bench",
+            "-r",
+            local.to_str().unwrap(),
+            "--strategies",
+            "threads",
+            "--rounds",
+            "1",
+            "-n",
+            "8",
+            "--memory",
+            "",
+            "--json",
+        ]);
+        let rows = report["mod"].as_array().unwrap();
+        assert_eq!(rows.len(), 1, "{report}");
+        assert_eq!(rows[0]["rpc"], false);
     }
 }

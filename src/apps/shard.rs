@@ -94,7 +94,9 @@ pub fn write_merged(output: &Path, files: &[PathBuf], refs: &[LineRef]) -> Resul
         for r in refs {
             let reader = &mut readers[r.file];
             let shown = files[r.file].display();
-            reader.seek(SeekFrom::Start(r.offset)).with_context(|| format!("cannot read {shown}"))?;
+            reader
+                .seek(SeekFrom::Start(r.offset))
+                .with_context(|| format!("cannot read {shown}"))?;
             buf.resize(r.len, 0);
             reader.read_exact(&mut buf).with_context(|| format!("cannot read {shown}"))?;
             out.write_all(&buf).and_then(|()| out.write_all(b"\n"))?;
@@ -257,7 +259,10 @@ mod tests {
     #[test]
     fn merging_puts_records_in_input_order_and_checks_each_line_once() {
         let input = scratch("in.jsonl", "{\"id\":1}\n\n{\"id\":3}\nnot json\n{\"id\":5}\n");
-        let a = scratch("a.jsonl", "{\"id\":5,\"line\":5,\"text\":\"e\"}\n{\"id\":1,\"line\":1,\"text\":\"a\"}\n");
+        let a = scratch(
+            "a.jsonl",
+            "{\"id\":5,\"line\":5,\"text\":\"e\"}\n{\"id\":1,\"line\":1,\"text\":\"a\"}\n",
+        );
         let b = scratch("b.jsonl", "{\"id\":3,\"line\":3,\"text\":\"c\"}\n{\"broken\n{\"id\":null,\"line\":4,\"error\":\"x\"}\n");
         let out = std::env::temp_dir().join(format!("mood-shard-{}/out.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&out);
@@ -266,21 +271,29 @@ mod tests {
         let text = std::fs::read_to_string(&out).unwrap();
         let lines: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["line"].as_u64().unwrap()
+            })
             .collect();
         assert_eq!(lines, vec![1, 3, 4, 5]);
         let again = merge_batch(&input, &[a.clone(), b.clone()], &out).unwrap_err().to_string();
         assert!(again.contains("exists"), "{again}");
         let _ = std::fs::remove_file(&out);
 
-        let e = format!("{:#}", merge_batch(&input, &[a.clone()], &out).unwrap_err());
+        let e = format!("{:#}", merge_batch(&input, std::slice::from_ref(&a), &out).unwrap_err());
         assert!(e.contains("2 line(s)") && e.contains("line 3, line 4"), "{e}");
-        let e = format!("{:#}", merge_batch(&input, &[a.clone(), b.clone(), a.clone()], &out).unwrap_err());
+        let e = format!(
+            "{:#}",
+            merge_batch(&input, &[a.clone(), b.clone(), a.clone()], &out).unwrap_err()
+        );
         assert!(e.contains("two records") && e.contains("duplicated"), "{e}");
         let c = scratch("c.jsonl", "{\"id\":9,\"line\":9}\n");
         let e = format!("{:#}", merge_batch(&input, &[a.clone(), b.clone(), c], &out).unwrap_err());
         assert!(e.contains("does not have") && e.contains("line 9"), "{e}");
-        let cut = scratch("cut.jsonl", "{\"id\":3,\"line\":3}\n{\"id\":null,\"line\":4,\"error\":\"x\"}\n{\"id\":5,\"li");
+        let cut = scratch(
+            "cut.jsonl",
+            "{\"id\":3,\"line\":3}\n{\"id\":null,\"line\":4,\"error\":\"x\"}\n{\"id\":5,\"li",
+        );
         let e = format!("{:#}", merge_batch(&input, &[a, cut], &out).unwrap_err());
         assert!(e.contains("cut short") && e.contains("--resume"), "{e}");
         assert!(!out.exists(), "a failed merge writes nothing");

@@ -7,8 +7,8 @@ use super::wiring::{
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mood::apps::batch::{self, Options};
-use mood::apps::shard::{self, Shard};
 use mood::apps::score::{Response, Scorer};
+use mood::apps::shard::{self, Shard};
 use mood::input::{Line, Lines, LINE_LIMIT};
 use serde_json::{json, Value};
 use std::fs::File;

@@ -111,9 +111,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             s.share_threads
         )?;
     }
+    // With RPC servers each strategy has two rows: on the servers, and on this machine.
+    let label = |m: &bench::ModRun| {
+        let remote = report.r#mod.iter().any(|m| m.rpc);
+        match (remote, m.rpc) {
+            (false, _) => m.strategy.to_string(),
+            (true, true) => format!("{}, RPC", m.strategy),
+            (true, false) => format!("{}, local", m.strategy),
+        }
+    };
     writeln!(
         out,
-        "\n{:<10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
+        "\n{:<16} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
         "MOD",
         "policies",
         "contexts",
@@ -128,8 +137,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for m in &report.r#mod {
         writeln!(
             out,
-            "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
-            m.strategy,
+            "{:<16} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
+            label(m),
             m.policies,
             m.contexts,
             m.prompt_tokens_per_second,
@@ -147,10 +156,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
          that model alone on one policy's thread share (÷ passes per thread where policies \
          outnumber threads). Times are per generated token."
     )?;
+    if report.r#mod.iter().any(|m| m.rpc) {
+        writeln!(
+            out,
+            "RPC: the policies on the RPC servers the recipe (or --rpc) names; local: the same \
+             recipe with every policy on this machine. Models alone run on this machine."
+        )?;
+    }
     for m in report.r#mod.iter().filter(|m| m.strategy == "mixed" && !m.mixed) {
         writeln!(
             out,
-            "mixed: the output layer ran per policy: {}",
+            "{}: the output layer ran per policy: {}",
+            label(m),
             m.unmixed_because.unwrap_or("?")
         )?;
     }

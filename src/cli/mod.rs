@@ -326,8 +326,7 @@ pub struct InfoArgs {
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
-    /// llama.cpp RPC servers to report on: reachable or why not, their devices and memory
-    /// (needs a build with --features rpc).
+    /// llama.cpp RPC servers to report on: reachable or why not, their devices and memory.
     #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',')]
     pub rpc: Vec<String>,
 
@@ -481,8 +480,8 @@ pub struct RunArgs {
 
     /// llama.cpp RPC servers that hold and compute the models of policies whose recipe entry
     /// sets no `rpc` (all their layers unless --n-gpu-layers says how many); started with
-    /// the rpc-server that models/build-rpc-server.sh builds. Needs a build with --features
-    /// rpc. The protocol has no authentication: use loopback or private addresses.
+    /// the rpc-server that models/build-rpc-server.sh builds. The protocol has no
+    /// authentication: use loopback or private addresses (others draw a warning).
     #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',')]
     pub rpc: Vec<String>,
 

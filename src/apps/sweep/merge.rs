@@ -26,7 +26,9 @@ pub struct Merged {
 /// last line was cut short, are errors that say which; nothing is written then.
 pub fn merge(plan: &Plan, dirs: &[PathBuf], output: &Path) -> Result<Merged> {
     if dirs.is_empty() {
-        bail!("--merge needs the shards' output folders (mood sweep … --merge DIR… --output-dir DIR)");
+        bail!(
+            "--merge needs the shards' output folders (mood sweep … --merge DIR… --output-dir DIR)"
+        );
     }
     let config = plan.config();
     let files: Vec<PathBuf> = dirs.iter().map(|d| d.join(GENERATIONS)).collect();
@@ -36,7 +38,10 @@ pub fn merge(plan: &Plan, dirs: &[PathBuf], output: &Path) -> Result<Merged> {
     let mut outside = 0;
     for (f, path) in files.iter().enumerate() {
         if !path.exists() {
-            bail!("{} does not exist; give the folders the shards wrote (--output-dir)", path.display());
+            bail!(
+                "{} does not exist; give the folders the shards wrote (--output-dir)",
+                path.display()
+            );
         }
         let mut offset = 0u64;
         read_lines(path, MAX_LINE_BYTES, &mut |n, bytes, ended| {
@@ -49,8 +54,8 @@ pub fn merge(plan: &Plan, dirs: &[PathBuf], output: &Path) -> Result<Merged> {
                     path.display()
                 );
             }
-            let stored =
-                parse_record(bytes, &config).map_err(|e| anyhow!("{} line {n}: {e}", path.display()))?;
+            let stored = parse_record(bytes, &config)
+                .map_err(|e| anyhow!("{} line {n}: {e}", path.display()))?;
             let Some((w, p)) = plan.place(std::slice::from_ref(&stored))[0] else {
                 outside += 1;
                 return Ok(());

@@ -115,7 +115,12 @@ pub fn inspect(paths: &[&Path]) -> Result<(Vec<ModelInfo>, Vec<Compatibility>)> 
             .map_err(|_| anyhow!("cannot load model {}: llama.cpp rejected it", shown.display()))?;
         let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         infos.push(describe(&model, shown, file_size));
-        loaded.push(LoadedModel { path, n_gpu_layers: 0, servers: Vec::new(), model: Arc::new(model) });
+        loaded.push(LoadedModel {
+            path,
+            n_gpu_layers: 0,
+            servers: Vec::new(),
+            model: Arc::new(model),
+        });
     }
     let views: Vec<ModelVocab> = loaded.iter().map(ModelVocab::new).collect();
     let compat = views

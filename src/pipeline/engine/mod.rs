@@ -537,7 +537,8 @@ fn load_model(
     };
     let model = LlamaModel::load_from_file(backend, path, &params).map_err(|_| {
         lost("while loading").unwrap_or_else(|| {
-            let or_size = if place.servers.is_empty() { "" } else { ", or larger than the servers hold" };
+            let or_size =
+                if place.servers.is_empty() { "" } else { ", or larger than the servers hold" };
             anyhow!(
                 "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
                  architecture this build does not know{or_size})",

@@ -40,7 +40,9 @@ impl std::str::FromStr for Endpoint {
         if s.starts_with('[') || s.matches(':').count() > 1 {
             return Err(invalid(
                 "rpc",
-                format!("'{shown}' is an IPv6 address; llama.cpp's RPC servers listen on IPv4: {fix}"),
+                format!(
+                    "'{shown}' is an IPv6 address; llama.cpp's RPC servers listen on IPv4: {fix}"
+                ),
             ));
         }
         let (host, port) = s
@@ -87,11 +89,8 @@ pub fn is_private(ip: IpAddr) -> bool {
 /// is loopback or private. A name that does not resolve here is left to the connection,
 /// which reports it.
 pub fn exposure_warning(endpoint: &Endpoint) -> Option<String> {
-    let addrs: Vec<IpAddr> = (endpoint.host.as_str(), endpoint.port)
-        .to_socket_addrs()
-        .ok()?
-        .map(|a| a.ip())
-        .collect();
+    let addrs: Vec<IpAddr> =
+        (endpoint.host.as_str(), endpoint.port).to_socket_addrs().ok()?.map(|a| a.ip()).collect();
     let public: Vec<String> =
         addrs.iter().filter(|ip| !is_private(**ip)).map(ToString::to_string).collect();
     if public.is_empty() {
@@ -304,14 +303,27 @@ mod tests {
         }
         let twice = parse_list(&["h:1".into(), " h:1".into()]).unwrap_err().to_string();
         assert!(twice.contains("twice"), "{twice}");
-        let lists = [parse_list(&["a:1".into(), "b:2".into()]).unwrap(), parse_list(&["b:2".into()]).unwrap()];
+        let lists = [
+            parse_list(&["a:1".into(), "b:2".into()]).unwrap(),
+            parse_list(&["b:2".into()]).unwrap(),
+        ];
         let all = distinct(lists.iter().map(Vec::as_slice));
         assert_eq!(all.len(), 2);
     }
 
     #[test]
     fn public_addresses_are_told_apart() {
-        for private in ["127.0.0.1", "10.1.2.3", "172.16.0.9", "192.168.88.10", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1"] {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.88.10",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }
         for public in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "2001:db8::1", "203.0.113.5"] {

@@ -5,12 +5,12 @@
 //! member `j` of the group in lane `l`. Lanes are independent streams (different prompts and
 //! tokens); members of a lane receive the same tokens.
 
+use super::rpc::Server;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use super::rpc::Server;
 use std::num::NonZeroU32;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};

@@ -107,7 +107,8 @@ impl SamplingParams {
                 format!("holds {} tokens; at most {MAX_LOGIT_BIAS}", self.logit_bias.len()),
             ));
         }
-        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan() || b.abs() > MAX_BIAS) {
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| b.is_nan() || b.abs() > MAX_BIAS)
+        {
             return Err(invalid(
                 "logit_bias",
                 format!("gives token {t} the bias {b}; biases are from -{MAX_BIAS} to {MAX_BIAS}"),
