@@ -238,7 +238,7 @@ impl Session {
         }
         let group = self.group_of[first];
         if members.iter().any(|&m| self.group_of[m] != group) {
-            return Err("the policies are in different contexts (other model files or adapters)");
+            return Err("the policies are in different contexts (other model files, adapters or RPC servers)");
         }
         self.not_linear[group].map_or(Ok(()), Err)
     }
