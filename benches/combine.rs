@@ -120,5 +120,54 @@ fn bench_sample(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_combine, bench_sample);
+/// The same sampling done by llama.cpp's sampler chain (penalties, top-k, top-p, min-p,
+/// temperature, a seeded draw) on the same logits, the candidate array built each step as a
+/// caller of the chain must: the measurement behind keeping the sampler of our own.
+fn bench_llama_cpp_chain(c: &mut Criterion) {
+    use llama_cpp_2::sampling::LlamaSampler;
+    use llama_cpp_2::token::data::LlamaTokenData;
+    use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+    use llama_cpp_2::token::LlamaToken;
+
+    let mut group = c.benchmark_group("llama_cpp_chain");
+    let base = logits(7);
+    let history: Vec<u32> = (0..64).collect();
+    let n_vocab = VOCAB as i32;
+    let penalties = || LlamaSampler::penalties(n_vocab, 64, 1.1, 0.0, 0.0);
+    let chains = [
+        ("greedy", vec![penalties(), LlamaSampler::greedy()]),
+        (
+            "top_k40_top_p_min_p",
+            vec![
+                penalties(),
+                LlamaSampler::top_k(40),
+                LlamaSampler::top_p(0.95, 1),
+                LlamaSampler::min_p(0.05, 1),
+                LlamaSampler::temp(0.8),
+                LlamaSampler::dist(1),
+            ],
+        ),
+        ("full_vocabulary", vec![penalties(), LlamaSampler::temp(1.0), LlamaSampler::dist(1)]),
+    ];
+    for (name, samplers) in chains {
+        let mut chain = LlamaSampler::chain_simple(samplers);
+        for &t in &history {
+            chain.accept(LlamaToken(t as i32));
+        }
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let data = base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0));
+                let mut array = LlamaTokenDataArray::from_iter(data, false);
+                array.apply_sampler(&mut chain);
+                black_box(array.selected_token())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_combine, bench_sample, bench_llama_cpp_chain);
 criterion_main!(benches);

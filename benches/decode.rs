@@ -34,11 +34,13 @@ fn main() {
             plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
             constraint: None,
             logprobs: None,
+            draft_max: mood::pipeline::draft::DEFAULT_DRAFT_MAX,
         },
         session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         strategies: vec![Strategy::Threads, Strategy::Batched, Strategy::Mixed],
         rounds: 3,
         load: Default::default(),
+        draft_model: None,
     };
     let report = bench::run(&plan, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| {
         eprintln!("decode bench: {e:#}");
@@ -50,8 +52,16 @@ fn main() {
     batch_throughput(&recipe, &plan.settings, plan.session);
     for m in &report.r#mod {
         println!(
-            "MOD    {:<8} {} policies  {:>7.1} tok/s  ratio {:.2}  forward {:.2} ms  combine {:.3} ms  sample {:.3} ms",
-            m.strategy, m.policies, m.tokens_per_second, m.ratio, m.forward_ms, m.combine_ms, m.sample_ms
+            "MOD    {:<8}{} {} policies  {:>7.1} tok/s  ratio {:.2}  forward {:.2} ms  combine {:.3} ms  sample {:.3} ms  {:.2} tokens/pass",
+            m.strategy,
+            if m.draft_max > 0 { "+spec" } else { "     " },
+            m.policies,
+            m.tokens_per_second,
+            m.ratio,
+            m.forward_ms,
+            m.combine_ms,
+            m.sample_ms,
+            m.tokens_per_pass
         );
     }
 }
@@ -80,6 +90,7 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings, session: SessionOption
     let engine = Engine::load(&policies, Default::default()).expect("the model loads");
     let mut settings = settings.clone();
     settings.max_tokens = 48;
+    settings.draft_max = 0;
     let session = SessionOptions { ctx_size: 512, ..session };
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for _round in 0..2 {

@@ -7,7 +7,7 @@ They are identical except for the text of one word token, TOKEN_DIFF, so that co
 must fail the vocabulary check with a message naming that token. Against the default model
 they differ in vocabulary size. tiny-c.gguf is tiny-a.gguf declaring a final logit
 soft-capping (its logits are then not linear in the hidden state, which output mixing must
-notice). Usage: models/make-fixtures.py [OUT_DIR]
+notice). tiny-cycle.gguf continues short cycles of words (see write_cycle). Usage: models/make-fixtures.py [OUT_DIR]
 """
 
 import os
@@ -74,6 +74,61 @@ def write(path, variant):
     w.close()
 
 
+CYCLE = 5
+
+
+def write_cycle(path):
+    """tiny-cycle.gguf: tiny-a's vocabulary and shapes, with weights that make it continue
+    short cycles of words: word k is followed, most likely, by the next word of its group of
+    CYCLE ("the" → "a" → "cat" → "dog" → "sat" → "the" …). The token embedding dominates the
+    hidden state (attention and feed-forward outputs are small), and the output matrix holds
+    each token's predecessor's normalised embedding, so greedy text repeats itself: what
+    speculative decoding by prompt lookup needs to be tested on a model without batch noise.
+    Not deterministic text either: at temperature 1 other tokens come now and then."""
+    vocab = vocabulary("a")
+    n_vocab = len(vocab[0])
+    rng = np.random.default_rng(4321)
+    w = llama_writer(
+        path,
+        "mood-tiny-cycle",
+        vocab,
+        n_ctx=N_CTX,
+        n_embd=N_EMBD,
+        n_layer=1,
+        n_ff=N_FF,
+        n_head=N_HEAD,
+        file_type=gguf.LlamaFileType.ALL_F32,
+    )
+    embd = (rng.standard_normal((n_vocab, N_EMBD)) * 0.2).astype(np.float32)
+    unit = embd / np.sqrt((embd**2).mean(axis=1, keepdims=True))  # as RMS norm leaves it
+    output = (rng.standard_normal((n_vocab, N_EMBD)) * 0.05).astype(np.float32)
+    first_word = n_vocab - len(WORDS)
+    for k in range(len(WORDS)):
+        group = k - k % CYCLE
+        size = min(CYCLE, len(WORDS) - group)
+        successor = group + (k - group + 1) % size
+        output[first_word + successor] = unit[first_word + k] * (9.0 / N_EMBD)
+    w.add_tensor("token_embd.weight", embd)
+    w.add_tensor("output_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    w.add_tensor("output.weight", output)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+
+    def t(name, scale, *shape):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    for name in ("attn_q", "attn_k", "attn_v"):
+        t(f"blk.0.{name}.weight", 0.2, N_EMBD, N_EMBD)
+    t("blk.0.attn_output.weight", 0.002, N_EMBD, N_EMBD)
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(N_EMBD, dtype=np.float32))
+    t("blk.0.ffn_gate.weight", 0.2, N_FF, N_EMBD)
+    t("blk.0.ffn_up.weight", 0.2, N_FF, N_EMBD)
+    t("blk.0.ffn_down.weight", 0.002, N_EMBD, N_FF)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "fixtures")
     os.makedirs(out, exist_ok=True)
@@ -81,6 +136,9 @@ def main():
         path = os.path.join(out, f"tiny-{variant}.gguf")
         write(path, variant)
         print(f"make-fixtures: wrote {path}")
+    path = os.path.join(out, "tiny-cycle.gguf")
+    write_cycle(path)
+    print(f"make-fixtures: wrote {path}")
 
 
 if __name__ == "__main__":

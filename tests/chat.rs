@@ -152,3 +152,21 @@ fn ctrl_c_stops_the_reply_not_the_program() {
     assert!(stderr.contains("Cancelled"), "the first reply was cut: {stderr}");
     assert_eq!(stderr.matches("prompt tokens reused]").count(), 2, "{stderr}");
 }
+
+#[test]
+fn a_grammar_holds_every_reply_of_the_conversation() {
+    let schema = r#"{"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"], "additionalProperties": false}"#;
+    let (out, err, code) =
+        chat(&["--json-schema", schema], "Is the sky blue?\n/weights 0.1,0.9\nIs grass red?\n");
+    assert_eq!(code, Some(0), "{err}");
+    // Replies in a row, each a JSON object (laid out over lines as the model likes).
+    let replies: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&out)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(replies.len(), 2, "{out}");
+    for r in replies {
+        let answer = r["answer"].as_str().unwrap_or_default();
+        assert!(["yes", "no"].contains(&answer), "{r}");
+    }
+}

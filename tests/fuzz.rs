@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use mood::apps::batch::parse_line;
 use mood::apps::chat::{Chat, Input};
-use mood::apps::server::api::{self, Kind};
+use mood::apps::openai::request::{self as api, Kind};
 use mood::pipeline::decode;
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy as Layout};
@@ -48,6 +48,7 @@ fn defaults() -> Settings {
         plausibility: 1e-4,
         constraint: None,
         logprobs: None,
+        draft_max: 0,
     }
 }
 

@@ -233,3 +233,49 @@ fn sweep_shards_merge_to_the_unsplit_table() {
     want.sort_by_key(Value::to_string);
     assert_eq!(got, want, "the merged generations are those of the unsplit sweep");
 }
+
+/// What an OpenAI batch record must keep across runs: its line, custom_id, status and text or
+/// error (ids and times differ from run to run).
+fn openai_essence(r: &Value) -> Value {
+    serde_json::json!([
+        r["line"],
+        r["custom_id"],
+        r["response"]["status_code"],
+        r["response"]["body"]["choices"][0]["text"],
+        r["response"]["body"]["error"]["message"],
+        r["error"]["message"],
+    ])
+}
+
+#[test]
+fn openai_batch_files_shard_and_merge_too() {
+    let line = |id: &str, prompt: &str| {
+        serde_json::json!({"custom_id": id, "method": "POST", "url": "/v1/completions",
+            "body": {"model": "mood", "prompt": prompt, "max_tokens": 6, "temperature": 0}})
+        .to_string()
+    };
+    // A custom_id first used in shard 1 (line 1) and repeated in shard 2 (line 4).
+    let lines = [line("a", "The ocean"), line("b", "The moon"), "{".into(), line("a", "Again")];
+    let input = scratch("openai-in.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let whole = scratch("openai-whole.jsonl");
+    ok(&batch_command(&input, &whole, &[]).output().unwrap());
+    let mut want: Vec<Value> = records(&whole).iter().map(openai_essence).collect();
+    want.sort_by_key(|r| r[0].as_u64());
+    assert_eq!(want.len(), 4, "{want:?}");
+
+    let shards: Vec<PathBuf> = (1..=2).map(|k| scratch(&format!("openai-{k}.jsonl"))).collect();
+    for (k, out) in shards.iter().enumerate() {
+        ok(&batch_command(&input, out, &["--shard", &format!("{}/2", k + 1)]).output().unwrap());
+    }
+    let merged = scratch("openai-merged.jsonl");
+    let mut c = batch_command(&input, &merged, &["--merge"]);
+    ok(&c.args(&shards).output().unwrap());
+    let got: Vec<Value> = records(&merged).iter().map(openai_essence).collect();
+    assert_eq!(got, want, "the merged shards equal the unsplit run, in input order");
+    assert!(
+        got[3].to_string().contains("duplicate"),
+        "the repeated custom_id is refused in its shard: {}",
+        got[3]
+    );
+}

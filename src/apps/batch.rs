@@ -1,12 +1,16 @@
 //! Scripted batch decoding: JSONL prompts in, JSONL generations out, one line each.
 //!
-//! Each input line is an object with `id` and `prompt`, and optionally any setting of
-//! [`Overrides`] (`weights`, `divergence`, `max_tokens`, `temperature`, `top_p`, `top_k`,
-//! `min_p`, `seed`, `stop`, …) for that line alone. Output is written line by line and
-//! flushed, so a crash or a kill loses nothing already written; resuming skips what the
-//! output already holds. A bad line gets an error record with its line number and the batch
-//! goes on.
+//! An input file is in mood's own line format or in OpenAI's Batch API format ([`openai`]),
+//! told by its first line. A line of mood's format is an object with `id` and `prompt`, and
+//! optionally any setting of [`Overrides`] (`weights`, `divergence`, `max_tokens`,
+//! `temperature`, `top_p`, `top_k`, `min_p`, `seed`, `stop`, …) for that line alone. Output is
+//! written line by line and flushed, so a crash or a kill loses nothing already written;
+//! resuming skips what the output already holds. A bad line gets an error record with its
+//! line number and the batch goes on.
 
+pub mod openai;
+
+use crate::apps::openai::request::{ApiError, Kind};
 use crate::apps::score::{Response, Scorer};
 use crate::apps::shard::Shard;
 use crate::input::{self, Lines, LINE_LIMIT};
@@ -228,9 +232,13 @@ fn scan_output(file: &mut std::fs::File, path: &Path) -> Result<Done> {
     Ok(done)
 }
 
-/// A record's input line number, and its id if it is a generation (not an error record).
+/// A record's input line number, and its id (as JSON text) if it is a generation (not an
+/// error record), for either format.
 pub(crate) fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
     let v: Value = serde_json::from_str(text).ok()?;
+    if v.get("custom_id").is_some() {
+        return openai::read_record(&v);
+    }
     let line = usize::try_from(v.get("line")?.as_u64()?).ok()?;
     let id = match v.get("error") {
         Some(_) => None,
@@ -250,9 +258,52 @@ pub struct Options {
     /// How many prompts decode at once (lanes of one session).
     pub parallel: usize,
     pub session: SessionOptions,
+    /// The model name in the answers of OpenAI batch lines.
+    pub model: String,
+    /// Chat template for policies that set none (OpenAI chat lines).
+    pub template: String,
     /// Only the lines of this shard (see [`crate::apps::shard`]); the others are read for
     /// their ids (a duplicate id is one whichever shard the first line is in) and left out.
     pub shard: Option<Shard>,
+}
+
+/// A line ready to decode, in either format.
+enum Job {
+    Mood(LineRequest),
+    OpenAi(openai::Line),
+}
+
+impl Job {
+    fn request(&self, engine: &Engine) -> Result<Request> {
+        Ok(match self {
+            Job::Mood(l) => Request {
+                recipe: l.recipe.clone(),
+                settings: l.settings.clone(),
+                prompts: engine.prompt_tokens(&l.prompt)?,
+                reuse_cache: false,
+            },
+            Job::OpenAi(l) => l.request.clone(),
+        })
+    }
+}
+
+/// A line that does not run (or failed), as the record its format gives it.
+fn failure(format: Format, id: Option<Value>, line: usize, e: &anyhow::Error) -> Value {
+    let message = format!("{e:#}");
+    match format {
+        Format::Mood => json!({ "id": id, "line": line, "error": message }),
+        Format::OpenAi => {
+            let custom_id = id.and_then(|v| v.as_str().map(str::to_string));
+            openai::failure_record(&openai::Refusal::Line { custom_id, message }, line, None)
+        }
+    }
+}
+
+/// The line format of an input file, told by its first line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Mood,
+    OpenAi,
 }
 
 /// Counts of a finished run.
@@ -279,20 +330,43 @@ pub fn run(
     let mut summary = Summary::default();
     // Ids of lines with a generation (earlier runs' and this one's).
     let mut seen: HashSet<String> = done.ids.clone();
-    let mut lines: Vec<(usize, LineRequest)> = Vec::new();
+    let mut jobs: Vec<(usize, Job)> = Vec::new();
     let mut reader = Lines::new(input, LINE_LIMIT);
     let mut number = 0;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let cx = openai::Context { model: &options.model, created, template: &options.template };
+    let mut format = None;
     loop {
         let line =
             reader.next_line().with_context(|| format!("cannot read input line {}", number + 1))?;
         let Some(line) = line else { break };
         number += 1;
+        if let input::Line::Text(t) = &line {
+            if format.is_none() && !t.trim().is_empty() {
+                let openai = openai::is_openai_line(t);
+                if openai && options.score_beta.is_some() {
+                    bail!(
+                        "scores are added to mood's own line format only; run this OpenAI batch \
+                         file without --score"
+                    );
+                }
+                format = Some(if openai { Format::OpenAi } else { Format::Mood });
+            }
+        }
+        let format = format.unwrap_or(Format::Mood);
         if options.shard.is_some_and(|s| !s.contains(number - 1)) {
             // Another shard's line: only its id counts here.
             if let input::Line::Text(t) = &line {
-                if let Ok(req) = parse_line(t, recipe, defaults, options.normalize) {
-                    seen.insert(req.id.to_string());
-                }
+                seen.extend(match format {
+                    Format::Mood => parse_line(t, recipe, defaults, options.normalize)
+                        .ok()
+                        .map(|req| req.id.to_string()),
+                    Format::OpenAi => openai::parse(t, engine, recipe, defaults, &cx)
+                        .ok()
+                        .map(|l| json!(l.custom_id).to_string()),
+                });
             }
             continue;
         }
@@ -302,49 +376,58 @@ pub fn run(
                 summary.skipped += 1;
                 continue;
             }
-            input::Line::Text(t) => parse_line(&t, recipe, defaults, options.normalize)
-                .and_then(|req| {
-                    if !seen.insert(req.id.to_string()) {
-                        bail!("duplicate id {}: an earlier line has it", req.id);
+            input::Line::Text(t) => match format {
+                Format::Mood => parse_line(&t, recipe, defaults, options.normalize)
+                    .and_then(|req| {
+                        if !seen.insert(req.id.to_string()) {
+                            bail!("duplicate id {}: an earlier line has it", req.id);
+                        }
+                        Ok(Job::Mood(req))
+                    })
+                    .map_err(|e| {
+                        let id = serde_json::from_str::<Value>(&t)
+                            .ok()
+                            .and_then(|v| v.get("id").cloned());
+                        failure(format, id, number, &e)
+                    }),
+                Format::OpenAi => match openai::parse(&t, engine, recipe, defaults, &cx) {
+                    Ok(l) if !seen.insert(json!(l.custom_id).to_string()) => {
+                        let e = anyhow!(
+                            "duplicate custom_id {:?}: an earlier line has it",
+                            l.custom_id
+                        );
+                        Err(failure(format, Some(json!(l.custom_id)), number, &e))
                     }
-                    Ok(req)
-                })
-                .map_err(|e| {
-                    (e, serde_json::from_str::<Value>(&t).ok().and_then(|v| v.get("id").cloned()))
-                }),
-            input::Line::NotUtf8(at) => {
-                Err((anyhow!("the line is not UTF-8 text (invalid byte at offset {at})"), None))
-            }
-            input::Line::TooLong => Err((
-                anyhow!("the line is longer than {} MiB; it was skipped", LINE_LIMIT >> 20),
+                    Ok(l) => Ok(Job::OpenAi(l)),
+                    Err(r) => Err(openai::failure_record(&r, number, kind_of(&t))),
+                },
+            },
+            input::Line::NotUtf8(at) => Err(failure(
+                format,
                 None,
+                number,
+                &anyhow!("the line is not UTF-8 text (invalid byte at offset {at})"),
+            )),
+            input::Line::TooLong => Err(failure(
+                format,
+                None,
+                number,
+                &anyhow!("the line is longer than {} MiB; it was skipped", LINE_LIMIT >> 20),
             )),
         };
         match parsed {
-            Ok(req) => lines.push((number, req)),
-            Err((e, id)) => {
-                let msg = format!("{e:#}");
-                write_line(output, &json!({ "id": id, "line": number, "error": msg }))?;
+            Ok(job) => jobs.push((number, job)),
+            Err(rec) => {
+                write_line(output, &rec)?;
                 summary.errors += 1;
                 progress(&summary);
                 if options.fail_fast {
-                    bail!("input line {number}: {msg}");
+                    bail!("input line {number}: {}", error_message(&rec));
                 }
             }
         }
     }
-    let requests = lines
-        .iter()
-        .map(|(_, l)| {
-            let prompts = engine.prompt_tokens(&l.prompt)?;
-            Ok(Request {
-                recipe: l.recipe.clone(),
-                settings: l.settings.clone(),
-                prompts,
-                reuse_cache: false,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let requests = jobs.iter().map(|(_, job)| job.request(engine)).collect::<Result<Vec<_>>>()?;
     let mut scorer = match options.score_beta {
         Some(beta) if !requests.is_empty() => {
             Some(Scorer::new(engine, recipe, beta, options.session)?)
@@ -352,15 +435,21 @@ pub fn run(
         _ => None,
     };
     decode_all(engine, requests, options.parallel, options.session, &mut |i, outcome| {
-        let (number, req) = &lines[i];
+        let (number, job) = &jobs[i];
         let rec = outcome.and_then(|g| {
-            let mut rec = record(req, *number, &g);
-            if let Some(scorer) = &mut scorer {
-                let s = scorer.score(&req.prompt, Response::Tokens(&g.tokens))?;
-                if let Value::Object(o) = &mut rec {
-                    o.insert("scores".into(), json!(s));
+            let rec = match job {
+                Job::Mood(req) => {
+                    let mut rec = record(req, *number, &g);
+                    if let Some(scorer) = &mut scorer {
+                        let s = scorer.score(&req.prompt, Response::Tokens(&g.tokens))?;
+                        if let Value::Object(o) = &mut rec {
+                            o.insert("scores".into(), json!(s));
+                        }
+                    }
+                    rec
                 }
-            }
+                Job::OpenAi(l) => openai::record(l, *number, &g, &cx),
+            };
             summary.tokens += g.tokens.len();
             Ok(rec)
         });
@@ -375,11 +464,21 @@ pub fn run(
                 return Err(stopped_by_lost_server(engine));
             }
             Err(e) => {
-                let msg = format!("{e:#}");
-                write_line(output, &json!({ "id": req.id, "line": number, "error": msg }))?;
+                let rec = match job {
+                    Job::Mood(req) => failure(Format::Mood, Some(req.id.clone()), *number, &e),
+                    Job::OpenAi(l) => openai::failure_record(
+                        &openai::Refusal::Body {
+                            custom_id: l.custom_id.clone(),
+                            error: ApiError::server(format!("{e:#}")),
+                        },
+                        *number,
+                        Some(l.kind),
+                    ),
+                };
+                write_line(output, &rec)?;
                 summary.errors += 1;
                 if options.fail_fast {
-                    bail!("input line {number}: {msg}");
+                    bail!("input line {number}: {e:#}");
                 }
             }
         }
@@ -394,6 +493,25 @@ pub fn stopped_by_lost_server(engine: &Engine) -> anyhow::Error {
     let all: Vec<usize> = (0..engine.policies().len()).collect();
     let lost = engine.unavailable_for(&all).unwrap_or_else(|| anyhow!("an RPC server was lost"));
     lost.context("stopped (run it again with --resume once the server is back)")
+}
+
+/// The endpoint an OpenAI line names, if it can be read (for the ids of its error record).
+fn kind_of(text: &str) -> Option<Kind> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    match v.get("url")?.as_str()? {
+        "/v1/chat/completions" => Some(Kind::Chat),
+        "/v1/completions" => Some(Kind::Completion),
+        _ => None,
+    }
+}
+
+/// The message of an error record of either format.
+fn error_message(rec: &Value) -> String {
+    let m = rec
+        .get("error")
+        .and_then(|e| e.as_str().or_else(|| e.get("message")?.as_str()))
+        .or_else(|| rec.pointer("/response/body/error/message")?.as_str());
+    m.unwrap_or("invalid line").to_string()
 }
 
 fn write_line(out: &mut dyn Write, v: &Value) -> Result<()> {
@@ -425,6 +543,7 @@ mod tests {
             plausibility: 1e-4,
             constraint: None,
             logprobs: None,
+            draft_max: 0,
         }
     }
 

@@ -53,6 +53,12 @@ pub struct ModRun {
     /// Whether the output layer ran once per step (mixed), and if not, why not.
     pub mixed: bool,
     pub unmixed_because: Option<&'static str>,
+    /// Speculation: the most tokens drafted per pass (0: none), draft tokens proposed and
+    /// accepted over the median run, and generated tokens per forward pass.
+    pub draft_max: usize,
+    pub drafted: usize,
+    pub accepted: usize,
+    pub tokens_per_pass: f64,
 }
 
 /// What `auto` runs for the recipe on this machine, and the step times it chose from.
@@ -84,6 +90,8 @@ pub struct Report {
     pub r#mod: Vec<ModRun>,
     pub auto: AutoChoice,
     pub memory: Vec<MemoryRun>,
+    /// The draft model of the speculative row, if any.
+    pub draft_model: Option<String>,
 }
 
 /// What to measure.
@@ -95,6 +103,8 @@ pub struct Plan<'a> {
     pub strategies: Vec<Strategy>,
     pub rounds: usize,
     pub load: LoadOptions,
+    /// The draft model of the speculative row (prompt lookup without one).
+    pub draft_model: Option<PathBuf>,
 }
 
 /// Runs the speed part of the plan (memory is measured by [`memory_probe`] in separate
@@ -108,11 +118,17 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     }
     let mut single: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
     let mut at_share: Vec<Vec<Generation>> = vec![Vec::new(); files.len()];
-    // Each strategy's runs where the recipe places the policies, then (with RPC servers) on
-    // this machine.
+    // The strategies unspeculated, then (with a draft) speculative MOD as `auto` runs it.
+    let speculative = plan.settings.draft_max > 0;
+    let mut rows: Vec<(Strategy, usize)> = plan.strategies.iter().map(|&s| (s, 0)).collect();
+    if speculative {
+        rows.push((Strategy::Auto, plan.settings.draft_max));
+    }
+    // Each row's runs where the recipe places the policies, then (with RPC servers) on this
+    // machine.
     let local = uses_rpc(plan.recipe, &plan.load).then(|| all_local(plan.recipe));
-    let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
-    let mut local_mods: Vec<Vec<Generation>> = vec![Vec::new(); plan.strategies.len()];
+    let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); rows.len()];
+    let mut local_mods: Vec<Vec<Generation>> = vec![Vec::new(); rows.len()];
     let threads = plan.session.threads.max(1);
     let running = plan.recipe.members()?.len();
     let share = (threads / running).max(1);
@@ -120,7 +136,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     for round in 0..plan.rounds.max(1) {
         for (i, file) in files.iter().enumerate() {
             let alone = all_local(&alone_recipe(file));
-            let g = generate(&alone, plan, Strategy::Threads)?;
+            let g = generate(&alone, plan, Strategy::Threads, 0)?;
             progress(&format!(
                 "round {}: {} alone: {:.1} tok/s",
                 round + 1,
@@ -129,7 +145,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             ));
             single[i].push(g);
             let shared = SessionOptions { threads: share, ..plan.session };
-            let g = generate_with(&alone, plan, shared, Strategy::Threads)?;
+            let g = generate_with(&alone, plan, shared, Strategy::Threads, 0)?;
             progress(&format!(
                 "round {}: {} alone on {share} thread(s): {:.1} tok/s",
                 round + 1,
@@ -138,22 +154,24 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             ));
             at_share[i].push(g);
         }
-        for (s, &strategy) in plan.strategies.iter().enumerate() {
-            let g = generate(plan.recipe, plan, strategy)?;
-            let on = if local.is_some() { " on RPC servers" } else { "" };
+        for (s, &(strategy, draft_max)) in rows.iter().enumerate() {
+            let g = generate(plan.recipe, plan, strategy, draft_max)?;
             progress(&format!(
-                "round {}: MOD, {}{on}: {:.1} tok/s",
+                "round {}: MOD, {}{}{}: {:.1} tok/s",
                 round + 1,
                 g.timings.strategy,
+                if draft_max > 0 { " speculative" } else { "" },
+                if local.is_some() { " on RPC servers" } else { "" },
                 g.timings.tokens_per_second
             ));
             mods[s].push(g);
             if let Some(recipe) = &local {
-                let g = generate(recipe, plan, strategy)?;
+                let g = generate(recipe, plan, strategy, draft_max)?;
                 progress(&format!(
-                    "round {}: MOD, {} on this machine: {:.1} tok/s",
+                    "round {}: MOD, {}{} on this machine: {:.1} tok/s",
                     round + 1,
                     g.timings.strategy,
+                    if draft_max > 0 { " speculative" } else { "" },
                     g.timings.tokens_per_second
                 ));
                 local_mods[s].push(g);
@@ -176,11 +194,19 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
     let floor = single.iter().map(|s| s.tokens_per_second_at_share).fold(f64::INFINITY, f64::min)
         / passes_per_worker;
-    let row = |runs: &[Generation], rpc: bool| {
+    let row = |runs: &[Generation], draft_max: usize, rpc: bool| {
         let per_token = |f: &dyn Fn(&Generation) -> f64| {
             median(runs.iter().map(|g| f(g) / g.tokens.len().max(1) as f64).collect())
         };
         let tps = median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
+        // The run whose speed is the median one, for the speculation counts.
+        let typical = runs
+            .iter()
+            .min_by(|a, b| {
+                let d = |g: &Generation| (g.timings.tokens_per_second - tps).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap_or(&runs[0]);
         ModRun {
             strategy: runs[0].timings.strategy,
             rpc,
@@ -195,13 +221,17 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             sample_ms: per_token(&|g| g.timings.sample_ms),
             mixed: runs[0].timings.mixed,
             unmixed_because: runs[0].timings.unmixed_because,
+            draft_max,
+            drafted: typical.timings.drafted,
+            accepted: typical.timings.accepted,
+            tokens_per_pass: typical.tokens.len() as f64 / typical.timings.passes.max(1) as f64,
         }
     };
     let mut r#mod = Vec::new();
-    for (runs, here) in mods.iter().zip(&local_mods) {
-        r#mod.push(row(runs, local.is_some()));
+    for ((runs, here), &(_, draft_max)) in mods.iter().zip(&local_mods).zip(&rows) {
+        r#mod.push(row(runs, draft_max, local.is_some()));
         if !here.is_empty() {
-            r#mod.push(row(here, false));
+            r#mod.push(row(here, draft_max, false));
         }
     }
     let auto = auto_choice(plan.recipe, plan)?;
@@ -215,6 +245,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         r#mod,
         auto,
         memory: Vec::new(),
+        draft_model: plan.draft_model.as_deref().map(short),
     })
 }
 
@@ -239,7 +270,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
         weights: vec![1.0 / k as f64; k],
         experts,
     };
-    generate(&recipe, plan, Strategy::Auto)?;
+    generate(&recipe, plan, Strategy::Auto, 0)?;
     Ok(peak_rss_mb())
 }
 
@@ -284,8 +315,13 @@ fn alone_recipe(file: &std::path::Path) -> Recipe {
     }
 }
 
-fn generate(recipe: &Recipe, plan: &Plan, strategy: Strategy) -> Result<Generation> {
-    generate_with(recipe, plan, plan.session, strategy)
+fn generate(
+    recipe: &Recipe,
+    plan: &Plan,
+    strategy: Strategy,
+    draft_max: usize,
+) -> Result<Generation> {
+    generate_with(recipe, plan, plan.session, strategy, draft_max)
 }
 
 fn generate_with(
@@ -293,10 +329,15 @@ fn generate_with(
     plan: &Plan,
     session: SessionOptions,
     strategy: Strategy,
+    draft_max: usize,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, plan.load.clone())?;
+    let mut engine = Engine::load(&policies, plan.load.clone())?;
+    if let Some(path) = plan.draft_model.as_ref().filter(|_| draft_max > 0) {
+        engine.load_draft_model(path, plan.load.n_gpu_layers)?;
+    }
     let mut settings = plan.settings.clone();
+    settings.draft_max = draft_max;
     // Stop strings would cut runs short; the speed of a fixed number of steps is wanted.
     settings.stops.clear();
     let session = SessionOptions { strategy, ..session };

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod bench;
 pub mod chat;
+pub mod openai;
 pub mod plot;
 pub mod score;
 pub mod server;

@@ -2,7 +2,8 @@
 //! [`mood::apps::score`], with a progress bar on a terminal.
 
 use super::wiring::{
-    build_recipe, constraint, load_engine, one_line, progress_bar, session_options, settings,
+    build_recipe, constraint, load_engine, model_name, one_line, progress_bar, session_options,
+    settings,
 };
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -79,7 +80,8 @@ fn decode_into(
     total: Option<u64>,
 ) -> Result<()> {
     let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
-    let engine = load_engine(recipe, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = load_engine(&policies, &args.run)?;
     let bar = progress_bar(total, "lines");
     let started = Instant::now();
     let options = Options {
@@ -89,6 +91,8 @@ fn decode_into(
         score_beta: args.score.then_some(args.beta),
         parallel: usize::from(args.parallel),
         session,
+        model: args.alias.clone().unwrap_or_else(|| model_name(&args.policies)),
+        template: args.template.clone(),
         shard,
     };
     let summary = batch::run(
@@ -156,7 +160,8 @@ pub fn run_score(args: ScoreArgs) -> Result<()> {
         );
     }
     let recipe = build_recipe(&args.policies)?;
-    let engine = load_engine(&recipe, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = load_engine(&policies, &args.run)?;
     let options = session_options(&args.run)?;
     let mut scorer = Scorer::new(&engine, &recipe, args.beta, options)?;
     let input = File::open(&args.input)

@@ -53,6 +53,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         strategies,
         rounds: args.rounds,
         load: load_options(&args.run),
+        draft_model: args.run.draft_model.clone(),
     };
     if let Some(k) = args.memory_probe {
         let peak = bench::memory_probe(&plan, k)?;
@@ -113,11 +114,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     // With RPC servers each strategy has two rows: on the servers, and on this machine.
     let label = |m: &bench::ModRun| {
+        let spec = if m.draft_max > 0 { "+spec" } else { "" };
         let remote = report.r#mod.iter().any(|m| m.rpc);
         match (remote, m.rpc) {
-            (false, _) => m.strategy.to_string(),
-            (true, true) => format!("{}, RPC", m.strategy),
-            (true, false) => format!("{}, local", m.strategy),
+            (false, _) => format!("{}{spec}", m.strategy),
+            (true, true) => format!("{}{spec}, RPC", m.strategy),
+            (true, false) => format!("{}{spec}, local", m.strategy),
         }
     };
     writeln!(
@@ -161,6 +163,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
             out,
             "RPC: the policies on the RPC servers the recipe (or --rpc) names; local: the same \
              recipe with every policy on this machine. Models alone run on this machine."
+        )?;
+    }
+    for m in report.r#mod.iter().filter(|m| m.draft_max > 0) {
+        let plain = report
+            .r#mod
+            .iter()
+            .find(|p| p.draft_max == 0 && p.strategy == m.strategy && p.rpc == m.rpc);
+        writeln!(
+            out,
+            "{}: speculative MOD as auto runs it, drafts of up to {} tokens by {}: \
+             {} of {} draft tokens accepted ({:.0} %), {:.2} tokens per pass{}",
+            label(m),
+            m.draft_max,
+            if report.draft_model.is_some() { "the draft model" } else { "prompt lookup" },
+            m.accepted,
+            m.drafted,
+            100.0 * m.accepted as f64 / m.drafted.max(1) as f64,
+            m.tokens_per_pass,
+            plain.map_or(String::new(), |p| format!(
+                "; {:.2} × {} without speculation",
+                m.tokens_per_second / p.tokens_per_second,
+                p.strategy
+            ))
         )?;
     }
     for m in report.r#mod.iter().filter(|m| m.strategy == "mixed" && !m.mixed) {

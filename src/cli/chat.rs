@@ -20,7 +20,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let mut settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
     settings.constraint = constraint(&args.constraint)?;
     let options = session_options(&args.run)?;
-    let engine = load_engine(&recipe, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = load_engine(&policies, &args.run)?;
     let mut chat = Chat::new(&engine, recipe, settings, &args.template, options)?;
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -21,7 +21,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if prompt.trim().is_empty() {
         bail!("the prompt is empty; give --prompt TEXT (or a non-empty --prompt-file)");
     }
-    let engine = load_engine(&recipe, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = load_engine(&policies, &args.run)?;
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -231,7 +231,9 @@ pub struct BatchArgs {
     pub policies: PolicyArgs,
 
     /// Input JSONL: {"id": …, "prompt": "…"} per line, optionally with weights, divergence,
-    /// max_tokens, temperature, top_p, top_k, seed, stop.
+    /// max_tokens, temperature, top_p, top_k, seed, stop; or an OpenAI Batch API file
+    /// ({"custom_id", "method": "POST", "url": "/v1/chat/completions" or "/v1/completions",
+    /// "body"} per line), told by its first line and answered in OpenAI's output format.
     #[arg(short, long, value_name = "FILE")]
     pub input: PathBuf,
 
@@ -254,7 +256,8 @@ pub struct BatchArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 
-    /// Add each policy's log-likelihood and each expert's implicit reward to every record.
+    /// Add each policy's log-likelihood and each expert's implicit reward to every record
+    /// (mood's own line format).
     #[arg(long)]
     pub score: bool,
 
@@ -271,6 +274,16 @@ pub struct BatchArgs {
     /// With --merge: the shards' output files.
     #[arg(value_name = "SHARD", requires = "merge")]
     pub shards: Vec<PathBuf>,
+
+    /// Chat template for policies that set none, for the chat lines of an OpenAI batch
+    /// file: none (a plain transcript), model (the GGUF's own), or a llama.cpp built-in name.
+    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
+    pub template: String,
+
+    /// The model name in the answers of an OpenAI batch file [default: mood-<recipe or
+    /// model file name>].
+    #[arg(long, value_name = "NAME")]
+    pub alias: Option<String>,
 
     /// β of the implicit rewards β·log(π_i/π_ref).
     #[arg(long, default_value_t = 1.0)]
@@ -434,6 +447,12 @@ pub struct SamplingArgs {
     /// seed per generation, reported with the output].
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// Speculation: guess up to N next tokens by looking the latest ones up in the prompt
+    /// and the text so far, and check them all in one pass of every policy (0 = off, at
+    /// most 16). The output is the same; text that repeats its prompt comes faster.
+    #[arg(long, default_value_t = mood::pipeline::draft::DEFAULT_DRAFT_MAX, value_name = "N")]
+    pub draft_max: usize,
 }
 
 /// What the output must follow: the constraint masks the combined distribution before
@@ -492,6 +511,12 @@ pub struct RunArgs {
     /// measured on first use and remembered; MOOD_STRATEGY_REMEASURE=1 measures again).
     #[arg(long, default_value = "auto", value_name = "NAME")]
     pub strategy: String,
+
+    /// Speculation with a draft model instead of prompt lookup: a GGUF model of the
+    /// policies' vocabulary (a smaller one of the same family, say) guesses the next
+    /// --draft-max tokens, and every policy checks them in one pass. The output is the same.
+    #[arg(long, visible_alias = "model-draft", value_name = "FILE")]
+    pub draft_model: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,6 @@
 //! `mood serve`: wires flags to [`mood::apps::server`].
 
-use super::wiring::{build_recipe, constraint, load_engine, session_options, settings};
+use super::wiring::{build_recipe, constraint, load_engine, model_name, session_options, settings};
 use super::ServeArgs;
 use anyhow::{bail, Result};
 use mood::apps::chat::Chat;
@@ -27,10 +27,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
     };
     let session = session_options(&args.run)?;
-    let engine = load_engine(&recipe, &args.run)?;
+    let policies: Vec<_> = recipe.policies().cloned().collect();
+    let engine = load_engine(&policies, &args.run)?;
     // Checks every policy's chat template before listening.
     Chat::new(&engine, recipe.clone(), settings.clone(), &args.template, session)?;
-    let model_name = args.alias.clone().unwrap_or_else(|| default_name(&args));
+    let model_name = args.alias.clone().unwrap_or_else(|| model_name(&args.policies));
     let config = Config {
         host: args.host.clone(),
         port: args.port,
@@ -47,14 +48,4 @@ pub fn run(args: ServeArgs) -> Result<()> {
     server::serve(engine, recipe, settings, config, &mut |addr| {
         eprintln!("mood serve: listening on http://{addr} (Ctrl-C or SIGTERM stops)");
     })
-}
-
-/// `mood-` and the recipe's (or model's) file name.
-fn default_name(args: &ServeArgs) -> String {
-    args.policies
-        .recipe
-        .as_ref()
-        .or(args.policies.model.as_ref())
-        .and_then(|p| p.file_stem())
-        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
 }

@@ -91,7 +91,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         todo.len()
     );
     if !todo.is_empty() {
-        let engine = load_engine(&recipe, &args.run)?;
+        let policies: Vec<_> = recipe.policies().cloned().collect();
+        let engine = load_engine(&policies, &args.run)?;
         let mut out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -23,6 +23,7 @@ pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) ->
         plausibility: sampling.plausibility,
         constraint: None,
         logprobs: None,
+        draft_max: sampling.draft_max,
     };
     settings.check()?;
     Ok(settings)
@@ -165,18 +166,6 @@ pub fn load_options(args: &RunArgs) -> LoadOptions {
     LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu, rpc: args.rpc.clone() }
 }
 
-/// Loads the recipe's policies with the flags' options, after warning about RPC servers on
-/// addresses that are not loopback or private.
-pub fn load_engine(recipe: &Recipe, args: &RunArgs) -> Result<Engine> {
-    let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let options = load_options(args);
-    let endpoints = rpc_endpoints(&policies, &options)?;
-    if rpc::AVAILABLE {
-        warn_exposed(&endpoints);
-    }
-    Engine::load(&policies, options)
-}
-
 /// Prints a warning for each RPC server address that is not loopback or private.
 pub fn warn_exposed(endpoints: &[Endpoint]) {
     for e in endpoints {
@@ -184,6 +173,20 @@ pub fn warn_exposed(endpoints: &[Endpoint]) {
             eprintln!("mood: warning: {w}");
         }
     }
+}
+
+/// Loads the policies' models (after warning about RPC servers on addresses that are not
+/// loopback or private), and the draft model if one is given.
+pub fn load_engine(policies: &[Policy], args: &RunArgs) -> Result<Engine> {
+    let options = load_options(args);
+    if rpc::AVAILABLE {
+        warn_exposed(&rpc_endpoints(policies, &options)?);
+    }
+    let mut engine = Engine::load(policies, options)?;
+    if let Some(path) = &args.draft_model {
+        engine.load_draft_model(path, args.n_gpu_layers)?;
+    }
+    Ok(engine)
 }
 
 pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
@@ -239,6 +242,16 @@ pub fn one_line(e: &anyhow::Error) -> String {
         })
         .collect();
     parts.join(": ").replace('\n', " ")
+}
+
+/// The model name answers carry when no alias is given: mood-<recipe or model file name>.
+pub fn model_name(policies: &PolicyArgs) -> String {
+    policies
+        .recipe
+        .as_ref()
+        .or(policies.model.as_ref())
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| "mood".to_string(), |s| format!("mood-{}", s.to_string_lossy()))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod combine;
 pub mod constraint;
 pub mod decode;
 pub mod divergence;
+pub mod draft;
 pub mod engine;
 pub mod logprobs;
 pub mod recipe;

@@ -72,7 +72,13 @@ pub struct Settings {
     /// Report each generated token's log-probabilities with this many alternatives;
     /// `None`: none.
     pub logprobs: Option<usize>,
+    /// Speculation: the most tokens drafted (by prompt lookup) and checked per pass; 0 = off.
+    /// The output is the same either way.
+    pub draft_max: usize,
 }
+
+/// The most draft tokens a pass may check.
+pub const MAX_DRAFT: usize = 16;
 
 /// The largest `max_tokens` accepted: more than any context holds.
 pub const MAX_TOKENS_LIMIT: usize = 1 << 24;
@@ -111,6 +117,12 @@ impl Settings {
             return Err(invalid(
                 "top_logprobs",
                 format!("must be from 0 to {MAX_TOP_LOGPROBS}, got {n}"),
+            ));
+        }
+        if self.draft_max > MAX_DRAFT {
+            return Err(invalid(
+                "draft_max",
+                format!("must be from 0 (off) to {MAX_DRAFT}, got {}", self.draft_max),
             ));
         }
         if let Some(c) = &self.constraint {
@@ -415,6 +427,7 @@ mod tests {
             plausibility: 1e-4,
             constraint: None,
             logprobs: None,
+            draft_max: 0,
         }
     }
 

@@ -2,8 +2,8 @@
 //! (per policy: prefixes and chat templates differ), `/metrics` (Prometheus text) and
 //! `/v1/models`.
 
-use super::api::{render_messages, ApiError, ChatMessage};
 use super::Shared;
+use crate::apps::openai::request::{render_messages, ApiError, ChatMessage};
 use crate::pipeline::settings::from_json;
 use axum::body::Bytes;
 use axum::extract::State;

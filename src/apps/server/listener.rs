@@ -10,7 +10,7 @@
 //! * On shutdown no new connection is accepted, idle ones close at once, requests in flight
 //!   get up to [`Limits::drain`] to finish.
 
-use super::api::ApiError;
+use crate::apps::openai::request::ApiError;
 use anyhow::{Context, Result};
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};

@@ -9,18 +9,17 @@
 //! weights affect only that request. Connections are accepted and timed by [`listener`].
 //! Every error, whatever produced it, is OpenAI-style JSON.
 
-pub mod answer;
-pub mod api;
 mod inspect;
 mod listener;
 pub mod page;
 pub mod scheduler;
 
+use crate::apps::openai::answer;
+use crate::apps::openai::request::{self as api, ApiError, Kind};
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::settings::Settings;
 use anyhow::{anyhow, Context, Result};
-use api::{ApiError, Kind};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -429,14 +428,16 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         let _pending = pending;
         let h = answer::Header { kind, id: &id, model: &model, created };
         let mut ended = false;
-        let mut offset = 0;
+        let mut logprobs = answer::StreamedLogprobs::default();
         while let Some(ev) = events.recv().await {
             let data = match ev {
                 Event::Text(t, None) => answer::chunk(&h, &t, None).to_string(),
                 Event::Text(t, Some(lp)) => {
-                    let c = answer::token_chunk(&h, &t, &lp, &policies, offset);
-                    offset += String::from_utf8_lossy(&lp.chosen.bytes).len();
-                    c.to_string()
+                    let (offset, spelled) = logprobs.push(*lp, &t);
+                    if t.is_empty() && spelled.is_empty() {
+                        continue;
+                    }
+                    answer::token_chunk(&h, &t, &spelled, &policies, offset).to_string()
                 }
                 Event::Done(g) => {
                     ended = true;

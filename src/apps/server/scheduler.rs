@@ -206,6 +206,8 @@ pub fn run(
                 Err(e) => health.set(Some(format!("cannot restart decoding: {e:#}"))),
             }
         }
+        // As of this step's end: an idle decoder waits for work with its load at zero.
+        health.set_load(&decoder);
     }
     health.set_load(&decoder);
     watchdog.finished = true;

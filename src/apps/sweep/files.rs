@@ -281,6 +281,7 @@ mod tests {
             plausibility: 1e-4,
             constraint: None,
             logprobs: None,
+            draft_max: 0,
         };
         Config::new(&recipe, &settings, 0.5)
     }
@@ -298,6 +299,9 @@ mod tests {
             policies: 2,
             mixed: false,
             unmixed_because: None,
+            drafted: 0,
+            accepted: 0,
+            passes: 0,
         };
         Generation {
             text: "text".into(),

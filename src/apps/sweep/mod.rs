@@ -284,6 +284,7 @@ mod tests {
             plausibility: 1e-4,
             constraint: None,
             logprobs: None,
+            draft_max: 0,
         }
     }
 

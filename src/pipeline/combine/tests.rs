@@ -490,3 +490,37 @@ fn plausibility_zero_samples_the_exact_distribution() {
         assert!(chi2 < 90.0, "{div}: χ² = {chi2} over {cells} cells");
     }
 }
+
+#[test]
+fn whole_scores_every_token_as_the_exact_formula_does() {
+    // Greedy: eq. 6 at Z = 0 for every token (no pruning), so that a constraint that
+    // forbids the tokens that would win still finds the best allowed one. Sampling: the
+    // whole vocabulary, whatever the plausibility threshold.
+    let mut rng = Rng::new(33);
+    let n = 2000;
+    for div in ALL.into_iter().filter(|d| *d != Divergence::ReverseKl) {
+        let logits: Vec<Vec<f32>> = (0..3)
+            .map(|_| random_logits(&mut rng, n, 25.0).iter().map(|&x| x as f32).collect())
+            .collect();
+        let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
+        let to64 = |l: &[f32]| norm(&l.iter().map(|&x| f64::from(x)).collect::<Vec<_>>());
+        let (lr, l1, l2) = (to64(&logits[0]), to64(&logits[1]), to64(&logits[2]));
+        let mut want = Vec::new();
+        let mut scratch = Scratch::default();
+        eq6_log_scores(div, &[0.5, 0.5], &lr, &flat(&[l1, l2]), &mut want, &mut scratch);
+        let mut c = combiner(div, &[0.5, 0.5], 0.1);
+        let mut out = vec![0f32; n];
+        c.combine_whole(&inputs, true, &mut out);
+        // Scores carry a constant offset (the experts' logit scale): compare differences.
+        let shift = f64::from(out[0]) - want[0];
+        for v in 0..n {
+            assert!((f64::from(out[v]) - want[v] - shift).abs() < 1e-3, "{div} token {v}");
+        }
+        c.combine_whole(&inputs, false, &mut out);
+        let mut exact = vec![0f32; n];
+        combiner(div, &[0.5, 0.5], 0.0).combine(&inputs, false, &mut exact);
+        assert_eq!(out, exact, "{div}: sampling as with τ = 0");
+        c.combine(&inputs, false, &mut out);
+        assert!(out.iter().any(|x| !x.is_finite()), "{div}: τ = 0.1 leaves tokens out");
+    }
+}

@@ -11,20 +11,22 @@
 //! `generate` (one prompt), a conversation, a JSONL batch and the HTTP server are thin
 //! drivers: they build [`Request`]s and react to events.
 
+mod lane;
 mod stream;
 
 use super::divergence::Divergence;
-use super::engine::{Engine, LaneFill, Session, SessionOptions};
+use super::engine::{Drafter, Engine, LaneFill, Session, SessionOptions};
 use super::logprobs::{Alternative, TokenLogprob};
 use super::recipe::Recipe;
 use super::settings::Settings;
 use anyhow::{anyhow, Result};
+use lane::{Advanced, Lane, Pass};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::VecDeque;
 use std::time::Instant;
-use stream::{Next, Stream};
+use stream::Stream;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,6 +63,11 @@ pub struct Timings {
     /// states (`mixed` strategy) rather than once per policy; and if not, why not.
     pub mixed: bool,
     pub unmixed_because: Option<&'static str>,
+    /// Speculation: draft tokens proposed and accepted, and the forward passes decoding took
+    /// (tokens per pass above 1 is what speculation saved).
+    pub drafted: usize,
+    pub accepted: usize,
+    pub passes: usize,
 }
 
 /// The result of one generation.
@@ -169,22 +176,19 @@ pub struct Decoder<'e> {
     /// Each lane's combined-scores buffer, reused by the requests it serves.
     combined: Vec<Vec<f32>>,
     queue: VecDeque<(u64, Stream<'e>)>,
-    running: Option<Running>,
-    /// Scratch: each lane's token for the next pass.
-    tokens: Vec<Option<LlamaToken>>,
+    running: Option<Running<'e>>,
+    /// Scratch: each lane's tokens for the next pass (its last token, then any draft), and
+    /// how many draft tokens of the last pass to drop from its caches first.
+    feeds: Vec<Vec<LlamaToken>>,
+    drops: Vec<usize>,
 }
 
 /// The session and the engine policies it holds, in order.
-struct Running {
+struct Running<'e> {
     members: Vec<usize>,
     session: Session,
-}
-
-struct Lane<'e> {
-    tag: u64,
-    stream: Stream<'e>,
-    /// Where the request's combiner terms sit in the session, in term order.
-    slots: Vec<usize>,
+    /// The draft model's context, when the engine has a draft model.
+    drafter: Option<Drafter<'e>>,
 }
 
 impl<'e> Decoder<'e> {
@@ -199,7 +203,8 @@ impl<'e> Decoder<'e> {
             combined: vec![Vec::new(); lanes],
             queue: VecDeque::new(),
             running: None,
-            tokens: vec![None; lanes],
+            feeds: vec![Vec::new(); lanes],
+            drops: vec![0; lanes],
         }
     }
 
@@ -219,10 +224,7 @@ impl<'e> Decoder<'e> {
         all.extend_from_slice(members);
         all.sort_unstable();
         all.dedup();
-        let lost = self.engine.lost();
-        all.retain(|m| !lost.contains(m));
-        let session = self.engine.open_session(&all, self.lanes.len(), self.options)?;
-        self.running = Some(Running { members: all, session });
+        self.running = Some(self.open(all)?);
         Ok(())
     }
 
@@ -257,73 +259,38 @@ impl<'e> Decoder<'e> {
         let (strategy, contexts) =
             (running.session.strategy().name(), running.session.n_contexts());
         for lane in 0..self.lanes.len() {
-            self.tokens[lane] = None;
+            self.feeds[lane].clear();
+            self.drops[lane] = 0;
             let Some(active) = &mut self.lanes[lane] else { continue };
-            let (tag, stream) = (active.tag, &mut active.stream);
-            let room = running.session.has_room_in(lane);
-            // The session's mixed logits are already the combination: sampled where they
-            // are (the buffer is the lane's until the next step); otherwise combine first.
-            let next = if running.session.mixed_logits(lane).is_some() {
-                let mixed = running.session.mixed_logits_mut(lane).unwrap_or_default();
-                stream.mixed_steps += 1;
-                let n = n_vocab.min(mixed.len());
-                stream.pick(&mut mixed[..n])
-            } else {
-                let session = &running.session;
-                let logits = |k: usize| session.logits_in(k, lane);
-                let combined = &mut self.combined[lane];
-                stream.prepare_logprobs(&active.slots, logits);
-                stream.combine(&active.slots, logits, combined, stream.whole_first());
-                let mut next = stream.pick(combined);
-                if let Ok(Next::Rescore) = next {
-                    stream.combine(&active.slots, logits, combined, true);
-                    next = stream.pick(combined);
-                }
-                if let Ok(Next::Token(token)) = next {
-                    stream.record_logprobs(token, combined, &active.slots, logits);
-                }
-                next
+            let tag = active.tag;
+            let mut pass = Pass {
+                session: &mut running.session,
+                drafter: running.drafter.as_mut(),
+                lane,
+                n_vocab,
             };
-            let next = next.and_then(|n| stream.accept(n));
-            let finish = match next {
-                Err(e) => {
-                    self.lanes[lane] = None;
-                    sink(tag, Event::Failed(e))?;
-                    continue;
-                }
-                Ok(Next::End | Next::Rescore) => Some(FinishReason::Eog),
-                Ok(Next::Token(token)) => {
-                    stream.engine.piece(token, &mut stream.piece);
-                    let pushed = stream.text.push(&stream.piece);
-                    let stopped = pushed.stopped;
-                    let logprob = stream.logprob_list.last().filter(|_| stream.logprobs.is_some());
-                    let event = Event::Token { token, text: pushed.emit, logprob };
-                    let flow = sink(tag, event)?;
-                    if flow == Flow::Stop {
-                        Some(FinishReason::Cancelled)
-                    } else if stopped {
-                        Some(FinishReason::Stop)
-                    } else if stream.tokens.len() >= stream.max_tokens || !room {
-                        Some(FinishReason::Length)
-                    } else {
-                        self.tokens[lane] = Some(LlamaToken(token as i32));
-                        None
+            let (feed, drop) = (&mut self.feeds[lane], &mut self.drops[lane]);
+            let finish =
+                match active.advance(&mut pass, &mut self.combined[lane], sink, feed, drop)? {
+                    Advanced::Fed => continue,
+                    Advanced::Failed(e) => {
+                        self.lanes[lane] = None;
+                        sink(tag, Event::Failed(e))?;
+                        continue;
                     }
+                    Advanced::Finished(reason) => reason,
+                };
+            if let Some(mut ended) = self.lanes[lane].take() {
+                let rest = ended.stream.end(finish);
+                if !rest.is_empty() {
+                    sink(tag, Event::Text(rest))?;
                 }
-            };
-            if let Some(reason) = finish {
-                if let Some(mut ended) = self.lanes[lane].take() {
-                    let rest = ended.stream.end(reason);
-                    if !rest.is_empty() {
-                        sink(tag, Event::Text(rest))?;
-                    }
-                    sink(tag, Event::Done(Box::new(ended.stream.finish(strategy, contexts))))?;
-                }
+                sink(tag, Event::Done(Box::new(ended.stream.finish(strategy, contexts))))?;
             }
         }
-        if self.tokens.iter().any(Option::is_some) {
+        if self.feeds.iter().any(|f| !f.is_empty()) {
             let started = Instant::now();
-            let result = self.running.as_mut().map_or(Ok(()), |r| r.session.step(&self.tokens));
+            let result = running.session.feed(&self.feeds, &self.drops);
             let elapsed = started.elapsed().as_secs_f64();
             if let Err(e) = result {
                 let lost = self.engine.lost();
@@ -345,6 +312,7 @@ impl<'e> Decoder<'e> {
             }
             for a in self.lanes.iter_mut().flatten() {
                 a.stream.forward += elapsed;
+                a.stream.passes += 1;
             }
         }
         Ok(!self.is_idle())
@@ -442,17 +410,24 @@ impl<'e> Decoder<'e> {
         Ok(())
     }
 
-    /// Opens a session with the policies the old one held and every waiting request needs,
-    /// but those whose RPC server was lost.
+    /// A session of `members` but those whose RPC server was lost, and the draft model's
+    /// context if the engine has one.
+    fn open(&self, mut members: Vec<usize>) -> Result<Running<'e>> {
+        let lost = self.engine.lost();
+        members.retain(|m| !lost.contains(m));
+        let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
+        let (lanes, o) = (self.lanes.len(), self.options);
+        let drafter = self.engine.open_drafter(lanes, o.ctx_size, o.threads)?;
+        Ok(Running { members, session, drafter })
+    }
+
+    /// Opens a session with the policies the old one held and every waiting request needs.
     fn reopen(&mut self) -> Result<()> {
         let mut members = self.running.take().map(|r| r.members).unwrap_or_default();
         members.extend(self.queue.iter().flat_map(|(_, s)| s.members.iter().copied()));
         members.sort_unstable();
         members.dedup();
-        let lost = self.engine.lost();
-        members.retain(|m| !lost.contains(m));
-        let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
-        self.running = Some(Running { members, session });
+        self.running = Some(self.open(members)?);
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ use super::{FinishReason, Generation, Request, Timings};
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::constraint::Constraint;
 use crate::pipeline::divergence::Divergence;
+use crate::pipeline::draft::DraftLength;
 use crate::pipeline::engine::{Engine, Grammar};
 use crate::pipeline::logprobs::{self, Alternative, TokenLogprob};
 use crate::pipeline::sample::{allowed_window, fresh_seed, NoToken, Sampler};
@@ -64,8 +65,19 @@ pub(super) struct Stream<'e> {
     pub(super) prompt_ms: f64,
     pub(super) started: Instant,
     pub(super) forward: f64,
+    /// Forward passes the lane took part in after its prompt.
+    pub(super) passes: usize,
     combining: f64,
     sampling: f64,
+    /// Speculation: the draft fed after the lane's last token (checked at the next step),
+    /// the most tokens a draft may have and how long the next one may be, the tokens looked
+    /// up (a prompt, then the output), and the draft tokens proposed and accepted so far.
+    pub(super) draft: Vec<u32>,
+    pub(super) draft_max: usize,
+    pub(super) draft_length: DraftLength,
+    pub(super) lookup: Vec<u32>,
+    drafted: usize,
+    accepted: usize,
 }
 
 impl<'e> Stream<'e> {
@@ -107,6 +119,7 @@ impl<'e> Stream<'e> {
                 .then(|| Combiner::new(recipe.divergence, &terms, 0.0))
                 .transpose()?;
         let seed = settings.sampling.seed.unwrap_or_else(fresh_seed);
+        let lookup = prompts[members[0]].iter().map(|t| t.0 as u32).collect();
         let mix_reason = super::mix_reason(&recipe, &settings);
         Ok(Self {
             engine,
@@ -136,9 +149,23 @@ impl<'e> Stream<'e> {
             prompt_ms: 0.0,
             started: Instant::now(),
             forward: 0.0,
+            passes: 0,
             combining: 0.0,
             sampling: 0.0,
+            draft: Vec::new(),
+            draft_max: settings.draft_max,
+            draft_length: DraftLength::new(settings.draft_max),
+            lookup,
+            drafted: 0,
+            accepted: 0,
         })
+    }
+
+    /// Records a checked draft of `drafted` tokens of which the first `accepted` were taken.
+    pub(super) fn speculated(&mut self, drafted: usize, accepted: usize) {
+        self.drafted += drafted;
+        self.accepted += accepted;
+        self.draft_length.update(drafted, accepted);
     }
 
     /// Each term's coefficient on its raw logits, in order (reverse KL's linear form).
@@ -301,6 +328,9 @@ impl<'e> Stream<'e> {
                 policies: self.members.len(),
                 mixed: self.mixed_steps > 0,
                 unmixed_because: self.unmixed_because,
+                drafted: self.drafted,
+                accepted: self.accepted,
+                passes: self.passes,
             },
             tokens: self.tokens,
         }

@@ -5,6 +5,7 @@
 //! It knows nothing of the command line or of how distributions are combined.
 
 pub mod chat;
+mod drafter;
 mod gguf;
 mod grammar;
 pub mod info;
@@ -15,6 +16,7 @@ mod tuning;
 pub mod vocab;
 mod worker;
 
+pub use drafter::Drafter;
 pub use grammar::Grammar;
 pub use session::{LaneFill, Session, MIN_CTX};
 pub use strategy::{cache_path, SessionOptions, Strategy};
@@ -166,6 +168,8 @@ pub struct Engine {
     policy_adapter: Vec<Option<AdapterUse>>,
     policies: Vec<Policy>,
     n_common: usize,
+    /// The draft model for speculation, in `models` (see [`Engine::load_draft_model`]).
+    draft: Option<usize>,
 }
 
 impl Engine {
@@ -257,6 +261,7 @@ impl Engine {
             policy_adapter,
             policies: policies.to_vec(),
             n_common,
+            draft: None,
         })
     }
 

@@ -11,7 +11,7 @@
 //! forth, so nothing is allocated per step.
 
 use super::strategy::{SessionOptions, Strategy};
-use super::worker::{self, Job, Lora};
+use super::worker::{self, Job, Lora, StepBuffers};
 use crate::pipeline::settings::invalid;
 use anyhow::{anyhow, bail, Result};
 use llama_cpp_2::model::LlamaModel;
@@ -42,10 +42,9 @@ struct Worker {
     members: Vec<usize>,
     /// The logits buffers while the worker is idle: index `slot · lanes + lane`.
     logits: Vec<Vec<f32>>,
-    /// The step's tokens for the worker's members, same index; travels with the step job.
-    tokens: Vec<Option<LlamaToken>>,
-    /// The step's output-mix coefficients, same index (NaN: not mixed); travels with it.
-    mix: Vec<f32>,
+    /// The step's tokens, drops and output-mix coefficients for the worker's members, same
+    /// index; they travel with the step job.
+    feed: StepBuffers,
 }
 
 /// Policies decoding side by side, in one or more lanes.
@@ -74,6 +73,10 @@ pub struct Session {
     lane_mix: Vec<Option<Vec<f32>>>,
     /// The member whose logits buffer holds the lane's mixed logits after the last step.
     mixed_in: Vec<Option<usize>>,
+    /// How many positions each lane's logits buffers hold (tokens fed in its last step).
+    fed: Vec<usize>,
+    /// Tokens each (member, lane) may be fed in one step.
+    per_step: usize,
 }
 
 /// One lane to prefill (see [`Session::prefill_lane`]): a prompt per session member (`None`:
@@ -116,6 +119,8 @@ impl Session {
         }
         let groups = plan_groups(&models, strategy);
         let n_contexts = groups.len();
+        let per_step =
+            groups.iter().map(|g| worker::tokens_per_step(g.len() * lanes)).min().unwrap_or(1);
         let mut group_of = vec![0; models.len()];
         let mut not_linear = Vec::with_capacity(groups.len());
         for (g, group) in groups.iter().enumerate() {
@@ -171,8 +176,7 @@ impl Session {
                 thread: Some(thread),
                 members,
                 logits: vec![Vec::new(); slots],
-                tokens: vec![None; slots],
-                mix: vec![f32::NAN; slots],
+                feed: StepBuffers::new(slots),
             });
         }
         let mut place = vec![(0, 0); models.len()];
@@ -194,6 +198,8 @@ impl Session {
             not_linear,
             lane_mix: vec![None; lanes],
             mixed_in: vec![None; lanes],
+            fed: vec![1; lanes],
+            per_step,
         };
         for r in ready {
             r.recv()
@@ -220,10 +226,21 @@ impl Session {
 
     /// True while every member running in `lane` has room for one more token.
     pub fn has_room_in(&self, lane: usize) -> bool {
-        (0..self.len()).all(|m| {
-            let i = m * self.lanes + lane;
-            !self.running[i] || self.positions[i] < self.n_ctx as usize
-        })
+        self.room_in(lane) > 0
+    }
+
+    /// How many more tokens every member running in `lane` has room for.
+    pub fn room_in(&self, lane: usize) -> usize {
+        (0..self.len())
+            .filter(|&m| self.running[m * self.lanes + lane])
+            .map(|m| (self.n_ctx as usize).saturating_sub(self.positions[m * self.lanes + lane]))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// How many tokens a lane may be fed in one step (see [`Session::feed`]).
+    pub fn tokens_per_step(&self) -> usize {
+        self.per_step
     }
 
     /// Whether `members` can share one output product per step (see [`super::Strategy`]):
@@ -247,15 +264,23 @@ impl Session {
     /// (`Σ_j c_j·logits_j` computed as `W·Σ_j c_j·h_j`); `None` when the lane holds each
     /// member's own logits (after a prefill, or without a mix).
     pub fn mixed_logits(&self, lane: usize) -> Option<&[f32]> {
-        self.mixed_in.get(lane).copied().flatten().map(|m| self.logits_in(m, lane))
+        let last = self.fed.get(lane)?.saturating_sub(1);
+        self.mixed_logits_at(lane, last)
     }
 
-    /// As [`Session::mixed_logits`], to change in place (the buffer is the lane's until its
-    /// next step).
-    pub fn mixed_logits_mut(&mut self, lane: usize) -> Option<&mut [f32]> {
+    /// The lane's mixed logits at position `i` of its last step (see [`Session::logits_at`]).
+    pub fn mixed_logits_at(&self, lane: usize, i: usize) -> Option<&[f32]> {
+        self.mixed_in.get(lane).copied().flatten().map(|m| self.logits_at(m, lane, i))
+    }
+
+    /// As [`Session::mixed_logits_at`], to change in place (the buffer is the lane's until
+    /// its next step).
+    pub fn mixed_logits_mut_at(&mut self, lane: usize, i: usize) -> Option<&mut [f32]> {
         let m = self.mixed_in.get(lane).copied().flatten()?;
         let (w, slot) = self.place[m];
-        Some(&mut self.workers[w].logits[slot * self.lanes + lane])
+        let buffer = &mut self.workers[w].logits[slot * self.lanes + lane];
+        let n = buffer.len() / self.fed[lane].max(1);
+        buffer.get_mut(i * n..(i + 1) * n)
     }
 
     /// Makes `lane` run the members that `prompts` gives a prompt (one entry per member,
@@ -292,11 +317,12 @@ impl Session {
         for f in &fills {
             self.lane_mix[f.lane] = f.mix.clone();
             self.mixed_in[f.lane] = None;
+            self.fed[f.lane] = 1;
         }
         let mut reused = vec![usize::MAX; fills.len()];
         let result = Self::run_collect(
             &mut self.workers,
-            |members, logits, tokens, mix| {
+            |members, logits, feed| {
                 let lanes = fills
                     .iter()
                     .map(|f| worker::LanePrompts {
@@ -305,7 +331,7 @@ impl Session {
                         reuse: f.reuse,
                     })
                     .collect();
-                (Job::Prefill { lanes, logits }, tokens, mix)
+                (Job::Prefill { lanes, logits }, feed)
             },
             |members, _, kept| {
                 // `kept` holds, lane after lane, each of the worker's members.
@@ -368,11 +394,34 @@ impl Session {
     /// Feeds each lane its token (`None`: the lane sits out), every member running in the
     /// lane the same token, all in one pass per context; fetches the next logits.
     pub fn step(&mut self, tokens: &[Option<LlamaToken>]) -> Result<()> {
-        if tokens.len() != self.lanes {
-            bail!("{} tokens for {} lanes", tokens.len(), self.lanes);
+        let feeds: Vec<Vec<LlamaToken>> =
+            tokens.iter().map(|t| t.iter().copied().collect()).collect();
+        self.feed(&feeds, &vec![0; tokens.len()])
+    }
+
+    /// Feeds each lane its tokens (none: the lane sits out), every member running in the
+    /// lane the same ones, all in one pass per context, after dropping the last `drop[lane]`
+    /// tokens of the lane's caches (draft tokens that were not accepted: the caches are then
+    /// as if they had never been fed). Fetches the logits after every token fed: position
+    /// `i` of [`Session::logits_at`] predicts the token after `tokens[lane][i]`. A lane may
+    /// be fed up to [`Session::tokens_per_step`] tokens.
+    pub fn feed(&mut self, tokens: &[Vec<LlamaToken>], drop: &[usize]) -> Result<()> {
+        if tokens.len() != self.lanes || drop.len() != self.lanes {
+            bail!("{} token lists and {} drops for {} lanes", tokens.len(), drop.len(), self.lanes);
         }
         for (lane, t) in tokens.iter().enumerate() {
-            if t.is_some() && !self.has_room_in(lane) {
+            if t.len() > self.per_step {
+                bail!("{} tokens for lane {lane}; a step takes at most {}", t.len(), self.per_step);
+            }
+            let fed = (0..self.len())
+                .filter(|&m| self.running[m * self.lanes + lane])
+                .map(|m| self.positions[m * self.lanes + lane])
+                .min()
+                .unwrap_or(0);
+            if drop[lane] > fed {
+                bail!("cannot drop {} tokens of lane {lane}, which holds {fed}", drop[lane]);
+            }
+            if !t.is_empty() && self.room_in(lane) + drop[lane] < t.len() {
                 bail!("the context of lane {lane} is full ({} tokens)", self.n_ctx);
             }
         }
@@ -380,34 +429,39 @@ impl Session {
         let (running, lane_mix) = (&self.running, &self.lane_mix);
         let result = Self::run_collect(
             &mut self.workers,
-            |members, logits, mut buffer, mut mix| {
+            |members, logits, mut feed| {
                 for (slot, &m) in members.iter().enumerate() {
                     for (lane, t) in tokens.iter().enumerate() {
                         let i = slot * lanes + lane;
-                        buffer[i] = t.filter(|_| running[m * lanes + lane]);
-                        mix[i] = lane_mix[lane].as_ref().map_or(f32::NAN, |c| c[m]);
+                        let runs = running[m * lanes + lane];
+                        feed.tokens[i].clear();
+                        if runs {
+                            feed.tokens[i].extend_from_slice(t);
+                        }
+                        feed.drop[i] = if runs { drop[lane] } else { 0 };
+                        feed.mix[i] = lane_mix[lane].as_ref().map_or(f32::NAN, |c| c[m]);
                     }
                 }
-                (Job::Step { tokens: buffer, mix, logits }, Vec::new(), Vec::new())
+                (Job::Step { feed, logits }, StepBuffers::default())
             },
             |_, _, _| {},
         );
         for (lane, t) in tokens.iter().enumerate() {
-            if t.is_some() {
-                for m in 0..self.len() {
-                    let i = m * self.lanes + lane;
-                    if self.running[i] {
-                        self.positions[i] += 1;
-                    }
+            for m in 0..self.len() {
+                let i = m * self.lanes + lane;
+                if self.running[i] {
+                    self.positions[i] = self.positions[i] + t.len() - drop[lane];
                 }
-                // The worker writes a mixed lane's logits to its first running member.
-                self.mixed_in[lane] = match (&self.lane_mix[lane], &result) {
-                    (Some(_), Ok(())) => {
-                        (0..self.len()).find(|&m| self.running[m * self.lanes + lane])
-                    }
-                    _ => None,
-                };
             }
+            if t.is_empty() {
+                continue;
+            }
+            self.fed[lane] = t.len();
+            // The worker writes a mixed lane's logits to its first running member.
+            self.mixed_in[lane] = match (&self.lane_mix[lane], &result) {
+                (Some(_), Ok(())) => (0..self.len()).find(|&m| self.running[m * self.lanes + lane]),
+                _ => None,
+            };
         }
         result
     }
@@ -442,12 +496,12 @@ impl Session {
         let mut scores = vec![0.0; self.len()];
         let result = Self::run_collect(
             &mut self.workers,
-            |members, logits, tokens, mix| {
+            |members, logits, feed| {
                 let texts = members
                     .iter()
                     .map(|&m| (prompts[m].clone(), continuations[m].clone()))
                     .collect();
-                (Job::Score { texts, logits }, tokens, mix)
+                (Job::Score { texts, logits }, feed)
             },
             |members, worker_scores, _| {
                 for (&m, &s) in members.iter().zip(worker_scores) {
@@ -461,10 +515,19 @@ impl Session {
         result.map(|()| scores)
     }
 
-    /// Member `m`'s latest next-token logits in `lane` (its model's whole vocabulary).
+    /// Member `m`'s latest next-token logits in `lane` (its model's whole vocabulary): after
+    /// the last token fed.
     pub fn logits_in(&self, m: usize, lane: usize) -> &[f32] {
+        self.logits_at(m, lane, self.fed[lane].saturating_sub(1))
+    }
+
+    /// Member `m`'s logits in `lane` after the `i`-th token its last step fed (0 after a
+    /// prefill); empty beyond them.
+    pub fn logits_at(&self, m: usize, lane: usize, i: usize) -> &[f32] {
         let (w, slot) = self.place[m];
-        &self.workers[w].logits[slot * self.lanes + lane]
+        let buffer = &self.workers[w].logits[slot * self.lanes + lane];
+        let n = buffer.len() / self.fed[lane].max(1);
+        buffer.get(i * n..(i + 1) * n).unwrap_or_default()
     }
 
     /// Sends one job to every worker, then waits for all of them; hands each worker's
@@ -473,12 +536,7 @@ impl Session {
     /// the token and mix buffers when the job does not take them.
     fn run_collect(
         workers: &mut [Worker],
-        make: impl Fn(
-            &[usize],
-            Vec<Vec<f32>>,
-            Vec<Option<LlamaToken>>,
-            Vec<f32>,
-        ) -> (Job, Vec<Option<LlamaToken>>, Vec<f32>),
+        make: impl Fn(&[usize], Vec<Vec<f32>>, StepBuffers) -> (Job, StepBuffers),
         mut collect: impl FnMut(&[usize], &[f64], &[usize]),
     ) -> Result<()> {
         let mut first_error = None;
@@ -491,14 +549,10 @@ impl Session {
             if sent_more.is_empty() { &mut sent[..workers.len()] } else { &mut sent_more };
         for (w, worker) in workers.iter_mut().enumerate() {
             let logits = std::mem::take(&mut worker.logits);
-            let tokens = std::mem::take(&mut worker.tokens);
-            let mix = std::mem::take(&mut worker.mix);
-            let (job, kept, kept_mix) = make(&worker.members, logits, tokens, mix);
+            let feed = std::mem::take(&mut worker.feed);
+            let (job, kept) = make(&worker.members, logits, feed);
             if !kept.is_empty() {
-                worker.tokens = kept;
-            }
-            if !kept_mix.is_empty() {
-                worker.mix = kept_mix;
+                worker.feed = kept;
             }
             sent[w] = worker.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
             if !sent[w] {
@@ -512,9 +566,8 @@ impl Session {
             match worker.replies.recv() {
                 Ok(reply) => {
                     worker.logits = reply.logits;
-                    if !reply.tokens.is_empty() {
-                        worker.tokens = reply.tokens;
-                        worker.mix = reply.mix;
+                    if !reply.feed.is_empty() {
+                        worker.feed = reply.feed;
                     }
                     collect(&worker.members, &reply.scores, &reply.reused);
                     if let Err(e) = reply.result {

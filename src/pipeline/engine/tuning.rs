@@ -100,11 +100,12 @@ impl Engine {
         let room =
             options.ctx_size as usize - prompts.iter().flatten().map(Vec::len).max().unwrap_or(0);
         let token = self.tokenize_continuation(members[0], " the").last().copied();
-        let tokens = vec![token; lanes];
+        let tokens: Vec<Vec<_>> = vec![token.into_iter().collect(); lanes];
+        let drops = vec![0; lanes];
         let mut times = Vec::with_capacity(TIMED_STEPS);
         for step in 0..(TIMED_STEPS + 2).min(room.saturating_sub(1)) {
             let started = Instant::now();
-            session.step(&tokens)?;
+            session.feed(&tokens, &drops)?;
             if step >= 2 {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
             }

@@ -24,6 +24,12 @@ const UBATCH: usize = 256;
 /// llama.cpp contexts must be created one at a time.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
+/// How many tokens each sequence of a context of `seqs` sequences may be fed in one step:
+/// a step's batch fits one physical batch (an output mix must cover the whole batch).
+pub(super) fn tokens_per_step(seqs: usize) -> usize {
+    (UBATCH.max(seqs) / seqs.max(1)).max(1)
+}
+
 /// A LoRA adapter and the scale a context applies it with.
 pub(super) type Lora = (Arc<Mutex<LlamaLoraAdapter>>, f32);
 
@@ -35,13 +41,34 @@ pub(super) enum Job {
     /// A member whose prompt is `None` sits the lane out (its cache there is left alone).
     /// Several lanes are prefilled together, their prompts sharing the decode batches.
     Prefill { lanes: Vec<LanePrompts>, logits: Vec<Vec<f32>> },
-    /// Feed each (member slot, lane) its token, index `slot · lanes + lane` (`None`: it sits
-    /// out this step). `mix` holds, same index, the member's coefficient in its lane's
-    /// output mix (NaN: the lane takes each member's own logits); a mixed lane's logits go
-    /// to its first member with a token.
-    Step { tokens: Vec<Option<LlamaToken>>, mix: Vec<f32>, logits: Vec<Vec<f32>> },
+    /// Feed each (member slot, lane) its tokens, index `slot · lanes + lane` (none: it sits
+    /// out this step), after dropping the last `drop` tokens of its cache (drafts that were
+    /// not accepted). Logits come back for every token fed, position after position in one
+    /// buffer. `mix` holds, same index, the member's coefficient in its lane's output mix
+    /// (NaN: the lane takes each member's own logits); a mixed lane's logits go to its first
+    /// member with tokens.
+    Step { feed: StepBuffers, logits: Vec<Vec<f32>> },
     /// Log-likelihood of each member's (prompt, continuation) in lane 0; clears the caches.
     Score { texts: Vec<(Vec<LlamaToken>, Vec<LlamaToken>)>, logits: Vec<Vec<f32>> },
+}
+
+/// A step's buffers, one entry per (member slot, lane), that travel to the worker with the
+/// job and back with the reply, so that nothing is allocated per step.
+#[derive(Debug, Default)]
+pub(super) struct StepBuffers {
+    pub tokens: Vec<Vec<LlamaToken>>,
+    pub drop: Vec<usize>,
+    pub mix: Vec<f32>,
+}
+
+impl StepBuffers {
+    pub fn new(slots: usize) -> Self {
+        Self { tokens: vec![Vec::new(); slots], drop: vec![0; slots], mix: vec![f32::NAN; slots] }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
 }
 
 /// One lane of a prefill: a prompt per member slot of the worker.
@@ -54,9 +81,8 @@ pub(super) struct LanePrompts {
 pub(super) struct Reply {
     /// One buffer per (member slot, lane): index `slot · lanes + lane`.
     pub logits: Vec<Vec<f32>>,
-    /// A step's token and mix buffers, handed back for the next step (empty for other jobs).
-    pub tokens: Vec<Option<LlamaToken>>,
-    pub mix: Vec<f32>,
+    /// A step's buffers, handed back for the next step (empty for other jobs).
+    pub feed: StepBuffers,
     pub scores: Vec<f64>,
     /// For a prefill: how many prompt tokens each member found already cached, lane after
     /// lane (`usize::MAX` for a member that sits the lane out).
@@ -108,8 +134,7 @@ pub(super) fn run(
         let mut reused = Vec::new();
         let mut result = Ok(());
         let mut slot = 0;
-        let mut step_tokens = Vec::new();
-        let mut step_mix = Vec::new();
+        let mut step_feed = StepBuffers::default();
         let logits = match job {
             Job::Prefill { lanes: fills, mut logits } => {
                 let members: usize = groups.iter().map(|g| g.members).sum();
@@ -130,14 +155,18 @@ pub(super) fn run(
                 }
                 logits
             }
-            Job::Step { tokens, mix, mut logits } => {
+            Job::Step { feed, mut logits } => {
                 for g in &mut groups {
                     let range = slot * lanes..(slot + g.members) * lanes;
-                    let (t, m) = (&tokens[range.clone()], &mix[range.clone()]);
-                    result = result.and(step(g, &mut batch, t, m, &mut logits[range]));
+                    let group_feed = Feed {
+                        tokens: &feed.tokens[range.clone()],
+                        drop: &feed.drop[range.clone()],
+                        mix: &feed.mix[range.clone()],
+                    };
+                    result = result.and(step(g, &mut batch, &group_feed, &mut logits[range]));
                     slot += g.members;
                 }
-                (step_tokens, step_mix) = (tokens, mix);
+                step_feed = feed;
                 logits
             }
             Job::Score { texts, logits } => {
@@ -157,7 +186,7 @@ pub(super) fn run(
                 logits
             }
         };
-        let reply = Reply { logits, tokens: step_tokens, mix: step_mix, scores, reused, result };
+        let reply = Reply { logits, feed: step_feed, scores, reused, result };
         if replies.send(reply).is_err() {
             return;
         }
@@ -171,13 +200,20 @@ struct GroupContext<'m> {
     members: usize,
     lanes: usize,
     history: Vec<Vec<LlamaToken>>,
-    /// Scratch: (output buffer, batch index) of the logits a step reads.
-    wanted: Vec<(usize, i32)>,
-    /// Scratch of a mixed step: each sequence's batch index, the mix rows (one per mixed
-    /// lane, or per member of an unmixed lane) and the buffer each row's logits go to.
+    /// Scratch of a mixed step: each sequence's first batch index, the mix rows (one per
+    /// position of a mixed lane, or per position of each member of an unmixed lane) and the
+    /// buffer each row's logits go to.
     index: Vec<usize>,
     rows: Vec<f32>,
     targets: Vec<usize>,
+}
+
+/// What a step feeds one group: per sequence the tokens, how many cached tokens to drop
+/// first, and the output-mix coefficient (see [`Job::Step`]).
+struct Feed<'a> {
+    tokens: &'a [Vec<LlamaToken>],
+    drop: &'a [usize],
+    mix: &'a [f32],
 }
 
 fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
@@ -222,7 +258,6 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 members,
                 lanes: plan.lanes,
                 history: vec![Vec::new(); seqs],
-                wanted: Vec::with_capacity(seqs),
                 index: vec![0; seqs],
                 rows: Vec::new(),
                 targets: Vec::with_capacity(seqs),
@@ -406,68 +441,95 @@ fn decode_and_copy(
     Ok(())
 }
 
-/// Feeds each (member j, lane l) of the group its token `tokens[j · lanes + l]`, all in one
-/// batch, and copies the logits into `out[j · lanes + l]`. Lanes with mix coefficients
-/// (`mix`, same index, not NaN) get one row of logits, the output layer applied to the
-/// coefficient-weighted sum of their members' hidden states, in their first member's buffer.
+/// Drops the last `feed.drop[seq]` tokens of each sequence's cache, then feeds each
+/// (member j, lane l) of the group its tokens `feed.tokens[j · lanes + l]`, all in one batch,
+/// and copies the logits of every position into `out[j · lanes + l]`, one after another.
+/// Lanes with mix coefficients (not NaN) get, per position, one row of logits: the output
+/// layer applied to the coefficient-weighted sum of their members' hidden states, in their
+/// first member's buffer.
 fn step(
     g: &mut GroupContext<'_>,
     batch: &mut LlamaBatch,
-    tokens: &[Option<LlamaToken>],
-    mix: &[f32],
+    feed: &Feed<'_>,
     out: &mut [Vec<f32>],
 ) -> Result<(), String> {
     batch.clear();
     let mut mixing = false;
+    for seq in 0..g.members * g.lanes {
+        let drop = feed.drop[seq].min(g.history[seq].len());
+        if drop > 0 {
+            let keep = g.history[seq].len() - drop;
+            let removed = g
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(keep as u32), None)
+                .map_err(|e| e.to_string())?;
+            if !removed {
+                return Err("llama.cpp could not drop rejected draft tokens".into());
+            }
+            g.history[seq].truncate(keep);
+        }
+    }
     for j in 0..g.members {
         for l in 0..g.lanes {
             let seq = j * g.lanes + l;
-            let Some(token) = tokens[seq] else { continue };
-            mixing |= !mix[seq].is_nan();
+            let tokens = &feed.tokens[seq];
+            if tokens.is_empty() {
+                continue;
+            }
+            mixing |= !feed.mix[seq].is_nan();
             g.index[seq] = batch.n_tokens() as usize;
-            let pos = g.history[seq].len() as i32;
-            batch.add(token, pos, &[seq as i32], true).map_err(|e| e.to_string())?;
-            g.history[seq].push(token);
+            for &token in tokens {
+                let pos = g.history[seq].len() as i32;
+                batch.add(token, pos, &[seq as i32], true).map_err(|e| e.to_string())?;
+                g.history[seq].push(token);
+            }
         }
     }
     if batch.n_tokens() == 0 {
         return Ok(());
     }
     if !mixing {
-        // The list of logits to copy is reused from step to step: no allocation per step.
-        let mut wanted = std::mem::take(&mut g.wanted);
-        wanted.clear();
-        for (seq, token) in tokens.iter().enumerate() {
-            if token.is_some() {
-                wanted.push((seq, g.index[seq] as i32));
+        let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
+        check_servers(g.servers)?;
+        decoded?;
+        for (seq, tokens) in feed.tokens.iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            out[seq].clear();
+            for i in 0..tokens.len() {
+                out[seq].extend_from_slice(g.ctx.get_logits_ith((g.index[seq] + i) as i32));
             }
         }
-        let result = decode_and_copy(g, batch, &mut wanted, out);
-        g.wanted = wanted;
-        return result;
+        batch.clear();
+        return Ok(());
     }
-    // One row per mixed lane (its members' coefficients at their tokens), one per member of
-    // an unmixed lane (weight 1 at its own token).
+    // Per position, one row per mixed lane (its members' coefficients at their tokens of
+    // that position), one per member of an unmixed lane (weight 1 at its own token).
     let n = batch.n_tokens() as usize;
     g.rows.clear();
     g.targets.clear();
-    for l in 0..g.lanes {
-        let seqs = (0..g.members).map(|j| j * g.lanes + l).filter(|&seq| tokens[seq].is_some());
-        let mut first = None;
-        for seq in seqs {
-            if mix[seq].is_nan() {
-                g.targets.push(seq);
-                g.rows.extend(std::iter::repeat_n(0.0, n));
-                let row = g.rows.len() - n;
-                g.rows[row + g.index[seq]] = 1.0;
-                continue;
+    let (members, lanes) = (g.members, g.lanes);
+    for l in 0..lanes {
+        let seqs = move || (0..members).map(move |j| j * lanes + l);
+        let positions = seqs().map(|seq| feed.tokens[seq].len()).max().unwrap_or(0);
+        for i in 0..positions {
+            let mut first = None;
+            for seq in seqs().filter(|&seq| i < feed.tokens[seq].len()) {
+                if feed.mix[seq].is_nan() {
+                    g.targets.push(seq);
+                    g.rows.extend(std::iter::repeat_n(0.0, n));
+                    let row = g.rows.len() - n;
+                    g.rows[row + g.index[seq] + i] = 1.0;
+                    continue;
+                }
+                let row = *first.get_or_insert_with(|| {
+                    g.targets.push(seq);
+                    g.rows.extend(std::iter::repeat_n(0.0, n));
+                    g.rows.len() - n
+                });
+                g.rows[row + g.index[seq] + i] = feed.mix[seq];
             }
-            let row = *first.get_or_insert_with(|| {
-                g.targets.push(seq);
-                g.rows.extend(std::iter::repeat_n(0.0, n));
-                g.rows.len() - n
-            });
-            g.rows[row + g.index[seq]] = mix[seq];
         }
     }
     let k = g.targets.len();
@@ -475,12 +537,12 @@ fn step(
     let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
     let mut result = check_servers(g.servers).and(decoded);
     if result.is_ok() {
+        for &target in &g.targets {
+            out[target].clear();
+        }
         for (row, &target) in g.targets.iter().enumerate() {
             match g.ctx.get_logits_mix(row as i32) {
-                Some(logits) => {
-                    out[target].clear();
-                    out[target].extend_from_slice(logits);
-                }
+                Some(logits) => out[target].extend_from_slice(logits),
                 None => result = Err("llama.cpp gave no mixed logits".to_string()),
             }
         }

@@ -173,3 +173,150 @@ fn no_finite_score_is_no_token_and_huge_top_k_is_all() {
     let mut s = sampler(SamplingParams { top_k: usize::MAX, ..params(1.0) });
     assert!(s.sample(&mut [0.0, 1.0, 2.0], &[]).is_some());
 }
+
+/// A constraint that allows a fixed set of tokens and counts how many it was asked about.
+struct Allow {
+    allowed: Vec<bool>,
+    asked: usize,
+}
+
+impl crate::pipeline::constraint::Constraint for Allow {
+    fn filter(&mut self, candidates: &mut [(u32, f32)]) {
+        self.asked += candidates.len();
+        for c in candidates {
+            if !self.allowed.get(c.0 as usize).copied().unwrap_or(false) {
+                c.1 = f32::NEG_INFINITY;
+            }
+        }
+    }
+
+    fn accept(&mut self, _: u32) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn random_logits(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (rng.next_f64() * 20.0 - 10.0) as f32).collect()
+}
+
+#[test]
+fn constrained_greedy_is_the_argmax_of_the_allowed_and_asks_little() {
+    let mut rng = Rng::new(5);
+    for trial in 0..200 {
+        let n = 5000;
+        let logits = random_logits(&mut rng, n);
+        let density = [0.5, 0.01, 0.0005][trial % 3];
+        let allowed: Vec<bool> = (0..n).map(|_| rng.next_f64() < density).collect();
+        let want = (0..n)
+            .filter(|&v| allowed[v])
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)));
+        let mut c = Allow { allowed, asked: 0 };
+        let mut s = sampler(params(0.0));
+        let got = s.sample_constrained(&mut logits.clone(), &[], &mut c);
+        match want {
+            Some(w) => assert_eq!(got, Ok(w as u32), "trial {trial}"),
+            None => assert_eq!(got, Err(NoToken::NothingAllowed)),
+        }
+        if density == 0.5 {
+            assert!(c.asked < 200, "asked about {} tokens", c.asked);
+        }
+    }
+}
+
+#[test]
+fn constrained_sampling_follows_the_masked_distribution() {
+    // p ∝ exp(logits) over the allowed tokens only; 100k draws, each within 5 σ, for the
+    // whole vocabulary and with top-k 3 (the 3 best allowed tokens).
+    let logits = [2.0f32, 1.5, 1.0, 0.5, 0.0, -0.5];
+    let allowed = vec![false, true, false, true, true, true];
+    for top_k in [0usize, 3] {
+        let mut s = sampler(SamplingParams { top_k, ..params(1.0) });
+        let mut c = Allow { allowed: allowed.clone(), asked: 0 };
+        let n = 100_000;
+        let mut counts = [0usize; 6];
+        for _ in 0..n {
+            counts[s.sample_constrained(&mut logits.clone(), &[], &mut c).unwrap() as usize] += 1;
+        }
+        let kept: Vec<usize> = if top_k == 0 { vec![1, 3, 4, 5] } else { vec![1, 3, 4] };
+        let z: f64 = kept.iter().map(|&v| f64::from(logits[v]).exp()).sum();
+        for v in 0..6 {
+            let p = if kept.contains(&v) { f64::from(logits[v]).exp() / z } else { 0.0 };
+            let sigma = (p * (1.0 - p) / n as f64).sqrt().max(1e-9);
+            let f = counts[v] as f64 / n as f64;
+            assert!((f - p).abs() <= 5.0 * sigma, "top_k {top_k} token {v}: {f} vs {p}");
+        }
+    }
+}
+
+#[test]
+fn constrained_top_k_equals_brute_force() {
+    let mut rng = Rng::new(9);
+    for trial in 0..100 {
+        let n = 3000;
+        let logits = random_logits(&mut rng, n);
+        let allowed: Vec<bool> = (0..n).map(|_| rng.next_f64() < 0.02).collect();
+        let k = 1 + trial % 50;
+        let mut want: Vec<usize> = (0..n).filter(|&v| allowed[v]).collect();
+        want.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        want.truncate(k);
+        // A sharp temperature makes every kept token likely enough to be seen.
+        let mut s = sampler(SamplingParams { top_k: k, ..params(1000.0) });
+        let mut c = Allow { allowed, asked: 0 };
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..(k * 60) {
+            seen.insert(s.sample_constrained(&mut logits.clone(), &[], &mut c).unwrap() as usize);
+        }
+        let want: std::collections::BTreeSet<usize> = want.into_iter().collect();
+        assert_eq!(seen, want, "trial {trial}");
+    }
+}
+
+#[test]
+fn the_window_holds_every_allowed_token_that_matters() {
+    let mut logits = vec![-100.0f32; 1000];
+    logits[3] = 5.0; // forbidden
+    logits[7] = 1.0;
+    logits[8] = -20.0;
+    logits[9] = -40.0; // more than 30 nats below token 7
+    let allowed: Vec<bool> = (0..1000).map(|v| v != 3).collect();
+    let mut c = Allow { allowed, asked: 0 };
+    let mut out = Vec::new();
+    allowed_window(&logits, &mut c, &mut out).unwrap();
+    assert_eq!(out.iter().map(|x| x.0).collect::<Vec<_>>(), vec![7, 8]);
+}
+
+#[test]
+fn presence_frequency_and_bias_follow_openai_rules() {
+    // logit − (frequency · count + presence) for tokens among the recent ones; bias first.
+    let mut l = [1.0f32, 1.0, 1.0, 1.0];
+    let p = SamplingParams {
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        repeat_last_n: 3,
+        logit_bias: vec![(3, -2.0), (99, 1.0)],
+        ..params(0.0)
+    };
+    sampler(p).adjust(&mut l, &[0, 1, 1, 2]);
+    // The last 3 tokens are [1, 1, 2]: token 1 twice, token 2 once, token 0 not counted.
+    assert_eq!(l, [1.0, 1.0 - 1.0, 1.0 - 0.75, -1.0]);
+}
+
+#[test]
+fn penalties_and_biases_out_of_range_are_refused() {
+    let bad = |p: SamplingParams| {
+        let e = p.check().unwrap_err();
+        e.downcast_ref::<crate::pipeline::settings::SettingError>().unwrap().setting.clone()
+    };
+    assert_eq!(bad(SamplingParams { presence_penalty: 2.5, ..params(1.0) }), "presence_penalty");
+    assert_eq!(
+        bad(SamplingParams { frequency_penalty: f64::NAN, ..params(1.0) }),
+        "frequency_penalty"
+    );
+    assert_eq!(bad(SamplingParams { logit_bias: vec![(1, 101.0)], ..params(1.0) }), "logit_bias");
+    assert_eq!(
+        bad(SamplingParams { logit_bias: vec![(1, f32::NAN)], ..params(1.0) }),
+        "logit_bias"
+    );
+    let many = (0..2000).map(|t| (t, 1.0)).collect();
+    assert_eq!(bad(SamplingParams { logit_bias: many, ..params(1.0) }), "logit_bias");
+}

@@ -1,11 +1,12 @@
 //! The OpenAI-compatible answers: whole responses, stream chunks, usage and log-probabilities
 //! in OpenAI's shapes for chat and for text completions, with mood's own fields beside them.
 
-use super::api::Kind;
+use super::request::Kind;
 use crate::pipeline::decode::{FinishReason, Generation};
 use crate::pipeline::logprobs::{Alternative, TokenLogprob};
 use crate::pipeline::recipe::Recipe;
 use serde_json::{json, Map, Value};
+use std::collections::VecDeque;
 
 /// What every answer of one request shares.
 pub struct Header<'a> {
@@ -58,8 +59,8 @@ pub fn usage(g: &Generation) -> Value {
 
 /// The non-streaming answer.
 pub fn answer(h: &Header, recipe: &Recipe, g: &Generation) -> Value {
-    let logprobs =
-        (!g.logprobs.is_empty()).then(|| logprobs_of(h.kind, &g.policies, &g.logprobs, 0));
+    let spelled = covering(&g.logprobs, g.text.len());
+    let logprobs = (!g.logprobs.is_empty()).then(|| logprobs_of(h.kind, &g.policies, spelled, 0));
     let choice = match h.kind {
         Kind::Completion => json!({
             "index": 0,
@@ -130,19 +131,61 @@ pub fn chunk(h: &Header, text: &str, finish_reason: Option<FinishReason>) -> Val
     h.wrap(true, json!([choice]))
 }
 
-/// The streamed chunk of one token with its log-probabilities (`policies`: the names of the
-/// policies the request runs; `offset`: where `text` starts in the completion).
+/// A streamed chunk of text with the log-probabilities of the tokens it completes
+/// (`policies`: the names of the policies the request runs; `offset`: where the first of those
+/// tokens starts in the completion).
 pub fn token_chunk(
     h: &Header,
     text: &str,
-    logprob: &TokenLogprob,
+    logprobs: &[TokenLogprob],
     policies: &[String],
     offset: usize,
 ) -> Value {
     let mut v = chunk(h, text, None);
-    v["choices"][0]["logprobs"] =
-        logprobs_of(h.kind, policies, std::slice::from_ref(logprob), offset);
+    v["choices"][0]["logprobs"] = logprobs_of(h.kind, policies, logprobs, offset);
     v
+}
+
+/// The first tokens whose text spells `len` bytes of the completion: the tokens of a stop
+/// string cut from the text have no log-probabilities in the answer.
+fn covering(tokens: &[TokenLogprob], len: usize) -> &[TokenLogprob] {
+    let mut at = 0;
+    let n = tokens
+        .iter()
+        .take_while(|t| {
+            let before = at;
+            at += t.chosen.bytes.len();
+            before < len
+        })
+        .count();
+    &tokens[..n]
+}
+
+/// The log-probabilities of a streamed completion, each held until the text it spells has
+/// been sent: a possible stop string's tokens wait, and are never sent if it is one.
+#[derive(Default)]
+pub struct StreamedLogprobs {
+    pending: VecDeque<TokenLogprob>,
+    /// Bytes of text sent, and bytes spelled by the tokens given out.
+    sent: usize,
+    spelled: usize,
+}
+
+impl StreamedLogprobs {
+    /// Takes a token's log-probabilities and the text sent with it; returns where the tokens
+    /// now spelled out start in the completion, and those tokens.
+    pub fn push(&mut self, logprob: TokenLogprob, text: &str) -> (usize, Vec<TokenLogprob>) {
+        self.pending.push_back(logprob);
+        self.sent += text.len();
+        let offset = self.spelled;
+        let mut out = Vec::new();
+        while self.spelled < self.sent {
+            let Some(t) = self.pending.pop_front() else { break };
+            self.spelled += t.chosen.bytes.len();
+            out.push(t);
+        }
+        (offset, out)
+    }
 }
 
 /// Chat: `{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}`; completions:
@@ -186,5 +229,47 @@ fn logprobs_of(kind: Kind, policies: &[String], tokens: &[TokenLogprob], offset:
                 "policies": tokens.iter().map(own).collect::<Vec<_>>(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str) -> TokenLogprob {
+        let chosen = Alternative { token: 0, bytes: text.as_bytes().to_vec(), logprob: -1.0 };
+        TokenLogprob { chosen, top: Vec::new(), policies: Vec::new() }
+    }
+
+    fn texts(ts: &[TokenLogprob]) -> Vec<String> {
+        ts.iter().map(|t| String::from_utf8_lossy(&t.chosen.bytes).into_owned()).collect()
+    }
+
+    #[test]
+    fn the_tokens_of_a_cut_stop_string_have_no_logprobs() {
+        let ts: Vec<_> = [" Hello", "!", "\n", "User", ":"].map(token).into();
+        assert_eq!(texts(covering(&ts, " Hello!".len())), [" Hello", "!"]);
+        assert_eq!(texts(covering(&ts, 0)), Vec::<String>::new());
+        // A token that straddles the end is the text's.
+        assert_eq!(texts(covering(&ts, " Hel".len())), [" Hello"]);
+        assert_eq!(covering(&ts, 100).len(), 5);
+    }
+
+    #[test]
+    fn streamed_logprobs_wait_for_their_text() {
+        let mut s = StreamedLogprobs::default();
+        let (at, out) = s.push(token(" Hello"), " Hello");
+        assert_eq!((at, texts(&out)), (0, vec![" Hello".to_string()]));
+        // A possible stop string holds its text and its tokens back...
+        assert!(s.push(token("\n"), "").1.is_empty());
+        assert!(s.push(token("Us"), "").1.is_empty());
+        // ...and gives both out once it is not one.
+        let (at, out) = s.push(token("a"), "\nUsa");
+        assert_eq!((at, texts(&out)), (6, vec!["\n".into(), "Us".into(), "a".into()]));
+        // A token whose text is split over chunks (a character cut in two) waits for the end.
+        let (_, out) = s.push(token("é"), "");
+        assert!(out.is_empty());
+        let (at, out) = s.push(token("!"), "é!");
+        assert_eq!((at, texts(&out)), (10, vec!["é".into(), "!".into()]));
     }
 }

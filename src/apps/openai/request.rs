@@ -111,7 +111,7 @@ struct ChatBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ChatMessage {
+pub struct ChatMessage {
     role: String,
     /// A string, or an array of text parts.
     content: Option<Value>,
@@ -305,7 +305,7 @@ fn chat_prompts(
 
 /// Every policy's prompt for a conversation: the messages in its chat template, with its
 /// system prompt (its own from `system_prompts`, else the messages', else the recipe's).
-pub(super) fn render_messages(
+pub fn render_messages(
     messages: Option<&[ChatMessage]>,
     system_prompts: Option<&Map<String, Value>>,
     engine: &Engine,
