@@ -450,7 +450,7 @@ pub struct SamplingArgs {
 
     /// Speculation: guess up to N next tokens by looking the latest ones up in the prompt
     /// and the text so far, and check them all in one pass of every policy (0 = off, at
-    /// most 16). The output is the same; text that repeats its prompt comes faster.
+    /// most 32). The output is the same; text that repeats its prompt comes faster.
     #[arg(long, default_value_t = mood::pipeline::draft::DEFAULT_DRAFT_MAX, value_name = "N")]
     pub draft_max: usize,
 }

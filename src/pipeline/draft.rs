@@ -8,11 +8,15 @@
 //! all rejected, so text with nothing to look up costs (almost) nothing extra.
 
 /// The most draft tokens per pass unless told otherwise.
-pub const DEFAULT_DRAFT_MAX: usize = 8;
+pub const DEFAULT_DRAFT_MAX: usize = 16;
 
 /// The longest and shortest run of latest tokens looked up.
 pub const NGRAM_MAX: usize = 4;
-pub const NGRAM_MIN: usize = 2;
+pub const NGRAM_MIN: usize = 3;
+
+/// The length of a stream's first draft: a pass checking a long draft costs several plain
+/// steps on a CPU, so drafts grow only as they are accepted.
+const FIRST_DRAFT: usize = 2;
 
 /// The most steps drafting pauses after drafts that were all rejected.
 const MAX_PAUSE: usize = 16;
@@ -40,9 +44,10 @@ pub fn lookup(context: &[u32], max: usize, out: &mut Vec<u32>) {
     }
 }
 
-/// How many tokens the next draft may have: up to the maximum while drafts are accepted,
-/// one more than the last accepted run after a partial rejection, and none for a while
-/// (doubling up to [`MAX_PAUSE`] steps) after a draft that was rejected outright.
+/// How many tokens the next draft may have: [`FIRST_DRAFT`] at first, doubling up to the
+/// maximum while drafts are accepted whole, one more than the last accepted run after a
+/// partial rejection, and none for a while (doubling up to [`MAX_PAUSE`] steps) after a
+/// draft that was rejected outright.
 #[derive(Debug, Clone)]
 pub struct DraftLength {
     max: usize,
@@ -54,7 +59,7 @@ pub struct DraftLength {
 
 impl DraftLength {
     pub fn new(max: usize) -> Self {
-        Self { max, current: max, paused: 0, pause: 1 }
+        Self { max, current: max.min(FIRST_DRAFT), paused: 0, pause: 1 }
     }
 
     /// The length of this step's draft (0: no draft this step).
@@ -121,10 +126,11 @@ mod tests {
         assert_eq!(drafted(&context, 10), [4, 5, 1, 2, 3]);
         assert_eq!(drafted(&context, 0), Vec::<u32>::new());
         // The latest occurrence wins, and the longest suffix before shorter ones.
-        assert_eq!(drafted(&[7, 8, 1, 7, 8, 2, 7, 8], 1), [2]);
-        assert_eq!(drafted(&[1, 2, 3, 9, 2, 3, 8, 1, 2, 3], 1), [9]);
-        // Nothing repeats: no draft.
+        assert_eq!(drafted(&[7, 8, 9, 1, 7, 8, 9, 2, 7, 8, 9], 1), [2]);
+        assert_eq!(drafted(&[5, 1, 2, 3, 9, 6, 1, 2, 3, 8, 5, 1, 2, 3], 1), [9]);
+        // Nothing repeats, or only runs shorter than NGRAM_MIN: no draft.
         assert!(drafted(&[1, 2, 3, 4, 5, 6], 4).is_empty());
+        assert!(drafted(&[1, 2, 9, 1, 2], 4).is_empty());
         assert!(drafted(&[], 4).is_empty());
     }
 
@@ -149,6 +155,10 @@ mod tests {
     #[test]
     fn draft_length_grows_with_acceptance_and_pauses_after_misses() {
         let mut d = DraftLength::new(8);
+        assert_eq!(d.take(), FIRST_DRAFT);
+        d.update(2, 2);
+        assert_eq!(d.take(), 4);
+        d.update(4, 4);
         assert_eq!(d.take(), 8);
         d.update(8, 3);
         assert_eq!(d.take(), 4, "one more than the accepted run");

@@ -78,7 +78,7 @@ pub struct Settings {
 }
 
 /// The most draft tokens a pass may check.
-pub const MAX_DRAFT: usize = 16;
+pub const MAX_DRAFT: usize = 32;
 
 /// The largest `max_tokens` accepted: more than any context holds.
 pub const MAX_TOKENS_LIMIT: usize = 1 << 24;
@@ -159,6 +159,8 @@ pub struct Overrides {
     /// A string, or an array of strings; replaces the default stop strings.
     pub stop: Option<Value>,
     pub plausibility: Option<f64>,
+    /// Speculation: the most draft tokens per pass (0 = off).
+    pub draft_max: Option<u64>,
     /// A GBNF grammar the output follows.
     pub grammar: Option<String>,
     /// A JSON schema the output is valid against.
@@ -170,7 +172,7 @@ pub struct Overrides {
 
 impl Overrides {
     /// The keys an overrides object may hold.
-    pub const KEYS: [&'static str; 20] = [
+    pub const KEYS: [&'static str; 21] = [
         "weights",
         "divergence",
         "normalize_weights",
@@ -191,6 +193,7 @@ impl Overrides {
         "grammar",
         "json_schema",
         "response_format",
+        "draft_max",
     ];
 
     /// Takes the override keys out of `object` (the caller's own keys stay) and reads them.
@@ -266,6 +269,9 @@ impl Overrides {
         }
         if let Some(c) = self.constraint()? {
             settings.constraint = Some(c);
+        }
+        if let Some(n) = self.draft_max {
+            settings.draft_max = usize::try_from(n).unwrap_or(usize::MAX);
         }
         if let Some(p) = self.plausibility {
             settings.plausibility = p;
