@@ -445,45 +445,40 @@ mod with_servers {
     #[test]
     fn bench_measures_the_recipe_on_its_servers_and_all_local() {
         let (a, b) = (RpcServer::start(), RpcServer::start());
+        let bench = |recipe: &std::path::Path, draft_max: &str| {
+            let recipe = recipe.to_str().unwrap();
+            mood_json(&[
+                "bench",
+                "-r",
+                recipe,
+                "--strategies",
+                "threads",
+                "--rounds",
+                "1",
+                "-n",
+                "8",
+                "--memory",
+                "",
+                "--draft-max",
+                draft_max,
+                "--json",
+            ])
+        };
         let remote = two_experts("bench.toml", Some(&a.endpoint), Some(&b.endpoint));
-        let report = mood_json(&[
-            "bench",
-            "-r",
-            remote.to_str().unwrap(),
-            "--strategies",
-            "threads",
-            "--rounds",
-            "1",
-            "-n",
-            "8",
-            "--memory",
-            "",
-            "--json",
-        ]);
+        let report = bench(&remote, "4");
         let rows = report["mod"].as_array().unwrap();
-        let placed: Vec<(&str, bool)> =
-            rows.iter().map(|m| (m["strategy"].as_str().unwrap(), m["rpc"] == true)).collect();
-        assert_eq!(placed, [("threads", true), ("threads", false)], "{report}");
+        let placed: Vec<(u64, bool)> =
+            rows.iter().map(|m| (m["draft_max"].as_u64().unwrap(), m["rpc"] == true)).collect();
+        // threads, then speculative MOD as auto runs it: each on the servers, then here.
+        assert_eq!(placed, [(0, true), (0, false), (4, true), (4, false)], "{report}");
+        assert_eq!(rows[0]["strategy"], "threads");
         for m in rows {
             assert!(m["tokens_per_second"].as_f64().unwrap() > 0.0, "{m}");
             assert_eq!(m["policies"], 2, "{m}");
         }
         // A recipe without servers has one row per strategy, on this machine.
         let local = two_experts("bench-local.toml", None, None);
-        let report = mood_json(&[
-            "bench",
-            "-r",
-            local.to_str().unwrap(),
-            "--strategies",
-            "threads",
-            "--rounds",
-            "1",
-            "-n",
-            "8",
-            "--memory",
-            "",
-            "--json",
-        ]);
+        let report = bench(&local, "0");
         let rows = report["mod"].as_array().unwrap();
         assert_eq!(rows.len(), 1, "{report}");
         assert_eq!(rows[0]["rpc"], false);
