@@ -200,7 +200,8 @@ fn auto_measures_once_remembers_and_measures_again_on_request() {
     let bench = |remeasure: bool| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mood"));
         c.args(["bench", "-r", demo.to_str().unwrap(), "-n", "4", "--rounds", "1", "--memory", ""])
-            .args(["--strategies", "threads", "--json"])
+            // No speculative row: it runs auto, which would measure before the report does.
+            .args(["--strategies", "threads", "--draft-max", "0", "--json"])
             .env("MOOD_CACHE_DIR", &cache);
         if remeasure {
             c.env("MOOD_STRATEGY_REMEASURE", "1");
