@@ -1,7 +1,8 @@
 //! Drafts for speculative decoding: tokens guessed to come next, which the policies then
 //! check all at once, in one pass per context (see the decoder).
 //!
-//! The guess is prompt lookup: the latest few tokens, found earlier in the prompt or in the
+//! The guess is prompt lookup: the latest few tokens (four or five: shorter runs repeat by
+//! chance too often to pay for the check), found earlier in the prompt or in the
 //! text so far, are likely followed by what followed them there (a summary quotes its source,
 //! code repeats its names, a list repeats its shape). No model runs for it. How many tokens
 //! are drafted adapts to how many were accepted, and drafting pauses after drafts that were
@@ -11,8 +12,8 @@
 pub const DEFAULT_DRAFT_MAX: usize = 16;
 
 /// The longest and shortest run of latest tokens looked up.
-pub const NGRAM_MAX: usize = 4;
-pub const NGRAM_MIN: usize = 3;
+pub const NGRAM_MAX: usize = 5;
+pub const NGRAM_MIN: usize = 4;
 
 /// The length of a stream's first draft: a pass checking a long draft costs several plain
 /// steps on a CPU, so drafts grow only as they are accepted.
@@ -120,17 +121,17 @@ mod tests {
 
     #[test]
     fn a_repeated_run_is_continued_as_before() {
-        // "a b c d e | a b c" → "d e a b c" is what followed "a b c" last time.
-        let context = [1, 2, 3, 4, 5, 1, 2, 3];
-        assert_eq!(drafted(&context, 3), [4, 5, 1]);
-        assert_eq!(drafted(&context, 10), [4, 5, 1, 2, 3]);
+        // "a b c d e f | a b c d" → "e f a b c d" is what followed "a b c d" last time.
+        let context = [1, 2, 3, 4, 5, 6, 1, 2, 3, 4];
+        assert_eq!(drafted(&context, 3), [5, 6, 1]);
+        assert_eq!(drafted(&context, 10), [5, 6, 1, 2, 3, 4]);
         assert_eq!(drafted(&context, 0), Vec::<u32>::new());
         // The latest occurrence wins, and the longest suffix before shorter ones.
-        assert_eq!(drafted(&[7, 8, 9, 1, 7, 8, 9, 2, 7, 8, 9], 1), [2]);
-        assert_eq!(drafted(&[5, 1, 2, 3, 9, 6, 1, 2, 3, 8, 5, 1, 2, 3], 1), [9]);
+        assert_eq!(drafted(&[7, 8, 9, 6, 1, 7, 8, 9, 6, 2, 7, 8, 9, 6], 1), [2]);
+        assert_eq!(drafted(&[5, 1, 2, 3, 4, 9, 6, 1, 2, 3, 4, 8, 5, 1, 2, 3, 4], 1), [9]);
         // Nothing repeats, or only runs shorter than NGRAM_MIN: no draft.
         assert!(drafted(&[1, 2, 3, 4, 5, 6], 4).is_empty());
-        assert!(drafted(&[1, 2, 9, 1, 2], 4).is_empty());
+        assert!(drafted(&[1, 2, 3, 9, 1, 2, 3], 4).is_empty());
         assert!(drafted(&[], 4).is_empty());
     }
 
