@@ -12,6 +12,7 @@ pub mod openai;
 
 use crate::apps::openai::request::{ApiError, Kind};
 use crate::apps::score::{Response, Scorer};
+use crate::apps::shard::Shard;
 use crate::input::{self, Lines, LINE_LIMIT};
 use crate::pipeline::decode::{decode_all, Generation, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -233,7 +234,7 @@ fn scan_output(file: &mut std::fs::File, path: &Path) -> Result<Done> {
 
 /// A record's input line number, and its id (as JSON text) if it is a generation (not an
 /// error record), for either format.
-fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
+pub(crate) fn parse_record(text: &str) -> Option<(usize, Option<String>)> {
     let v: Value = serde_json::from_str(text).ok()?;
     if v.get("custom_id").is_some() {
         return openai::read_record(&v);
@@ -261,6 +262,9 @@ pub struct Options {
     pub model: String,
     /// Chat template for policies that set none (OpenAI chat lines).
     pub template: String,
+    /// Only the lines of this shard (see [`crate::apps::shard`]); the others are read for
+    /// their ids (a duplicate id is one whichever shard the first line is in) and left out.
+    pub shard: Option<Shard>,
 }
 
 /// A line ready to decode, in either format.
@@ -352,6 +356,20 @@ pub fn run(
             }
         }
         let format = format.unwrap_or(Format::Mood);
+        if options.shard.is_some_and(|s| !s.contains(number - 1)) {
+            // Another shard's line: only its id counts here.
+            if let input::Line::Text(t) = &line {
+                seen.extend(match format {
+                    Format::Mood => parse_line(t, recipe, defaults, options.normalize)
+                        .ok()
+                        .map(|req| req.id.to_string()),
+                    Format::OpenAi => openai::parse(t, engine, recipe, defaults, &cx)
+                        .ok()
+                        .map(|l| json!(l.custom_id).to_string()),
+                });
+            }
+            continue;
+        }
         let parsed = match line {
             input::Line::Text(t) if t.trim().is_empty() => continue,
             _ if done.lines.contains(&number) => {
@@ -440,6 +458,11 @@ pub fn run(
                 write_line(output, &rec)?;
                 summary.done += 1;
             }
+            // A lost RPC server stops the run: its lines get no error record, so that
+            // --resume decodes them once the server is back.
+            Err(_) if !engine.lost().is_empty() => {
+                return Err(stopped_by_lost_server(engine));
+            }
             Err(e) => {
                 let rec = match job {
                     Job::Mood(req) => failure(Format::Mood, Some(req.id.clone()), *number, &e),
@@ -463,6 +486,13 @@ pub fn run(
         Ok(())
     })?;
     Ok(summary)
+}
+
+/// The error that ends a run whose RPC server was lost.
+pub fn stopped_by_lost_server(engine: &Engine) -> anyhow::Error {
+    let all: Vec<usize> = (0..engine.policies().len()).collect();
+    let lost = engine.unavailable_for(&all).unwrap_or_else(|| anyhow!("an RPC server was lost"));
+    lost.context("stopped (run it again with --resume once the server is back)")
 }
 
 /// The endpoint an OpenAI line names, if it can be read (for the ids of its error record).

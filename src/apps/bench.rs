@@ -2,7 +2,10 @@
 //! the same threads, prompt and token count: what `mood bench` reports.
 //!
 //! Runs alternate (each round: every single model, then MOD with every strategy) so that a
-//! noisy machine affects all of them alike; medians are reported. Peak memory is the
+//! noisy machine affects all of them alike; medians are reported. When the recipe places
+//! policies on RPC servers, each MOD run is followed by the same run with every policy on this
+//! machine, so that the cost of the protocol is measured side by side; models alone always run
+//! here. Peak memory is the
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
 use crate::pipeline::decode::{self, Generation};
@@ -30,6 +33,10 @@ pub struct SingleRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModRun {
     pub strategy: &'static str,
+    /// Whether the policies ran where the recipe (or `--rpc`) places them on RPC servers;
+    /// false for runs on this machine (every run of a recipe without servers, and the
+    /// all-local runs a recipe with servers is compared with).
+    pub rpc: bool,
     /// Policies that run (zero-coefficient ones are skipped) and llama.cpp contexts.
     pub policies: usize,
     pub contexts: usize,
@@ -121,15 +128,18 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         let strategy = auto.strategy.parse().unwrap_or(Strategy::Auto);
         rows.push((strategy, plan.settings.draft_max));
     }
+    // Each row's runs where the recipe places the policies, then (with RPC servers) on this
+    // machine.
+    let local = uses_rpc(plan.recipe, &plan.load).then(|| all_local(plan.recipe));
     let mut mods: Vec<Vec<Generation>> = vec![Vec::new(); rows.len()];
-    let mut mod_policies = vec![0; rows.len()];
+    let mut local_mods: Vec<Vec<Generation>> = vec![Vec::new(); rows.len()];
     let threads = plan.session.threads.max(1);
     let running = plan.recipe.members()?.len();
     let share = (threads / running).max(1);
     let passes_per_worker = running.div_ceil(threads) as f64;
     for round in 0..plan.rounds.max(1) {
         for (i, file) in files.iter().enumerate() {
-            let alone = alone_recipe(file);
+            let alone = all_local(&alone_recipe(file));
             let g = generate(&alone, plan, Strategy::Threads, 0)?;
             progress(&format!(
                 "round {}: {} alone: {:.1} tok/s",
@@ -151,14 +161,25 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         for (s, &(strategy, draft_max)) in rows.iter().enumerate() {
             let g = generate(plan.recipe, plan, strategy, draft_max)?;
             progress(&format!(
-                "round {}: MOD, {}{}: {:.1} tok/s",
+                "round {}: MOD, {}{}{}: {:.1} tok/s",
                 round + 1,
                 g.timings.strategy,
                 if draft_max > 0 { " speculative" } else { "" },
+                if local.is_some() { " on RPC servers" } else { "" },
                 g.timings.tokens_per_second
             ));
-            mod_policies[s] = running;
             mods[s].push(g);
+            if let Some(recipe) = &local {
+                let g = generate(recipe, plan, strategy, draft_max)?;
+                progress(&format!(
+                    "round {}: MOD, {}{} on this machine: {:.1} tok/s",
+                    round + 1,
+                    g.timings.strategy,
+                    if draft_max > 0 { " speculative" } else { "" },
+                    g.timings.tokens_per_second
+                ));
+                local_mods[s].push(g);
+            }
         }
     }
     let rate =
@@ -177,43 +198,46 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
     let floor = single.iter().map(|s| s.tokens_per_second_at_share).fold(f64::INFINITY, f64::min)
         / passes_per_worker;
-    let r#mod = mods
-        .iter()
-        .zip(&mod_policies)
-        .zip(&rows)
-        .map(|((runs, &policies), &(_, draft_max))| {
-            let per_token = |f: &dyn Fn(&Generation) -> f64| {
-                median(runs.iter().map(|g| f(g) / g.tokens.len().max(1) as f64).collect())
-            };
-            let tps = median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
-            // The run whose speed is the median one, for the speculation counts.
-            let typical = runs
-                .iter()
-                .min_by(|a, b| {
-                    let d = |g: &Generation| (g.timings.tokens_per_second - tps).abs();
-                    d(a).total_cmp(&d(b))
-                })
-                .unwrap_or(&runs[0]);
-            ModRun {
-                strategy: runs[0].timings.strategy,
-                policies,
-                contexts: runs[0].timings.contexts,
-                prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
-                tokens_per_second: tps,
-                ratio: tps / slowest,
-                floor_ratio: tps / floor,
-                forward_ms: per_token(&|g| g.timings.forward_ms),
-                combine_ms: per_token(&|g| g.timings.combine_ms),
-                sample_ms: per_token(&|g| g.timings.sample_ms),
-                mixed: runs[0].timings.mixed,
-                unmixed_because: runs[0].timings.unmixed_because,
-                draft_max,
-                drafted: typical.timings.drafted,
-                accepted: typical.timings.accepted,
-                tokens_per_pass: typical.tokens.len() as f64 / typical.timings.passes.max(1) as f64,
-            }
-        })
-        .collect();
+    let row = |runs: &[Generation], draft_max: usize, rpc: bool| {
+        let per_token = |f: &dyn Fn(&Generation) -> f64| {
+            median(runs.iter().map(|g| f(g) / g.tokens.len().max(1) as f64).collect())
+        };
+        let tps = median(runs.iter().map(|g| g.timings.tokens_per_second).collect());
+        // The run whose speed is the median one, for the speculation counts.
+        let typical = runs
+            .iter()
+            .min_by(|a, b| {
+                let d = |g: &Generation| (g.timings.tokens_per_second - tps).abs();
+                d(a).total_cmp(&d(b))
+            })
+            .unwrap_or(&runs[0]);
+        ModRun {
+            strategy: runs[0].timings.strategy,
+            rpc,
+            policies: running,
+            contexts: runs[0].timings.contexts,
+            prompt_tokens_per_second: median(runs.iter().map(prompt_rate).collect()),
+            tokens_per_second: tps,
+            ratio: tps / slowest,
+            floor_ratio: tps / floor,
+            forward_ms: per_token(&|g| g.timings.forward_ms),
+            combine_ms: per_token(&|g| g.timings.combine_ms),
+            sample_ms: per_token(&|g| g.timings.sample_ms),
+            mixed: runs[0].timings.mixed,
+            unmixed_because: runs[0].timings.unmixed_because,
+            draft_max,
+            drafted: typical.timings.drafted,
+            accepted: typical.timings.accepted,
+            tokens_per_pass: typical.tokens.len() as f64 / typical.timings.passes.max(1) as f64,
+        }
+    };
+    let mut r#mod = Vec::new();
+    for ((runs, here), &(_, draft_max)) in mods.iter().zip(&local_mods).zip(&rows) {
+        r#mod.push(row(runs, draft_max, local.is_some()));
+        if !here.is_empty() {
+            r#mod.push(row(here, draft_max, false));
+        }
+    }
     Ok(Report {
         prompt: plan.prompt.to_string(),
         max_tokens: plan.settings.max_tokens,
@@ -255,7 +279,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
 /// What `auto` chooses for the recipe (measured now, or taken from the cache).
 fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, plan.load)?;
+    let engine = Engine::load(&policies, plan.load.clone())?;
     let options = SessionOptions { strategy: Strategy::Auto, ..plan.session };
     let options = SessionOptions { ctx_size: engine.context_size(options.ctx_size), ..options };
     let m = engine.auto_strategy(&recipe.members()?, 1, options)?;
@@ -264,6 +288,20 @@ fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
         step_ms: m.step_ms.iter().map(|(s, ms)| (s.name(), *ms)).collect(),
         cached: m.cached,
     })
+}
+
+/// Whether any policy of `recipe` runs on RPC servers with `load`.
+fn uses_rpc(recipe: &Recipe, load: &LoadOptions) -> bool {
+    recipe.policies().any(|p| !p.rpc.as_ref().unwrap_or(&load.rpc).is_empty())
+}
+
+/// `recipe` with every policy on this machine.
+fn all_local(recipe: &Recipe) -> Recipe {
+    let mut local = recipe.clone();
+    for p in local.reference.iter_mut().chain(local.experts.iter_mut()) {
+        p.rpc = Some(Vec::new());
+    }
+    local
 }
 
 fn alone_recipe(file: &std::path::Path) -> Recipe {
@@ -296,7 +334,7 @@ fn generate_with(
     draft_max: usize,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let mut engine = Engine::load(&policies, plan.load)?;
+    let mut engine = Engine::load(&policies, plan.load.clone())?;
     if let Some(path) = plan.draft_model.as_ref().filter(|_| draft_max > 0) {
         engine.load_draft_model(path, plan.load.n_gpu_layers)?;
     }

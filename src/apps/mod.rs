@@ -8,4 +8,5 @@ pub mod openai;
 pub mod plot;
 pub mod score;
 pub mod server;
+pub mod shard;
 pub mod sweep;

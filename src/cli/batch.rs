@@ -9,6 +9,7 @@ use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mood::apps::batch::{self, Options};
 use mood::apps::score::{Response, Scorer};
+use mood::apps::shard::{self, Shard};
 use mood::input::{Line, Lines, LINE_LIMIT};
 use serde_json::{json, Value};
 use std::fs::File;
@@ -16,6 +17,21 @@ use std::io::{BufRead, BufReader, Write};
 use std::time::Instant;
 
 pub fn run_batch(args: BatchArgs) -> Result<()> {
+    if args.merge {
+        let summary = shard::merge_batch(&args.input, &args.shards, &args.output)?;
+        let skipped = match summary.skipped {
+            0 => String::new(),
+            n => format!(" ({n} damaged line(s) of the shards skipped)"),
+        };
+        eprintln!(
+            "mood batch: merged {} shard(s): {} records, one per input line, → {}{skipped}",
+            args.shards.len(),
+            summary.records,
+            args.output.display()
+        );
+        return Ok(());
+    }
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     let recipe = build_recipe(&args.policies)?;
     let mut defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
     defaults.constraint = constraint(&args.constraint)?;
@@ -42,6 +58,10 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
                 .join(", ")
         );
     }
+    let total = match (shard, total) {
+        (Some(s), Some(t)) => Some(t / s.n as u64 + u64::from(t % s.n as u64 >= s.k as u64)),
+        (_, t) => t,
+    };
     let result = decode_into(&args, &recipe, &defaults, session, input, &mut output, total);
     if result.is_err() && created && output.file.metadata().is_ok_and(|m| m.len() == 0) {
         // Nothing was written: leave no empty file behind to block the next run.
@@ -59,6 +79,7 @@ fn decode_into(
     output: &mut batch::Output,
     total: Option<u64>,
 ) -> Result<()> {
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = load_engine(&policies, &args.run)?;
     let bar = progress_bar(total, "lines");
@@ -72,6 +93,7 @@ fn decode_into(
         session,
         model: args.alias.clone().unwrap_or_else(|| model_name(&args.policies)),
         template: args.template.clone(),
+        shard,
     };
     let summary = batch::run(
         &engine,
@@ -92,8 +114,9 @@ fn decode_into(
         bar.finish_and_clear();
     }
     let summary = summary?;
+    let of_shard = shard.map_or_else(String::new, |s| format!(" (shard {s})"));
     eprintln!(
-        "mood batch: {} generated, {} skipped, {} errors, {:.1} tok/s → {}",
+        "mood batch{of_shard}: {} generated, {} skipped, {} errors, {:.1} tok/s → {}",
         summary.done,
         summary.skipped,
         summary.errors,

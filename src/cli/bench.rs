@@ -112,9 +112,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             s.share_threads
         )?;
     }
+    // With RPC servers each strategy has two rows: on the servers, and on this machine.
+    let label = |m: &bench::ModRun| {
+        let spec = if m.draft_max > 0 { "+spec" } else { "" };
+        let remote = report.r#mod.iter().any(|m| m.rpc);
+        match (remote, m.rpc) {
+            (false, _) => format!("{}{spec}", m.strategy),
+            (true, true) => format!("{}{spec}, RPC", m.strategy),
+            (true, false) => format!("{}{spec}, local", m.strategy),
+        }
+    };
     writeln!(
         out,
-        "\n{:<10} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
+        "\n{:<16} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
         "MOD",
         "policies",
         "contexts",
@@ -127,12 +137,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "sample ms"
     )?;
     for m in &report.r#mod {
-        let name =
-            if m.draft_max > 0 { format!("{}+spec", m.strategy) } else { m.strategy.to_string() };
         writeln!(
             out,
-            "{:<10} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
-            name,
+            "{:<16} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
+            label(m),
             m.policies,
             m.contexts,
             m.prompt_tokens_per_second,
@@ -150,13 +158,23 @@ pub fn run(args: BenchArgs) -> Result<()> {
          that model alone on one policy's thread share (÷ passes per thread where policies \
          outnumber threads). Times are per generated token."
     )?;
-    for m in report.r#mod.iter().filter(|m| m.draft_max > 0) {
-        let plain = report.r#mod.iter().find(|p| p.draft_max == 0 && p.strategy == m.strategy);
+    if report.r#mod.iter().any(|m| m.rpc) {
         writeln!(
             out,
-            "{}+spec: speculative MOD as auto runs it, drafts of up to {} tokens by {}: \
+            "RPC: the policies on the RPC servers the recipe (or --rpc) names; local: the same \
+             recipe with every policy on this machine. Models alone run on this machine."
+        )?;
+    }
+    for m in report.r#mod.iter().filter(|m| m.draft_max > 0) {
+        let plain = report
+            .r#mod
+            .iter()
+            .find(|p| p.draft_max == 0 && p.strategy == m.strategy && p.rpc == m.rpc);
+        writeln!(
+            out,
+            "{}: speculative MOD as auto runs it, drafts of up to {} tokens by {}: \
              {} of {} draft tokens accepted ({:.0} %), {:.2} tokens per pass{}",
-            m.strategy,
+            label(m),
             m.draft_max,
             if report.draft_model.is_some() { "the draft model" } else { "prompt lookup" },
             m.accepted,
@@ -173,7 +191,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for m in report.r#mod.iter().filter(|m| m.strategy == "mixed" && !m.mixed) {
         writeln!(
             out,
-            "mixed: the output layer ran per policy: {}",
+            "{}: the output layer ran per policy: {}",
+            label(m),
             m.unmixed_because.unwrap_or("?")
         )?;
     }

@@ -2,18 +2,24 @@
 
 use super::InfoArgs;
 use anyhow::Result;
-use mood::pipeline::engine::info;
+use mood::pipeline::engine::{info, rpc};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 
 pub fn run(args: InfoArgs) -> Result<()> {
+    let endpoints = rpc::parse_list(&args.rpc)?;
+    rpc::check_built(!endpoints.is_empty())?;
     let build = info::build_info()?;
+    let servers = rpc::probe(&endpoints)?;
     let paths: Vec<&Path> = args.files.iter().map(|p| p.as_path()).collect();
     let (models, compat) = info::inspect(&paths)?;
     let mut out = std::io::stdout().lock();
     if args.json {
-        let v = json!({ "build": build, "models": models, "compatibility": compat });
+        let mut v = json!({ "build": build, "models": models, "compatibility": compat });
+        if !args.rpc.is_empty() {
+            v["rpc_servers"] = json!(servers);
+        }
         writeln!(out, "{v}")?;
         return Ok(());
     }
@@ -24,9 +30,10 @@ pub fn run(args: InfoArgs) -> Result<()> {
     };
     writeln!(
         out,
-        "mood {}  GPU backends: {features}  offload: {}",
+        "mood {}  GPU backends: {features}  offload: {}  RPC: {}",
         build.version,
-        yes(build.gpu_offload)
+        yes(build.gpu_offload),
+        yes(build.rpc)
     )?;
     for d in &build.devices {
         writeln!(
@@ -34,6 +41,22 @@ pub fn run(args: InfoArgs) -> Result<()> {
             "  device {} ({}, {}): {}, {} MB ({} MB free)",
             d.name, d.backend, d.kind, d.description, d.memory_total_mb, d.memory_free_mb
         )?;
+    }
+    for s in &servers {
+        match &s.error {
+            None => writeln!(out, "  RPC server {}: reachable", s.endpoint)?,
+            Some(e) => writeln!(out, "  RPC server {}: unreachable: {e}", s.endpoint)?,
+        }
+        for d in &s.devices {
+            writeln!(
+                out,
+                "    device {} ({}): {} MB ({} MB free)",
+                d.name, d.description, d.memory_total_mb, d.memory_free_mb
+            )?;
+        }
+        if let Some(w) = &s.warning {
+            eprintln!("mood: warning: {w}");
+        }
     }
     for m in &models {
         writeln!(out, "\n{}", m.path)?;

@@ -198,6 +198,22 @@ pub struct SweepArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,
 
+    /// Decode only shard K of N: the generations (weight vector after weight vector, prompt
+    /// after prompt) whose index is K modulo N, into this run's own --output-dir; resumable.
+    /// Join the shards with --merge.
+    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+    pub shard: Option<String>,
+
+    /// Join the generations of --shard runs (the SHARD_DIR folders, each with its
+    /// generations.jsonl) into --output-dir, checking that every generation of the sweep is
+    /// there exactly once, then write the table and figure; decodes nothing.
+    #[arg(long, requires = "shard_dirs")]
+    pub merge: bool,
+
+    /// With --merge: the shards' output folders.
+    #[arg(value_name = "SHARD_DIR", requires = "merge")]
+    pub shard_dirs: Vec<PathBuf>,
+
     /// Generated-token limit per output.
     #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 64, value_name = "N")]
     pub max_tokens: usize,
@@ -244,6 +260,20 @@ pub struct BatchArgs {
     /// (mood's own line format).
     #[arg(long)]
     pub score: bool,
+
+    /// Decode only shard K of N: the input lines whose number is K modulo N (line 1 is in
+    /// shard 1), into this run's own --output; resumable. Join the shards with --merge.
+    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
+    pub shard: Option<String>,
+
+    /// Join the outputs of --shard runs (the SHARD files) into --output in input order,
+    /// checking that every line of --input has exactly one record; decodes nothing.
+    #[arg(long, requires = "shards")]
+    pub merge: bool,
+
+    /// With --merge: the shards' output files.
+    #[arg(value_name = "SHARD", requires = "merge")]
+    pub shards: Vec<PathBuf>,
 
     /// Chat template for policies that set none, for the chat lines of an OpenAI batch
     /// file: none (a plain transcript), model (the GGUF's own), or a llama.cpp built-in name.
@@ -308,6 +338,10 @@ pub struct InfoArgs {
     /// GGUF model files to describe.
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// llama.cpp RPC servers to report on: reachable or why not, their devices and memory.
+    #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',')]
+    pub rpc: Vec<String>,
 
     /// Print one JSON object.
     #[arg(long)]
@@ -462,6 +496,13 @@ pub struct RunArgs {
     /// The GPU that holds the model when several are present.
     #[arg(long, default_value_t = 0, value_name = "I")]
     pub main_gpu: i32,
+
+    /// llama.cpp RPC servers that hold and compute the models of policies whose recipe entry
+    /// sets no `rpc` (all their layers unless --n-gpu-layers says how many); started with
+    /// the rpc-server that models/build-rpc-server.sh builds. The protocol has no
+    /// authentication: use loopback or private addresses (others draw a warning).
+    #[arg(long, value_name = "HOST:PORT,…", value_delimiter = ',')]
+    pub rpc: Vec<String>,
 
     /// How policies share llama.cpp contexts: threads (a context per policy, decoded
     /// concurrently), batched (a context per model file, its policies one batch per step),

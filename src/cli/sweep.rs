@@ -5,6 +5,7 @@ use super::wiring::{build_recipe, load_engine, progress_bar, session_options, se
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
+use mood::apps::shard::Shard;
 use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
 use std::io::Write;
 use std::time::Instant;
@@ -40,6 +41,25 @@ pub fn run(args: SweepArgs) -> Result<()> {
     plan.check()?;
     let dir = &args.output_dir;
     let generations = dir.join(GENERATIONS);
+    if args.merge {
+        if generations.exists() {
+            bail!("{} exists; merge the shards into a new --output-dir", generations.display());
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let merged = sweep::merge(&plan, &args.shard_dirs, &generations)?;
+        let outside = match merged.outside {
+            0 => String::new(),
+            n => format!(" ({n} records of weight vectors or prompts outside this sweep left out)"),
+        };
+        eprintln!(
+            "mood sweep: merged {} shard(s): {} generations → {}{outside}",
+            args.shard_dirs.len(),
+            merged.records,
+            generations.display()
+        );
+        return write_outputs(&args, &plan);
+    }
+    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
     if generations.exists() && !args.resume {
         bail!(
             "{} exists; pass --resume to continue that sweep, or choose another --output-dir",
@@ -55,12 +75,19 @@ pub fn run(args: SweepArgs) -> Result<()> {
             generations.display()
         );
     }
-    let todo = plan.pending(&stored);
-    let total = plan.total();
+    let mut todo = plan.pending(&stored);
+    let mut total = plan.total();
+    let mut of_shard = String::new();
+    if let Some(s) = shard {
+        todo.retain(|&(w, p)| s.contains(w * prompts.len() + p));
+        total = (0..total).filter(|&i| s.contains(i)).count();
+        of_shard = format!(", shard {s}: {total} of them");
+    }
     eprintln!(
-        "mood sweep: {} weight vectors × {} prompts = {total} generations, {} to decode",
+        "mood sweep: {} weight vectors × {} prompts = {} generations{of_shard}, {} to decode",
         grid.len(),
         prompts.len(),
+        plan.total(),
         todo.len()
     );
     if !todo.is_empty() {
@@ -105,7 +132,22 @@ pub fn run(args: SweepArgs) -> Result<()> {
             rate(tally.tokens)
         );
     }
-    let (stored, _) = files::read_generations(&generations, &config)?;
+    if let Some(s) = shard {
+        eprintln!(
+            "mood sweep: shard {s} holds its generations in {}; once every shard has run, join \
+             them with mood sweep (the same flags) --merge DIR… --output-dir DIR",
+            generations.display()
+        );
+        return Ok(());
+    }
+    write_outputs(&args, &plan)
+}
+
+/// Writes the table (CSV, JSONL) and the figure from the folder's generations.
+fn write_outputs(args: &SweepArgs, plan: &Plan) -> Result<()> {
+    let dir = &args.output_dir;
+    let generations = dir.join(GENERATIONS);
+    let (stored, _) = files::read_generations(&generations, &plan.config())?;
     let table = plan.table(&stored);
     if table.outside > 0 {
         eprintln!(
@@ -117,7 +159,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if errors > 0 {
         eprintln!("mood sweep: {errors} generations failed; their errors are in {GENERATIONS}");
     }
-    let names: Vec<String> = recipe.experts.iter().map(|e| e.name.clone()).collect();
+    let names: Vec<String> = plan.recipe.experts.iter().map(|e| e.name.clone()).collect();
     write(&dir.join("sweep.csv"), stats::csv(&names, &table.rows).as_bytes())?;
     let mut jsonl = Vec::new();
     for r in &table.rows {
@@ -131,7 +173,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let caption = plan.caption(&recipe_name, &table.rows);
     let figure = plot::Figure { rows: &table.rows, experts: &names, caption: &caption };
     plot::pareto(&figure, &dir.join("pareto"))?;
-    let (w, h) = plot::size_inches(m);
+    let (w, h) = plot::size_inches(names.len());
     eprintln!(
         "mood sweep: wrote sweep.csv, sweep.jsonl, pareto.png ({w} × {h} in at {} dpi) and pareto.svg in {}",
         plot::DPI,

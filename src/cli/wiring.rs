@@ -6,7 +6,8 @@ use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mood::pipeline::constraint::{ConstraintSpec, MAX_SPEC_BYTES};
 use mood::pipeline::divergence::Divergence;
-use mood::pipeline::engine::{Engine, LoadOptions, SessionOptions, MIN_CTX};
+use mood::pipeline::engine::rpc::{self, exposure_warning, Endpoint};
+use mood::pipeline::engine::{rpc_endpoints, Engine, LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
 use mood::pipeline::settings::{invalid, SettingError, Settings};
@@ -162,12 +163,26 @@ fn parse_bias(text: &str) -> Result<(u32, f32)> {
 }
 
 pub fn load_options(args: &RunArgs) -> LoadOptions {
-    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu }
+    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu, rpc: args.rpc.clone() }
 }
 
-/// Loads the policies' models, and the draft model if one is given.
+/// Prints a warning for each RPC server address that is not loopback or private.
+pub fn warn_exposed(endpoints: &[Endpoint]) {
+    for e in endpoints {
+        if let Some(w) = exposure_warning(e) {
+            eprintln!("mood: warning: {w}");
+        }
+    }
+}
+
+/// Loads the policies' models (after warning about RPC servers on addresses that are not
+/// loopback or private), and the draft model if one is given.
 pub fn load_engine(policies: &[Policy], args: &RunArgs) -> Result<Engine> {
-    let mut engine = Engine::load(policies, load_options(args))?;
+    let options = load_options(args);
+    if rpc::AVAILABLE {
+        warn_exposed(&rpc_endpoints(policies, &options)?);
+    }
+    let mut engine = Engine::load(policies, options)?;
     if let Some(path) = &args.draft_model {
         engine.load_draft_model(path, args.n_gpu_layers)?;
     }

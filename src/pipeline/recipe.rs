@@ -24,6 +24,9 @@ pub struct Policy {
     pub lora: Option<(PathBuf, f32)>,
     /// Layers of the model to offload to the GPU; `None` takes the command line's value.
     pub n_gpu_layers: Option<u32>,
+    /// llama.cpp RPC servers (`HOST:PORT`) that hold and compute this policy's model
+    /// (checked by the engine); `None` takes the command line's, an empty list keeps it here.
+    pub rpc: Option<Vec<String>>,
     /// Chat template for `mood chat` and the server: `none` (a plain transcript), `model`
     /// (the GGUF's own) or a llama.cpp built-in name (`gemma`, `chatml`, `llama3`, …);
     /// `None` takes the command line's value.
@@ -60,6 +63,7 @@ struct ReferenceEntry {
     lora: Option<PathBuf>,
     lora_scale: Option<f32>,
     n_gpu_layers: Option<u32>,
+    rpc: Option<Vec<String>>,
     template: Option<String>,
     system: Option<String>,
 }
@@ -75,6 +79,7 @@ struct ExpertEntry {
     lora: Option<PathBuf>,
     lora_scale: Option<f32>,
     n_gpu_layers: Option<u32>,
+    rpc: Option<Vec<String>>,
     template: Option<String>,
     system: Option<String>,
 }
@@ -122,6 +127,7 @@ impl Recipe {
                 model: resolve(&r.model),
                 prefix: r.prefix,
                 n_gpu_layers: r.n_gpu_layers,
+                rpc: r.rpc,
                 template: r.template,
                 system: r.system,
             }),
@@ -152,6 +158,7 @@ impl Recipe {
                     model: resolve(&e.model),
                     prefix: e.prefix,
                     n_gpu_layers: e.n_gpu_layers,
+                    rpc: e.rpc,
                     template: e.template,
                     system: e.system,
                 })
@@ -402,6 +409,14 @@ weight = 0.75
         assert_eq!(r.experts[0].lora, Some((PathBuf::from("m/l.gguf"), 1.0)));
         assert_eq!(r.experts[1].lora, Some((PathBuf::from("/x/l.gguf"), 0.5)));
         assert_eq!(r.experts[1].n_gpu_layers, None);
+        let text = "[[expert]]\nmodel='b.gguf'\nrpc=['10.0.0.2:50052']\n[[expert]]\nmodel='b.gguf'\nrpc=[]\n\
+                    [[expert]]\nmodel='b.gguf'\n";
+        let r = Recipe::parse(text, Path::new("m")).unwrap();
+        assert_eq!(r.experts[0].rpc, Some(vec!["10.0.0.2:50052".to_string()]));
+        assert_eq!(r.experts[1].rpc, Some(vec![]), "an empty list keeps the policy here");
+        assert_eq!(r.experts[2].rpc, None, "no key: the command line decides");
+        let e = Recipe::parse("[[expert]]\nmodel='b'\nrpc='h:1'\n", Path::new(".")).unwrap_err();
+        assert!(format!("{e:#}").contains("line 3"), "{e:#}");
         let e = Recipe::parse("[[expert]]\nmodel='b'\nlora_scale=2\n", Path::new("."))
             .unwrap_err()
             .to_string();

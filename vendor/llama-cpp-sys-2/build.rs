@@ -1145,6 +1145,13 @@ fn main() {
         }
     }
 
+    // llama.cpp's RPC backend: tensors held and computed by `rpc-server` processes on other
+    // hosts. The RDMA transport is left out (it would link libibverbs where present).
+    if cfg!(feature = "rpc") {
+        config.define("GGML_RPC", "ON");
+        config.define("GGML_RPC_RDMA", "OFF");
+    }
+
     if cfg!(feature = "rocm") {
         config.define("GGML_HIP", "ON");
     }

@@ -208,23 +208,40 @@ fn unix_time() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// `/health`: 200 while the decoding thread can serve, 503 with the reason otherwise. It
-/// needs no API key (load balancers and supervisors ask it).
+/// `/health`: 200 while the decoding thread can serve, 503 with the reason otherwise — and
+/// 503 `degraded` while an RPC server holding some policies is lost (requests that do not
+/// need them are still served). It needs no API key (load balancers and supervisors ask it).
 async fn health_check(State(shared): State<Arc<Shared>>) -> Response {
     let closed = shared.queue.lock().map_or(true, |_| false);
-    match shared.health.problem() {
-        None if !closed => Json(json!({ "status": "ok" })).into_response(),
-        problem => {
-            let reason = problem.unwrap_or_else(|| "the server is shutting down".into());
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable", "reason": reason })),
-            )
-                .into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+    let (status, reason) = match shared.health.problem() {
+        None if !closed => match lost_reason(&shared.engine) {
+            None => return Json(json!({ "status": "ok" })).into_response(),
+            Some(reason) => ("degraded", reason),
+        },
+        problem => ("unavailable", problem.unwrap_or_else(|| "the server is shutting down".into())),
+    };
+    let body = Json(json!({ "status": status, "reason": reason }));
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Why some policies cannot decode (their RPC server was lost), or `None`.
+fn lost_reason(engine: &Engine) -> Option<String> {
+    let lost = engine.lost();
+    let mut reasons: Vec<String> = Vec::new();
+    for e in lost.iter().filter_map(|&p| engine.unavailable(p)) {
+        if !reasons.contains(&e.message) {
+            reasons.push(e.message);
         }
     }
+    if reasons.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}; requests that need these policies are answered 503, the others are served",
+        reasons.join("; ")
+    ))
 }
 
 /// Counts every answer's status for `/metrics`.
@@ -357,6 +374,11 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         return ApiError::status(503, format!("the server cannot decode now: {problem}"))
             .into_response();
     }
+    if let Ok(members) = parsed.request.recipe.members() {
+        if let Some(e) = shared.engine.unavailable_for(&members) {
+            return ApiError::status(503, format!("{e:#}")).into_response();
+        }
+    }
     let pending = match admit(&shared) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -394,6 +416,7 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 }
                 Event::Invalid(e) => return ApiError::invalid(e, None).into_response(),
                 Event::Failed(e) => return ApiError::server(e).into_response(),
+                Event::Unavailable(e) => return ApiError::status(503, e).into_response(),
             }
         }
         return ApiError::server("the decoding thread stopped").into_response();
@@ -434,6 +457,10 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 Event::Failed(e) => {
                     ended = true;
                     ApiError::server(e).body().to_string()
+                }
+                Event::Unavailable(e) => {
+                    ended = true;
+                    ApiError::status(503, e).body().to_string()
                 }
             };
             if sse_tx.send(SseEvent::default().data(data)).is_err() || ended {

@@ -4,10 +4,12 @@
 //!
 //! Whatever one request does, the thread goes on: a bad request is answered and dropped, an
 //! engine failure fails the requests it hit, and a panic inside a step — the last resort — fails
-//! the requests in flight, rebuilds the decoder and keeps serving. [`Health`] tells `/health`
+//! the requests in flight, rebuilds the decoder and keeps serving. A lost RPC server fails only
+//! the requests that need its policies, with [`Event::Unavailable`]. [`Health`] tells `/health`
 //! whether the thread can serve.
 
 use crate::pipeline::decode::{Decoder, Event as DecoderEvent, Flow, Generation, Request};
+use crate::pipeline::engine::rpc::ServerLost;
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::logprobs::TokenLogprob;
 use std::collections::HashMap;
@@ -34,6 +36,9 @@ pub enum Event {
     Invalid(String),
     /// The engine failed on it (a 500).
     Failed(String),
+    /// It needs a policy whose RPC server was lost (a 503; requests that do not need it go
+    /// on).
+    Unavailable(String),
 }
 
 /// Whether the decoding thread can serve; the reason when it cannot.
@@ -175,7 +180,13 @@ pub fn run(
                         false
                     }
                     DecoderEvent::Failed(e) => {
-                        let _ = tx.send(Event::Failed(format!("{e:#}")));
+                        let message = format!("{e:#}");
+                        let lost = e.downcast_ref::<ServerLost>().is_some();
+                        let _ = tx.send(if lost {
+                            Event::Unavailable(message)
+                        } else {
+                            Event::Failed(message)
+                        });
                         events.remove(&tag);
                         false
                     }

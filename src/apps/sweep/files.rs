@@ -155,7 +155,7 @@ pub fn read_generations(path: &Path, config: &Config) -> Result<(Vec<Stored>, u6
     Ok((stored, len - complete))
 }
 
-fn parse_record(bytes: &[u8], config: &Config) -> Result<Stored> {
+pub(super) fn parse_record(bytes: &[u8], config: &Config) -> Result<Stored> {
     let fix = "move the file away or write the sweep to another folder";
     let v: Value =
         serde_json::from_slice(bytes).map_err(|e| anyhow!("invalid JSON ({e}); {fix}"))?;

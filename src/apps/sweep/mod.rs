@@ -9,8 +9,11 @@
 
 pub mod files;
 pub mod input;
+mod merge;
 pub mod stats;
 pub mod weights;
+
+pub use merge::{merge, Merged};
 
 pub use files::{Config, Stored, GENERATIONS};
 pub use input::Prompt;
@@ -241,6 +244,9 @@ pub fn decode(
                 tally.done += 1;
                 tally.tokens += g.tokens.len();
                 files::record(&config, weights, prompt, &g, &s)
+            }
+            Err(_) if !engine.lost().is_empty() => {
+                return Err(crate::apps::batch::stopped_by_lost_server(engine));
             }
             Err(e) => {
                 tally.errors += 1;

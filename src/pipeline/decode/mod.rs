@@ -217,7 +217,8 @@ impl<'e> Decoder<'e> {
     }
 
     /// Opens the session now with (at least) the engine policies `members`, instead of with
-    /// the first request: a server finds out at start-up whether its contexts fit.
+    /// the first request: a server finds out at start-up whether its contexts fit. Policies
+    /// whose RPC server was lost are left out.
     pub fn prepare(&mut self, members: &[usize]) -> Result<()> {
         let mut all = self.running.take().map(|r| r.members).unwrap_or_default();
         all.extend_from_slice(members);
@@ -292,11 +293,20 @@ impl<'e> Decoder<'e> {
             let result = running.session.feed(&self.feeds, &self.drops);
             let elapsed = started.elapsed().as_secs_f64();
             if let Err(e) = result {
-                // The caches are in an unknown state: fail what was decoding, start afresh.
-                self.running = None;
+                let lost = self.engine.lost();
+                if lost.is_empty() {
+                    // The caches are in an unknown state: fail what was decoding, start afresh.
+                    self.running = None;
+                }
+                // With a lost RPC server every other context still decoded its step: only the
+                // requests that need the lost policies end.
                 for slot in self.lanes.iter_mut() {
-                    if let Some(a) = slot.take() {
-                        sink(a.tag, Event::Failed(anyhow!("{e:#}")))?;
+                    let hit = |a: &Lane<'_>| {
+                        lost.is_empty() || a.stream.members.iter().any(|m| lost.contains(m))
+                    };
+                    if let Some(a) = slot.take_if(|a| hit(a)) {
+                        let error = self.engine.unavailable_for(&a.stream.members);
+                        sink(a.tag, Event::Failed(error.unwrap_or_else(|| anyhow!("{e:#}"))))?;
                     }
                 }
             }
@@ -318,6 +328,13 @@ impl<'e> Decoder<'e> {
         for lane in 0..self.lanes.len() {
             if self.lanes[lane].is_some() {
                 continue;
+            }
+            // Requests that need a policy whose RPC server was lost fail at once.
+            while let Some(error) =
+                self.queue.front().and_then(|(_, s)| self.engine.unavailable_for(&s.members))
+            {
+                let (tag, _) = self.queue.pop_front().expect("a queued request");
+                sink(tag, Event::Failed(error))?;
             }
             let Some((_, next)) = self.queue.front() else { break };
             let fits = self
@@ -366,8 +383,16 @@ impl<'e> Decoder<'e> {
         let cached = match running.session.prefill_lanes(fills) {
             Ok(cached) => cached,
             Err(e) => {
-                for (tag, _) in starting {
-                    sink(tag, Event::Failed(anyhow!("{e:#}")))?;
+                let lost = self.engine.lost();
+                // With a lost RPC server, the requests that do not need it wait their turn
+                // again (nothing of theirs was reported yet); the others fail.
+                for (tag, stream) in starting.into_iter().rev() {
+                    if !lost.is_empty() && !stream.members.iter().any(|m| lost.contains(m)) {
+                        self.queue.push_front((tag, stream));
+                        continue;
+                    }
+                    let error = self.engine.unavailable_for(&stream.members);
+                    sink(tag, Event::Failed(error.unwrap_or_else(|| anyhow!("{e:#}"))))?;
                 }
                 return Ok(());
             }
@@ -385,8 +410,11 @@ impl<'e> Decoder<'e> {
         Ok(())
     }
 
-    /// A session of `members`, and the draft model's context if the engine has one.
-    fn open(&self, members: Vec<usize>) -> Result<Running<'e>> {
+    /// A session of `members` but those whose RPC server was lost, and the draft model's
+    /// context if the engine has one.
+    fn open(&self, mut members: Vec<usize>) -> Result<Running<'e>> {
+        let lost = self.engine.lost();
+        members.retain(|m| !lost.contains(m));
         let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
         let (lanes, o) = (self.lanes.len(), self.options);
         let drafter = self.engine.open_drafter(lanes, o.ctx_size, o.threads)?;

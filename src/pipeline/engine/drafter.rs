@@ -4,7 +4,9 @@
 //! context of its own with one sequence per lane. The policies then check the guesses as
 //! they check prompt-lookup drafts (see the decoder): the output does not depend on them.
 
-use super::{backend, check_gguf_file, load_model, vocab, Engine, LoadedModel, ModelVocab};
+use super::{
+    backend, check_gguf_file, load_model, vocab, Engine, LoadedModel, ModelVocab, Placement,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -17,15 +19,17 @@ use std::path::Path;
 const CHUNK: usize = 512;
 
 impl Engine {
-    /// Loads `path` as the draft model (a file the policies already use is shared, not
-    /// loaded again), after checking its vocabulary against the policies'.
+    /// Loads `path` as the draft model on this machine (a file the policies already use
+    /// here is shared, not loaded again), after checking its vocabulary against the policies'.
     pub fn load_draft_model(&mut self, path: &Path, n_gpu_layers: u32) -> Result<()> {
         let resolved = check_gguf_file(path, "draft model file")?;
-        if let Some(i) = self.models.iter().position(|m| m.path == resolved) {
+        let here = |m: &LoadedModel| m.path == resolved && m.servers.is_empty();
+        if let Some(i) = self.models.iter().position(here) {
             self.draft = Some(i);
             return Ok(());
         }
-        let model = load_model(backend()?, path, &resolved, n_gpu_layers, 0)?;
+        let place = Placement { layers: n_gpu_layers, main_gpu: 0, servers: Vec::new() };
+        let model = load_model(backend()?, path, &resolved, place)?;
         vocab::check_compatible(&ModelVocab::new(&self.models[0]), &ModelVocab::new(&model))
             .with_context(|| format!("draft model {}", path.display()))?;
         self.models.push(model);

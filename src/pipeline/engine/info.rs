@@ -18,6 +18,8 @@ pub struct BuildInfo {
     /// `dynamic-backends` build the GPU backend modules it loaded.
     pub gpu_features: Vec<String>,
     pub gpu_offload: bool,
+    /// Whether it has llama.cpp's RPC backend (models on other hosts).
+    pub rpc: bool,
     pub devices: Vec<DeviceInfo>,
 }
 
@@ -62,7 +64,7 @@ pub struct Compatibility {
 }
 
 pub fn build_info() -> Result<BuildInfo> {
-    let backend = backend()?;
+    backend()?;
     let mut gpu_features: Vec<String> = [
         (cfg!(feature = "cuda"), "cuda"),
         (cfg!(feature = "metal"), "metal"),
@@ -95,7 +97,8 @@ pub fn build_info() -> Result<BuildInfo> {
     Ok(BuildInfo {
         version: env!("CARGO_PKG_VERSION"),
         gpu_features,
-        gpu_offload: backend.supports_gpu_offload(),
+        gpu_offload: super::local_gpu(),
+        rpc: super::rpc::AVAILABLE,
         devices,
     })
 }
@@ -112,7 +115,12 @@ pub fn inspect(paths: &[&Path]) -> Result<(Vec<ModelInfo>, Vec<Compatibility>)> 
             .map_err(|_| anyhow!("cannot load model {}: llama.cpp rejected it", shown.display()))?;
         let file_size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         infos.push(describe(&model, shown, file_size));
-        loaded.push(LoadedModel { path, n_gpu_layers: 0, model: Arc::new(model) });
+        loaded.push(LoadedModel {
+            path,
+            n_gpu_layers: 0,
+            servers: Vec::new(),
+            model: Arc::new(model),
+        });
     }
     let views: Vec<ModelVocab> = loaded.iter().map(ModelVocab::new).collect();
     let compat = views

@@ -9,6 +9,7 @@ mod drafter;
 mod gguf;
 mod grammar;
 pub mod info;
+pub mod rpc;
 mod session;
 mod strategy;
 mod tuning;
@@ -112,19 +113,35 @@ fn load_backends() {
 }
 
 /// How models are loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LoadOptions {
     /// Layers to offload to the GPU for policies that do not set `n_gpu_layers` themselves.
     pub n_gpu_layers: u32,
     /// The GPU that holds the model when several are present.
     pub main_gpu: i32,
+    /// RPC servers (`HOST:PORT`) for policies that do not set `rpc` themselves.
+    pub rpc: Vec<String>,
 }
 
-/// One loaded GGUF file.
+/// Layers offloaded to a policy's devices when nothing says how many: all of them (llama.cpp
+/// caps the count at the model's layers and its output layer).
+const ALL_LAYERS: u32 = 999;
+
+/// One loaded GGUF file, on this machine or split over RPC servers.
 struct LoadedModel {
     path: PathBuf,
     n_gpu_layers: u32,
+    /// The servers holding its layers (none: local).
+    servers: Vec<Arc<rpc::Server>>,
     model: Arc<LlamaModel>,
+}
+
+/// Whether llama.cpp sees a GPU on this machine (RPC servers do not count).
+fn local_gpu() -> bool {
+    use llama_cpp_2::LlamaBackendDeviceType as Kind;
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .iter()
+        .any(|d| matches!(d.device_type, Kind::Gpu | Kind::IntegratedGpu) && d.backend != "RPC")
 }
 
 /// An index into the engine's adapters, and the scale a policy applies it with.
@@ -156,16 +173,27 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads every distinct model file named by `policies` once (and every distinct LoRA
-    /// adapter once per model), and checks that all vocabularies are compatible
-    /// (`docs/mod.md` §2).
+    /// Loads every distinct model file named by `policies` once per placement (on this
+    /// machine, or over a list of RPC servers), and every distinct LoRA adapter once per
+    /// model, and checks that all vocabularies are compatible (`docs/mod.md` §2). Every RPC
+    /// server is connected to first: one that cannot be reached is an error naming it.
     pub fn load(policies: &[Policy], options: LoadOptions) -> Result<Self> {
         if policies.is_empty() {
             bail!("no policies to load");
         }
+        let placements = placements(policies, &options)?;
+        rpc::check_built(placements.iter().any(|p| !p.is_empty()))?;
         let backend = backend()?;
-        let layers_of = |p: &Policy| p.n_gpu_layers.unwrap_or(options.n_gpu_layers);
-        if policies.iter().any(|p| layers_of(p) > 0) && !backend.supports_gpu_offload() {
+        let layers_of = |p: &Policy, servers: &[rpc::Endpoint]| match p.n_gpu_layers {
+            Some(n) => n,
+            None if !servers.is_empty() && options.n_gpu_layers == 0 => ALL_LAYERS,
+            None => options.n_gpu_layers,
+        };
+        let offload_here = policies
+            .iter()
+            .zip(&placements)
+            .any(|(p, servers)| servers.is_empty() && layers_of(p, servers) > 0);
+        if offload_here && !local_gpu() {
             return Err(invalid(
                 "n_gpu_layers",
                 "asks for GPU offload, but this build of mood has no GPU backend; rebuild with \
@@ -176,26 +204,44 @@ impl Engine {
         for policy in policies {
             paths.push(check_gguf_file(&policy.model, "model file")?);
         }
+        let mut servers: Vec<Arc<rpc::Server>> = Vec::new();
+        for (policy, list) in policies.iter().zip(&placements) {
+            for endpoint in list {
+                if !servers.iter().any(|s| s.endpoint() == endpoint) {
+                    let user = format!("policy '{}'", policy.name);
+                    servers.push(rpc::connect(endpoint, &user)?);
+                }
+            }
+        }
         let mut models: Vec<LoadedModel> = Vec::new();
         let mut policy_model = Vec::with_capacity(policies.len());
-        for (policy, path) in policies.iter().zip(&paths) {
-            let index = match models.iter().position(|m| &m.path == path) {
+        for ((policy, path), list) in policies.iter().zip(&paths).zip(&placements) {
+            let layers = layers_of(policy, list);
+            let on: Vec<Arc<rpc::Server>> = list
+                .iter()
+                .filter_map(|e| servers.iter().find(|s| s.endpoint() == e).cloned())
+                .collect();
+            let same_place = |m: &LoadedModel| {
+                &m.path == path
+                    && m.servers.len() == on.len()
+                    && m.servers.iter().zip(&on).all(|(a, b)| Arc::ptr_eq(a, b))
+            };
+            let index = match models.iter().position(same_place) {
                 Some(i) => {
-                    if models[i].n_gpu_layers != layers_of(policy) {
+                    if models[i].n_gpu_layers != layers {
                         bail!(
                             "policies on {} ask for different n_gpu_layers ({} and {}); one \
                              loaded copy of a model has one offload setting",
                             policy.model.display(),
                             models[i].n_gpu_layers,
-                            layers_of(policy)
+                            layers
                         );
                     }
                     i
                 }
                 None => {
-                    let layers = layers_of(policy);
-                    let model = load_model(backend, &policy.model, path, layers, options.main_gpu)?;
-                    models.push(model);
+                    let place = Placement { layers, main_gpu: options.main_gpu, servers: on };
+                    models.push(load_model(backend, &policy.model, path, place)?);
                     models.len() - 1
                 }
             };
@@ -224,9 +270,44 @@ impl Engine {
         self.adapters.len()
     }
 
-    /// Whether any model has layers offloaded to a GPU.
+    /// Whether any model has layers offloaded to a GPU (of this machine or an RPC server).
     pub fn offloads(&self) -> bool {
         self.models.iter().any(|m| m.n_gpu_layers > 0)
+    }
+
+    /// Whether policy `p`'s model is split over RPC servers.
+    pub fn is_remote(&self, p: usize) -> bool {
+        !self.models[self.policy_model[p]].servers.is_empty()
+    }
+
+    /// Why policy `p` cannot decode any more (a server holding its model was lost), or
+    /// `None`. Cheap: asks llama.cpp's table of failed connections, not the servers.
+    pub fn unavailable(&self, p: usize) -> Option<rpc::ServerLost> {
+        let model = &self.models[self.policy_model[p]];
+        let (server, why) = model.servers.iter().find_map(|s| Some((s, s.failure()?)))?;
+        let users: Vec<String> = (0..self.policies.len())
+            .filter(|&q| self.policy_model[q] == self.policy_model[p])
+            .map(|q| format!("'{}'", self.policies[q].name))
+            .collect();
+        Some(rpc::ServerLost {
+            message: format!(
+                "RPC server {} was lost (it holds policy {}): {why}; restart rpc-server there \
+                 and start mood again",
+                server.endpoint(),
+                users.join(", ")
+            ),
+        })
+    }
+
+    /// The error of a request that needs the policies `members`, when one of them cannot
+    /// decode any more (a [`rpc::ServerLost`]).
+    pub fn unavailable_for(&self, members: &[usize]) -> Option<anyhow::Error> {
+        members.iter().find_map(|&p| self.unavailable(p)).map(anyhow::Error::new)
+    }
+
+    /// The policies that cannot decode any more (see [`Engine::unavailable`]).
+    pub fn lost(&self) -> Vec<usize> {
+        (0..self.policies.len()).filter(|&p| self.unavailable(p).is_some()).collect()
     }
 
     /// The policies, in the order given to [`Engine::load`].
@@ -279,6 +360,8 @@ impl Engine {
         let mut bytes = 0f64;
         for &p in members {
             let model = self.model(p);
+            // The caches of a model on RPC servers are held there.
+            let remote = self.is_remote(p);
             let trained = model.n_ctx_train();
             if ctx > trained {
                 return Err(invalid(
@@ -289,7 +372,9 @@ impl Engine {
                     ),
                 ));
             }
-            bytes += kv_bytes_per_token(model) * f64::from(ctx) * lanes as f64;
+            if !remote {
+                bytes += kv_bytes_per_token(model) * f64::from(ctx) * lanes as f64;
+            }
         }
         if let Some(available) = available_memory() {
             if bytes > available as f64 {
@@ -392,6 +477,7 @@ impl Engine {
                         .filter(|(a, _)| self.adapters[*a].changes_output)
                         .map(|_| "a LoRA adapter changes the output layer")
                 }),
+                servers: self.models[self.policy_model[p]].servers.clone(),
             })
             .collect();
         Session::start(specs, options, lanes)
@@ -402,24 +488,78 @@ impl Engine {
     }
 }
 
-/// Loads one model file with its offload setting.
+/// The RPC servers of each policy: its own `rpc` list, or the command line's.
+fn placements(policies: &[Policy], options: &LoadOptions) -> Result<Vec<Vec<rpc::Endpoint>>> {
+    policies
+        .iter()
+        .map(|p| {
+            rpc::parse_list(p.rpc.as_ref().unwrap_or(&options.rpc))
+                .with_context(|| format!("policy '{}'", p.name))
+        })
+        .collect()
+}
+
+/// The distinct RPC servers `policies` would run on with `options`, checked (for warnings
+/// about exposed addresses before anything connects).
+pub fn rpc_endpoints(policies: &[Policy], options: &LoadOptions) -> Result<Vec<rpc::Endpoint>> {
+    let placements = placements(policies, options)?;
+    Ok(rpc::distinct(placements.iter().map(Vec::as_slice)))
+}
+
+/// Where a model's layers go.
+struct Placement {
+    layers: u32,
+    main_gpu: i32,
+    servers: Vec<Arc<rpc::Server>>,
+}
+
+/// Loads one model file with its offload setting, on this machine or over RPC servers.
 fn load_model(
     backend: &LlamaBackend,
     shown: &Path,
     path: &Path,
-    n_gpu_layers: u32,
-    main_gpu: i32,
+    place: Placement,
 ) -> Result<LoadedModel> {
     let params =
-        LlamaModelParams::default().with_n_gpu_layers(n_gpu_layers).with_main_gpu(main_gpu);
+        LlamaModelParams::default().with_n_gpu_layers(place.layers).with_main_gpu(place.main_gpu);
+    #[cfg(feature = "rpc")]
+    let params = if place.servers.is_empty() {
+        params
+    } else {
+        let servers: Vec<_> = place.servers.iter().map(|s| s.inner()).collect();
+        params.with_rpc_servers(&servers).map_err(|e| anyhow!("model {}: {e}", shown.display()))?
+    };
+    let lost = |during: &str| {
+        place.servers.iter().find_map(|s| {
+            let why = s.failure()?;
+            Some(anyhow!(
+                "RPC server {} was lost {during} model {}: {why}; restart rpc-server there and \
+                 run again",
+                s.endpoint(),
+                shown.display()
+            ))
+        })
+    };
     let model = LlamaModel::load_from_file(backend, path, &params).map_err(|_| {
-        anyhow!(
-            "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
-             architecture this build does not know)",
-            shown.display()
-        )
+        lost("while loading").unwrap_or_else(|| {
+            let or_size =
+                if place.servers.is_empty() { "" } else { ", or larger than the servers hold" };
+            anyhow!(
+                "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
+                 architecture this build does not know{or_size})",
+                shown.display()
+            )
+        })
     })?;
-    Ok(LoadedModel { path: path.to_path_buf(), n_gpu_layers, model: Arc::new(model) })
+    if let Some(e) = lost("while loading") {
+        return Err(e);
+    }
+    Ok(LoadedModel {
+        path: path.to_path_buf(),
+        n_gpu_layers: place.layers,
+        servers: place.servers,
+        model: Arc::new(model),
+    })
 }
 
 /// Loads each distinct (model, adapter file) pair once. Needs the models before any context

@@ -30,6 +30,8 @@ pub(super) struct MemberSpec {
     /// Why this member's logits are not linear in its final hidden state (output mixing is
     /// then wrong), or `None`.
     pub not_linear: Option<&'static str>,
+    /// The RPC servers holding its model (none: local).
+    pub servers: Vec<Arc<super::rpc::Server>>,
 }
 
 struct Worker {
@@ -148,6 +150,10 @@ impl Session {
                     .iter()
                     .map(|g| Arc::clone(&models[g[0]].model))
                     .collect(),
+                servers_of_group: worker_groups
+                    .iter()
+                    .map(|g| models[g[0]].servers.clone())
+                    .collect(),
                 group_sizes: worker_groups.iter().map(Vec::len).collect(),
                 lanes,
                 threads: threads / n_workers + usize::from(w < threads % n_workers),
@@ -249,7 +255,7 @@ impl Session {
         }
         let group = self.group_of[first];
         if members.iter().any(|&m| self.group_of[m] != group) {
-            return Err("the policies are in different contexts (other model files or adapters)");
+            return Err("the policies are in different contexts (other model files, adapters or RPC servers)");
         }
         self.not_linear[group].map_or(Ok(()), Err)
     }

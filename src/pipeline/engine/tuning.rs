@@ -1,9 +1,9 @@
 //! `auto`: the strategy measured on this machine for this setup, once, and remembered.
 //!
 //! A setup is the CPU (model name and logical cores), the thread budget, the lanes, and the
-//! policies' model files (name and size), adapters and offload. The first time a setup is
-//! met, each candidate strategy decodes a short prompt and then a few steps in every lane;
-//! the one with the lowest median step time wins and is written to the cache file
+//! policies' model files (name and size), adapters, offload and RPC servers. The first time a
+//! setup is met, each candidate strategy decodes a short prompt and then a few steps in every
+//! lane; the one with the lowest median step time wins and is written to the cache file
 //! ([`super::cache_path`]) with every candidate's time. `MOOD_STRATEGY_REMEASURE=1` measures
 //! again; `--strategy` chooses by hand.
 
@@ -115,7 +115,7 @@ impl Engine {
     }
 
     /// What makes strategies rank differently: the machine, the thread budget, the lanes,
-    /// the policies' files, adapters and offload.
+    /// the policies' files, adapters, offload and RPC servers.
     fn setup_key(&self, members: &[usize], lanes: usize, options: SessionOptions) -> String {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -134,7 +134,14 @@ impl Engine {
                 let size = std::fs::metadata(&model.path).map_or(0, |m| m.len());
                 let adapter =
                     self.policy_adapter[p].map_or(String::new(), |(a, s)| format!("+lora{a}@{s}"));
-                format!("{name}:{size}:gpu{}{adapter}", model.n_gpu_layers)
+                let servers: Vec<String> =
+                    model.servers.iter().map(|s| s.endpoint().to_string()).collect();
+                let rpc = if servers.is_empty() {
+                    String::new()
+                } else {
+                    format!("@rpc:{}", servers.join("+"))
+                };
+                format!("{name}:{size}:gpu{}{adapter}{rpc}", model.n_gpu_layers)
             })
             .collect();
         format!(

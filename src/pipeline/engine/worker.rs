@@ -5,6 +5,7 @@
 //! member `j` of the group in lane `l`. Lanes are independent streams (different prompts and
 //! tokens); members of a lane receive the same tokens.
 
+use super::rpc::Server;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -95,6 +96,9 @@ pub(super) struct Plan {
     /// For each group, each member's LoRA adapter and scale.
     pub loras_of_group: Vec<Vec<Option<Lora>>>,
     pub model_of_group: Vec<Arc<LlamaModel>>,
+    /// For each group, the RPC servers holding its model (checked after every decode: a lost
+    /// server's outputs are zeros, not an error of llama.cpp's).
+    pub servers_of_group: Vec<Vec<Arc<Server>>>,
     /// For each group, how many members it holds.
     pub group_sizes: Vec<usize>,
     pub lanes: usize,
@@ -135,6 +139,8 @@ pub(super) fn run(
             Job::Prefill { lanes: fills, mut logits } => {
                 let members: usize = groups.iter().map(|g| g.members).sum();
                 reused = vec![usize::MAX; fills.len() * members];
+                // Every context is served even when one fails (a lost RPC server): the
+                // lanes that do not need the failed one stay as they should be.
                 for g in &mut groups {
                     let out = &mut logits[slot * lanes..];
                     match prefill(g, &mut batch, &fills, slot, out) {
@@ -143,12 +149,9 @@ pub(super) fn run(
                                 reused[i * members + slot..][..g.members].copy_from_slice(k);
                             }
                         }
-                        Err(e) => result = Err(e),
+                        Err(e) => result = result.and(Err(e)),
                     }
                     slot += g.members;
-                    if result.is_err() {
-                        break;
-                    }
                 }
                 logits
             }
@@ -160,11 +163,8 @@ pub(super) fn run(
                         drop: &feed.drop[range.clone()],
                         mix: &feed.mix[range.clone()],
                     };
-                    result = step(g, &mut batch, &group_feed, &mut logits[range]);
+                    result = result.and(step(g, &mut batch, &group_feed, &mut logits[range]));
                     slot += g.members;
-                    if result.is_err() {
-                        break;
-                    }
                 }
                 step_feed = feed;
                 logits
@@ -196,6 +196,7 @@ pub(super) fn run(
 /// A context and, for each of its sequences, the tokens in its KV cache.
 struct GroupContext<'m> {
     ctx: LlamaContext<'m>,
+    servers: &'m [Arc<Server>],
     members: usize,
     lanes: usize,
     history: Vec<Vec<LlamaToken>>,
@@ -223,7 +224,8 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
         .iter()
         .zip(&plan.group_sizes)
         .zip(&plan.loras_of_group)
-        .map(|((model, &members), loras)| {
+        .zip(&plan.servers_of_group)
+        .map(|(((model, &members), loras), servers)| {
             let seqs = members * plan.lanes;
             // Each sequence gets ctx_size tokens of the context's cache.
             let n_ctx = plan.ctx_size.saturating_mul(seqs as u32);
@@ -243,13 +245,16 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 .with_kv_unified(plan.unified && seqs > 1)
                 .with_n_threads(threads)
                 .with_n_threads_batch(threads);
-            let mut ctx = model
-                .new_context(backend, params)
-                .map_err(|e| format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}"))?;
+            let mut ctx = model.new_context(backend, params).map_err(|e| {
+                check_servers(servers).err().unwrap_or_else(|| {
+                    format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}")
+                })
+            })?;
             set_adapters(&mut ctx, loras, plan.lanes)
                 .map_err(|e| format!("cannot apply LoRA adapters to a context: {e}"))?;
             Ok(GroupContext {
                 ctx,
+                servers,
                 members,
                 lanes: plan.lanes,
                 history: vec![Vec::new(); seqs],
@@ -424,7 +429,9 @@ fn decode_and_copy(
     wanted: &mut Vec<(usize, i32)>,
     out: &mut [Vec<f32>],
 ) -> Result<(), String> {
-    g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+    let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
+    check_servers(g.servers)?;
+    decoded?;
     for &(o, i) in wanted.iter() {
         out[o].clear();
         out[o].extend_from_slice(g.ctx.get_logits_ith(i));
@@ -482,7 +489,9 @@ fn step(
         return Ok(());
     }
     if !mixing {
-        g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+        let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
+        check_servers(g.servers)?;
+        decoded?;
         for (seq, tokens) in feed.tokens.iter().enumerate() {
             if tokens.is_empty() {
                 continue;
@@ -526,7 +535,7 @@ fn step(
     let k = g.targets.len();
     g.ctx.set_output_mix(&g.rows, k, n).map_err(|e| format!("llama.cpp output mix: {e}"))?;
     let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
-    let mut result = decoded;
+    let mut result = check_servers(g.servers).and(decoded);
     if result.is_ok() {
         for &target in &g.targets {
             out[target].clear();
@@ -569,7 +578,9 @@ fn score(
             }
             batch.add(t, pos as i32, &[seq as i32], want).map_err(|e| e.to_string())?;
         }
-        g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"))?;
+        let decoded = g.ctx.decode(batch).map_err(|e| format!("llama.cpp decode failed: {e}"));
+        check_servers(g.servers)?;
+        decoded?;
         for (i, next) in wanted {
             let logits = g.ctx.get_logits_ith(i);
             let lse = crate::pipeline::combine::logsumexp(logits);
@@ -577,4 +588,13 @@ fn score(
         }
     }
     Ok(total)
+}
+
+/// An error when an RPC server of the context was lost: its outputs are then zeros, and
+/// llama.cpp's decode may still have reported success.
+fn check_servers(servers: &[Arc<Server>]) -> Result<(), String> {
+    match servers.iter().find_map(|s| Some((s, s.failure()?))) {
+        Some((server, why)) => Err(format!("RPC server {} was lost: {why}", server.endpoint())),
+        None => Ok(()),
+    }
 }

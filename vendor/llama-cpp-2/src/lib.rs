@@ -35,6 +35,8 @@ pub mod model;
 #[cfg(feature = "mtmd")]
 pub mod mtmd;
 mod ptr;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod sampling;
 #[cfg(feature = "common")]
 pub mod speculative;

@@ -594,6 +594,55 @@ impl LlamaModelParams {
         Ok(self)
     }
 
+    /// Places the model on the devices of `servers` (in that order), followed by the local
+    /// GPUs llama.cpp would choose by default; layers are split over them as llama.cpp splits
+    /// them (by free memory), up to `n_gpu_layers`, and the rest stay on the CPU.
+    ///
+    /// # Errors
+    ///
+    /// When the devices are more than llama.cpp takes.
+    #[cfg(feature = "rpc")]
+    pub fn with_rpc_servers(
+        mut self,
+        servers: &[&crate::rpc::RpcServer],
+    ) -> Result<Self, LlamaCppError> {
+        let mut list: Vec<llama_cpp_sys_2::ggml_backend_dev_t> =
+            servers.iter().flat_map(|s| s.devices.iter().copied()).collect();
+        let (mut gpus, mut igpus) = (Vec::new(), Vec::new());
+        // SAFETY: ggml's device registry; every index below its count is a live device.
+        for i in 0..unsafe { llama_cpp_sys_2::ggml_backend_dev_count() } {
+            // SAFETY: as above.
+            let dev = unsafe { llama_cpp_sys_2::ggml_backend_dev_get(i) };
+            // SAFETY: `dev` is a live device; its registry's name is a static string.
+            let reg_name = unsafe {
+                CStr::from_ptr(llama_cpp_sys_2::ggml_backend_reg_name(
+                    llama_cpp_sys_2::ggml_backend_dev_backend_reg(dev),
+                ))
+            };
+            if reg_name == c"RPC" {
+                continue;
+            }
+            // SAFETY: `dev` is a live device.
+            match unsafe { llama_cpp_sys_2::ggml_backend_dev_type(dev) } {
+                llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_GPU => gpus.push(dev),
+                llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_IGPU => igpus.push(dev),
+                _ => {}
+            }
+        }
+        // Integrated GPUs only where there is no discrete one, as llama.cpp's default.
+        list.extend(if gpus.is_empty() { igpus } else { gpus });
+        // One slot stays null: llama.cpp reads the list up to a null device.
+        let max_devices = crate::max_devices().min(LLAMA_CPP_MAX_DEVICES - 1);
+        if list.len() > max_devices {
+            return Err(LlamaCppError::MaxDevicesExceeded(max_devices));
+        }
+        for (i, slot) in self.devices.iter_mut().enumerate() {
+            *slot = list.get(i).copied().unwrap_or(std::ptr::null_mut());
+        }
+        self.params.devices = self.devices.as_mut_ptr();
+        Ok(self)
+    }
+
     /// Set `no_alloc`
     ///
     /// If this parameter is true, don't allocate memory for the tensor data

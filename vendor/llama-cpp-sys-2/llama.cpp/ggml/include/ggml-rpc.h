@@ -30,6 +30,11 @@ GGML_BACKEND_API void ggml_backend_rpc_start_server(const char * endpoint, const
 GGML_BACKEND_API ggml_backend_reg_t ggml_backend_rpc_reg(void);
 GGML_BACKEND_API ggml_backend_reg_t ggml_backend_rpc_add_server(const char * endpoint);
 
+// Why the connection to `endpoint` failed (it could not be made, or it was lost): writes the
+// reason to `msg` (up to `size` bytes) and returns true; false while it is healthy or unused.
+// A failed connection does not abort: its commands complete at once, with zeroed outputs.
+GGML_BACKEND_API bool ggml_backend_rpc_get_failure(const char * endpoint, char * msg, size_t size);
+
 #ifdef  __cplusplus
 }
 #endif

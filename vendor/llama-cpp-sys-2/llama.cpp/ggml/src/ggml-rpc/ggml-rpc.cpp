@@ -34,6 +34,40 @@ namespace fs = std::filesystem;
 // macro for nicer error messages on server crash
 #define RPC_STATUS_ASSERT(x) if (!(x)) GGML_ABORT("Remote RPC server crashed or returned malformed response")
 
+// Client-side failures are errors, not aborts: a connection that cannot be made, or that is
+// lost, marks its dispatcher as failed, and every later command on it completes at once with
+// zeroed outputs (graph computations report GGML_STATUS_FAILED, allocations fail). Why it
+// failed is kept per endpoint for ggml_backend_rpc_get_failure.
+
+// Connecting and the handshake give up after this long (a server busy with another client
+// accepts the connection but does not answer).
+static constexpr int RPC_HANDSHAKE_TIMEOUT_MS = 10000;
+
+static std::mutex rpc_failures_mutex;
+static std::unordered_map<std::string, std::string> rpc_failures;
+
+static void rpc_set_failure(const std::string & endpoint, const std::string & why) {
+    std::lock_guard<std::mutex> lock(rpc_failures_mutex);
+    rpc_failures[endpoint] = why;
+}
+
+static void rpc_clear_failure(const std::string & endpoint) {
+    std::lock_guard<std::mutex> lock(rpc_failures_mutex);
+    rpc_failures.erase(endpoint);
+}
+
+bool ggml_backend_rpc_get_failure(const char * endpoint, char * msg, size_t size) {
+    std::lock_guard<std::mutex> lock(rpc_failures_mutex);
+    auto it = rpc_failures.find(endpoint);
+    if (it == rpc_failures.end()) {
+        return false;
+    }
+    if (msg != nullptr && size > 0) {
+        snprintf(msg, size, "%s", it->second.c_str());
+    }
+    return true;
+}
+
 // all RPC structures must be packed
 #pragma pack(push, 1)
 // ggml_tensor is serialized into rpc_tensor
@@ -344,18 +378,27 @@ static bool send_rpc_cmd(socket_ptr sock, enum rpc_cmd cmd, const void * input, 
 // Performs HELLO handshake with transport auto-negotiation.
 // Advertises local capabilities via conn_caps; if the server responds with
 // matching capabilities, the socket is upgraded transparently.
-static bool negotiate_hello(const std::shared_ptr<socket_t> & sock) {
+static bool negotiate_hello(const std::shared_ptr<socket_t> & sock, std::string & error) {
     rpc_msg_hello_req request = {};
     rpc_msg_hello_rsp response = {};
 
     sock->get_caps(request.conn_caps);
 
     bool status = send_rpc_cmd(sock, RPC_CMD_HELLO, &request, sizeof(request), &response, sizeof(response));
-    RPC_STATUS_ASSERT(status);
+    if (!status) {
+        error = "no answer to the handshake within " + std::to_string(RPC_HANDSHAKE_TIMEOUT_MS / 1000) +
+                " s (not an RPC server, or one busy with another client)";
+        return false;
+    }
 
     if (response.major != RPC_PROTO_MAJOR_VERSION || response.minor > RPC_PROTO_MINOR_VERSION) {
         GGML_LOG_ERROR("RPC server version mismatch: %d.%d.%d\n",
                        response.major, response.minor, response.patch);
+        error = "the server speaks RPC protocol " + std::to_string(response.major) + "." +
+                std::to_string(response.minor) + "." + std::to_string(response.patch) +
+                " and this client " + std::to_string(RPC_PROTO_MAJOR_VERSION) + "." +
+                std::to_string(RPC_PROTO_MINOR_VERSION) + "." + std::to_string(RPC_PROTO_PATCH_VERSION) +
+                " (build both from the same llama.cpp sources)";
         return false;
     }
 
@@ -419,8 +462,12 @@ public:
     void event_record(ggml_backend_event_t event);
     void synchronize();
 
-    void start(const std::string & endpoint);
+    // Connects; on failure the dispatcher still runs, failed (see has_failed).
+    bool start(const std::string & endpoint);
     void work();
+
+    // Whether the connection could not be made or was lost: commands are then no-ops.
+    bool has_failed() const { return failed; }
 
     ~rpc_dispatcher();
 
@@ -443,6 +490,8 @@ private:
     socket_ptr       sock;
     std::atomic_bool running;
     std::thread      thread;
+    std::string      endpoint;
+    std::atomic_bool failed{false};
 };
 
 static void rpc_dispatcher_trampoline(rpc_dispatcher * dispatcher)
@@ -532,26 +581,38 @@ void rpc_dispatcher::synchronize() {
     msg->completion.get_future().wait();
 }
 
-void rpc_dispatcher::start(const std::string & endpoint) {
+bool rpc_dispatcher::start(const std::string & endpoint) {
+    this->endpoint = endpoint;
     std::string host;
     int port;
+    std::string error;
     if (!parse_endpoint(endpoint, host, port)) {
-        GGML_ABORT("Failed to parse endpoint: %s\n", endpoint.c_str());
+        error = "invalid endpoint (expected HOST:PORT)";
+    } else if (!rpc_transport_init()) {
+        error = "the RPC transport cannot start";
+    } else {
+        std::string why;
+        sock = socket_t::connect(host.c_str(), port, RPC_HANDSHAKE_TIMEOUT_MS, &why);
+        if (sock == nullptr) {
+            error = "cannot connect: " + why;
+        } else if (!negotiate_hello(sock, why)) {
+            error = why;
+        } else if (!sock->set_timeout(0)) {
+            error = "cannot clear the socket's time limits";
+        }
     }
-    if (!rpc_transport_init()) {
-        GGML_ABORT("RPC transport initialization failed\n");
+    if (error.empty()) {
+        rpc_clear_failure(endpoint);
+        LOG_DBG("[%s] connected to %s\n", __func__, endpoint.c_str());
+    } else {
+        GGML_LOG_ERROR("RPC server %s: %s\n", endpoint.c_str(), error.c_str());
+        sock = nullptr;
+        failed = true;
+        rpc_set_failure(endpoint, error);
     }
-
-    sock = socket_t::connect(host.c_str(), port);
-    if (sock == nullptr) {
-        GGML_ABORT("Failed to connect to %s\n", endpoint.c_str());
-    }
-    if (!negotiate_hello(sock)) {
-        GGML_ABORT("RPC handshake failed for %s\n", endpoint.c_str());
-    }
-    LOG_DBG("[%s] connected to %s\n", __func__, endpoint.c_str());
     running = true;
     thread = std::thread(rpc_dispatcher_trampoline, this);
+    return !failed;
 }
 
 void rpc_dispatcher::work() {
@@ -561,12 +622,20 @@ void rpc_dispatcher::work() {
             break;
         }
         if (msg_ptr->cmd != RPC_CMD_NONE) {
-            if (msg_ptr->output) {
-                bool status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size, msg_ptr->output, msg_ptr->output_size);
-                RPC_STATUS_ASSERT(status);
-            } else {
-                bool status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size);
-                RPC_STATUS_ASSERT(status);
+            bool status = !failed;
+            if (status && msg_ptr->output) {
+                status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size, msg_ptr->output, msg_ptr->output_size);
+            } else if (status) {
+                status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size);
+            }
+            if (!status) {
+                if (!failed.exchange(true)) {
+                    GGML_LOG_ERROR("RPC server %s: the connection was lost\n", endpoint.c_str());
+                    rpc_set_failure(endpoint, "the connection was lost (the server stopped, crashed, or sent a malformed answer)");
+                }
+                if (msg_ptr->output) {
+                    memset(msg_ptr->output, 0, msg_ptr->output_size);
+                }
             }
         }
         msg_ptr->completion.set_value();
@@ -917,7 +986,7 @@ static size_t ggml_backend_rpc_buffer_type_get_alloc_size(ggml_backend_buffer_ty
         auto dispatcher = get_dispatcher(buft_ctx->endpoint);
         dispatcher->send(RPC_CMD_GET_ALLOC_SIZE, request, sizeof(*request), &response, sizeof(response));
 
-        {
+        if (!dispatcher->has_failed()) {
             std::lock_guard<std::mutex> lock(cache_mutex);
             cache[cache_hash] = response.alloc_size;
         }
@@ -1043,6 +1112,9 @@ static enum ggml_status ggml_backend_rpc_graph_compute(ggml_backend_t backend, g
     ggml_backend_rpc_device_context * rpc_dev_ctx = (ggml_backend_rpc_device_context *)rpc_dev->context;
 
     GGML_ASSERT(cgraph->n_nodes > 0);
+    if (rpc_ctx->dispatcher->has_failed()) {
+        return GGML_STATUS_FAILED;
+    }
     bool reuse = cgraph->uid != 0 && rpc_dev_ctx->last_graph_uid == cgraph->uid;
     if (reuse) {
         auto request = std::make_shared<rpc_msg_graph_recompute_req>();
@@ -1101,6 +1173,11 @@ ggml_backend_buffer_type_t ggml_backend_rpc_buffer_type(const char * endpoint, u
     auto dispatcher = get_dispatcher(endpoint);
     size_t alignment = get_alignment(dispatcher, device);
     size_t max_size = get_max_size(dispatcher, device);
+    if (dispatcher->has_failed()) {
+        // placeholders of a failed connection (its allocations fail)
+        alignment = std::max<size_t>(alignment, 1);
+        max_size = max_size ? max_size : SIZE_MAX;
+    }
     ggml_backend_rpc_buffer_type_context * buft_ctx = new ggml_backend_rpc_buffer_type_context {
         /* .endpoint  = */ endpoint,
         /* .device    = */ device,
@@ -2300,6 +2377,9 @@ static void * ggml_backend_rpc_get_proc_address(ggml_backend_reg_t reg, const ch
     }
     if (std::strcmp(name, "ggml_backend_rpc_start_server") == 0) {
         return (void *)ggml_backend_rpc_start_server;
+    }
+    if (std::strcmp(name, "ggml_backend_rpc_get_failure") == 0) {
+        return (void *)ggml_backend_rpc_get_failure;
     }
     return NULL;
 

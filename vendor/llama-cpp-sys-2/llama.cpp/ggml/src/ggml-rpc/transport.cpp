@@ -17,6 +17,7 @@
 #  include <netdb.h>
 #  include <unistd.h>
 #endif
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -550,6 +551,11 @@ bool socket_t::impl::send_data(const void * data, size_t size) {
     while (bytes_sent < size) {
         size_t size_to_send = std::min(size - bytes_sent, MAX_CHUNK_SIZE);
         ssize_t n = send(fd, (const char *)data + bytes_sent, size_to_send, 0);
+#ifndef _WIN32
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+#endif
         if (n < 0) {
             GGML_LOG_ERROR("send failed (bytes_sent=%zu, size_to_send=%zu)\n",
                            bytes_sent, size_to_send);
@@ -574,6 +580,11 @@ bool socket_t::impl::recv_data(void * data, size_t size) {
     while (bytes_recv < size) {
         size_t size_to_recv = std::min(size - bytes_recv, MAX_CHUNK_SIZE);
         ssize_t n = recv(fd, (char *)data + bytes_recv, size_to_recv, 0);
+#ifndef _WIN32
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+#endif
         if (n < 0) {
             GGML_LOG_ERROR("recv failed (bytes_recv=%zu, size_to_recv=%zu)\n",
                            bytes_recv, size_to_recv);
@@ -739,26 +750,77 @@ socket_ptr socket_t::create_server(const char * host, int port) {
     return socket_ptr(new socket_t(std::make_unique<impl>(sockfd)));
 }
 
-socket_ptr socket_t::connect(const char * host, int port) {
+// Send and receive time limits of a socket (0: none); a blocking connect honours the send
+// limit too.
+static bool set_timeouts(sockfd_t sockfd, int timeout_ms) {
+#ifdef _WIN32
+    DWORD t = timeout_ms > 0 ? (DWORD)timeout_ms : 0;
+    const char * value = (const char *)&t;
+    int size = sizeof(t);
+#else
+    struct timeval t;
+    t.tv_sec  = timeout_ms > 0 ? timeout_ms / 1000 : 0;
+    t.tv_usec = timeout_ms > 0 ? (timeout_ms % 1000) * 1000 : 0;
+    const void * value = &t;
+    socklen_t size = sizeof(t);
+#endif
+    return setsockopt(sockfd, SOL_SOCKET, SO_RCVTIMEO, value, size) == 0 &&
+           setsockopt(sockfd, SOL_SOCKET, SO_SNDTIMEO, value, size) == 0;
+}
+
+static void close_fd(sockfd_t sockfd) {
+#ifdef _WIN32
+    closesocket(sockfd);
+#else
+    close(sockfd);
+#endif
+}
+
+bool socket_t::set_timeout(int timeout_ms) {
+    return set_timeouts(pimpl->fd, timeout_ms);
+}
+
+socket_ptr socket_t::connect(const char * host, int port, int timeout_ms, std::string * error) {
+    auto fail = [&](const std::string & why) {
+        if (error) {
+            *error = why;
+        }
+        return socket_ptr();
+    };
     auto sockfd = socket(AF_INET, SOCK_STREAM, 0);
     if (!is_valid_fd(sockfd)) {
-        return nullptr;
+        return fail("cannot create a socket");
     }
     if (!set_no_delay(sockfd)) {
         GGML_LOG_ERROR("Failed to set TCP_NODELAY\n");
-        return nullptr;
+        close_fd(sockfd);
+        return fail("cannot set TCP_NODELAY");
+    }
+    if (timeout_ms > 0 && !set_timeouts(sockfd, timeout_ms)) {
+        close_fd(sockfd);
+        return fail("cannot set the socket's time limits");
     }
     struct sockaddr_in addr;
     addr.sin_family = AF_INET;
     addr.sin_port = htons(port);
     struct hostent * server = gethostbyname(host);
-    if (server == NULL) {
+    if (server == NULL || server->h_addrtype != AF_INET) {
         GGML_LOG_ERROR("Cannot resolve host '%s'\n", host);
-        return nullptr;
+        close_fd(sockfd);
+        return fail(std::string("cannot resolve host '") + host + "' to an IPv4 address");
     }
     memcpy(&addr.sin_addr.s_addr, server->h_addr, server->h_length);
     if (::connect(sockfd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-        return nullptr;
+#ifdef _WIN32
+        std::string why = "connect failed (error " + std::to_string(WSAGetLastError()) + ")";
+#else
+        int err = errno;
+        std::string why = timeout_ms > 0 && (err == EINPROGRESS || err == EAGAIN || err == EWOULDBLOCK)
+            ? "no answer within " + std::to_string(timeout_ms / 1000) + " s"
+            : std::string(strerror(err));
+#endif
+        close_fd(sockfd);
+        return fail(why);
     }
     return socket_ptr(new socket_t(std::make_unique<impl>(sockfd)));
 }

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 struct socket_t;
 typedef std::shared_ptr<socket_t> socket_ptr;
@@ -26,7 +27,13 @@ struct socket_t {
     void update_caps(const uint8_t * remote_caps);
 
     static socket_ptr create_server(const char * host, int port);
-    static socket_ptr connect(const char * host, int port);
+    // With timeout_ms > 0, connecting and every later send and receive give up after that
+    // long (see set_timeout); why a connection failed goes to `error` when given.
+    static socket_ptr connect(const char * host, int port, int timeout_ms = 0, std::string * error = nullptr);
+
+    // Time limit of each send and receive from now on (0: none). Returns false if the
+    // socket refused it.
+    bool set_timeout(int timeout_ms);
 
 private:
     struct impl;
