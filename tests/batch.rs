@@ -7,7 +7,6 @@ use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mood-batch-test-{}", std::process::id()));
@@ -82,22 +81,8 @@ fn killed_batch_resumes_to_the_uninterrupted_result() {
     let output = scratch("kill-out.jsonl");
     let mut child = batch_command(&input, &output, &["-n", "40"]).spawn().unwrap();
     // Kill it (SIGKILL) once a record or two are out, well before the end.
-    let started = Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0);
-        if n >= 2 || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = std::fs::read_to_string(&output).unwrap().lines().count();
+    let partial = kill_after_lines(&mut child, &output, 2, b"{\"id\": 99, \"text\": \"cut sh");
     assert!(partial < prompts.len(), "the run finished before it could be killed");
-    // A line cut short, as a kill mid-write would leave it.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&output).unwrap();
-    std::io::Write::write_all(&mut f, b"{\"id\": 99, \"text\": \"cut sh").unwrap();
-    drop(f);
 
     let out = batch(&input, &output, &["-n", "40", "--resume"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -11,7 +11,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mood-openai-batch-{}", std::process::id()));
@@ -179,23 +178,9 @@ fn a_killed_openai_batch_resumes_to_the_uninterrupted_result() {
 
     let output = scratch("kill-out.jsonl");
     let mut child = batch_command(&input, &output, &[]).spawn().unwrap();
-    let started = Instant::now();
-    loop {
-        let n = std::fs::read_to_string(&output).map(|s| s.lines().count()).unwrap_or(0);
-        if n >= 2 || started.elapsed() > Duration::from_secs(60) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let partial = std::fs::read_to_string(&output).unwrap().lines().count();
+    let cut = b"{\"id\": \"batch_req_6\", \"custom_id\": \"c5\", \"li";
+    let partial = kill_after_lines(&mut child, &output, 2, cut);
     assert!(partial < prompts.len(), "the run finished before it could be killed");
-    // A record cut short, as a kill mid-write would leave it.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&output).unwrap();
-    std::io::Write::write_all(&mut f, b"{\"id\": \"batch_req_6\", \"custom_id\": \"c5\", \"li")
-        .unwrap();
-    drop(f);
 
     let out = batch_command(&input, &output, &["--resume"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

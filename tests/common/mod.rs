@@ -227,3 +227,25 @@ impl<'m> PlainScorer<'m> {
             .sum()
     }
 }
+
+/// Kills `child` (SIGKILL) once its output file `output` holds `lines` lines (or after 60 s),
+/// then appends `cut`, a record cut short as a kill mid-write would leave it. Returns the
+/// whole lines the file held.
+pub fn kill_after_lines(
+    child: &mut std::process::Child,
+    output: &std::path::Path,
+    lines: usize,
+    cut: &[u8],
+) -> usize {
+    let count = || std::fs::read_to_string(output).map(|s| s.lines().count()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    while count() < lines && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let whole = count();
+    let mut f = std::fs::OpenOptions::new().append(true).open(output).unwrap();
+    std::io::Write::write_all(&mut f, cut).unwrap();
+    whole
+}
