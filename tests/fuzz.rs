@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mood::apps::batch::parse_line;
+use mood::apps::batch::{openai, parse_line};
 use mood::apps::chat::{Chat, Input};
 use mood::apps::openai::request::{self as api, Kind};
 use mood::pipeline::decode;
@@ -193,6 +193,45 @@ proptest! {
                 prop_assert!(e.body()["error"]["message"].is_string());
             }
         }
+    }
+
+    #[test]
+    fn openai_batch_lines_run_or_get_a_record_that_resume_reads_back(
+        body in object(&["prompt", "messages", "model"]),
+        custom_id in prop_oneof![3 => Just(json!("c1")), 1 => value()],
+        url in prop_oneof![Just(json!("/v1/completions")), Just(json!("/v1/chat/completions")), value()],
+        method in prop_oneof![3 => Just(json!("POST")), 1 => value()],
+        extra in prop::option::weighted(0.2, value()),
+        number in 1..1_000_000usize,
+    ) {
+        let mut line = serde_json::Map::new();
+        line.insert("custom_id".into(), custom_id);
+        line.insert("method".into(), method);
+        line.insert("url".into(), url);
+        line.insert("body".into(), Value::Object(body));
+        if let Some(v) = extra {
+            line.insert("colour".into(), v);
+        }
+        let text = Value::Object(line).to_string();
+        let cx = openai::Context { model: "m", created: 0, template: "none" };
+        match openai::parse(&text, engine(), &tiny_recipe(), &defaults(), &cx) {
+            Ok(l) => prop_assert!(l.request.settings.check().is_ok() && !l.request.reuse_cache),
+            Err(refusal) => {
+                if let openai::Refusal::Body { error, .. } = &refusal {
+                    prop_assert!((400..500).contains(&error.status), "{text}: {}", error.message);
+                }
+                let rec = openai::failure_record(&refusal, number);
+                // Resuming reads it back as this line's record, not as an answer.
+                prop_assert_eq!(openai::read_record(&rec), Some((number, None)), "{}", rec);
+            }
+        }
+    }
+
+    #[test]
+    fn raw_openai_batch_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let cx = openai::Context { model: "m", created: 0, template: "none" };
+        prop_assert!(openai::parse(&text, engine(), &tiny_recipe(), &defaults(), &cx).is_err());
     }
 
     #[test]

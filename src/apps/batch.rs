@@ -10,7 +10,7 @@
 
 pub mod openai;
 
-use crate::apps::openai::request::{ApiError, Kind};
+use crate::apps::openai::request::ApiError;
 use crate::apps::score::{Response, Scorer};
 use crate::apps::shard::Shard;
 use crate::input::{self, Lines, LINE_LIMIT};
@@ -294,7 +294,7 @@ fn failure(format: Format, id: Option<Value>, line: usize, e: &anyhow::Error) ->
         Format::Mood => json!({ "id": id, "line": line, "error": message }),
         Format::OpenAi => {
             let custom_id = id.and_then(|v| v.as_str().map(str::to_string));
-            openai::failure_record(&openai::Refusal::Line { custom_id, message }, line, None)
+            openai::failure_record(&openai::Refusal::Line { custom_id, message }, line)
         }
     }
 }
@@ -399,7 +399,7 @@ pub fn run(
                         Err(failure(format, Some(json!(l.custom_id)), number, &e))
                     }
                     Ok(l) => Ok(Job::OpenAi(l)),
-                    Err(r) => Err(openai::failure_record(&r, number, kind_of(&t))),
+                    Err(r) => Err(openai::failure_record(&r, number)),
                 },
             },
             input::Line::NotUtf8(at) => Err(failure(
@@ -469,10 +469,10 @@ pub fn run(
                     Job::OpenAi(l) => openai::failure_record(
                         &openai::Refusal::Body {
                             custom_id: l.custom_id.clone(),
+                            kind: l.kind,
                             error: ApiError::server(format!("{e:#}")),
                         },
                         *number,
-                        Some(l.kind),
                     ),
                 };
                 write_line(output, &rec)?;
@@ -493,16 +493,6 @@ pub fn stopped_by_lost_server(engine: &Engine) -> anyhow::Error {
     let all: Vec<usize> = (0..engine.policies().len()).collect();
     let lost = engine.unavailable_for(&all).unwrap_or_else(|| anyhow!("an RPC server was lost"));
     lost.context("stopped (run it again with --resume once the server is back)")
-}
-
-/// The endpoint an OpenAI line names, if it can be read (for the ids of its error record).
-fn kind_of(text: &str) -> Option<Kind> {
-    let v: Value = serde_json::from_str(text).ok()?;
-    match v.get("url")?.as_str()? {
-        "/v1/chat/completions" => Some(Kind::Chat),
-        "/v1/completions" => Some(Kind::Completion),
-        _ => None,
-    }
 }
 
 /// The message of an error record of either format.

@@ -38,8 +38,9 @@ pub struct Line {
 pub enum Refusal {
     /// The line itself is not a batch request (OpenAI's `error` object).
     Line { custom_id: Option<String>, message: String },
-    /// The body is refused, as the server would answer it (a 400 response).
-    Body { custom_id: String, error: ApiError },
+    /// The body sent to `kind`'s endpoint is refused, as the server would answer it (a 4xx
+    /// response), or failed while decoding (a 5xx one).
+    Body { custom_id: String, kind: Kind, error: ApiError },
 }
 
 /// Whether a file's first line is in OpenAI's batch format (an object with `custom_id`).
@@ -103,7 +104,7 @@ pub fn parse(
             format!("unknown field '{key}' (a line has custom_id, method, url and body)"),
         ));
     }
-    let refused = |error: ApiError| Refusal::Body { custom_id: custom_id.clone(), error };
+    let refused = |error: ApiError| Refusal::Body { custom_id: custom_id.clone(), kind, error };
     if body.get("stream").is_some_and(|s| s == &json!(true)) {
         return Err(refused(ApiError::invalid(
             "stream is not supported in a batch file (each answer is written whole)",
@@ -140,8 +141,8 @@ pub fn record(l: &Line, line: usize, g: &Generation, cx: &Context) -> Value {
 }
 
 /// The record of a line that did not run: an error response (a refused body, or a failure
-/// while decoding, `kind` given), or OpenAI's `error` object for a line that is no request.
-pub fn failure_record(refusal: &Refusal, line: usize, kind: Option<Kind>) -> Value {
+/// while decoding), or OpenAI's `error` object for a line that is no request.
+pub fn failure_record(refusal: &Refusal, line: usize) -> Value {
     match refusal {
         Refusal::Line { custom_id, message } => json!({
             "id": format!("batch_req_{line}"),
@@ -150,8 +151,8 @@ pub fn failure_record(refusal: &Refusal, line: usize, kind: Option<Kind>) -> Val
             "response": Value::Null,
             "error": { "code": "invalid_request", "message": message },
         }),
-        Refusal::Body { custom_id, error } => {
-            let (id, request_id) = ids(kind.unwrap_or(Kind::Chat), line);
+        Refusal::Body { custom_id, kind, error } => {
+            let (id, request_id) = ids(*kind, line);
             json!({
                 "id": id,
                 "custom_id": custom_id,

@@ -7,6 +7,7 @@
 use super::{
     backend, check_gguf_file, load_model, vocab, Engine, LoadedModel, ModelVocab, Placement,
 };
+use crate::pipeline::sample::argmax;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -144,13 +145,6 @@ impl Drafter<'_> {
         self.ctx.decode(&mut self.batch).map_err(|e| anyhow!("draft model decode failed: {e}"))?;
         self.history[lane].extend_from_slice(tokens);
         let logits = self.ctx.get_logits_ith(self.batch.n_tokens() - 1);
-        let logits = &logits[..self.n_vocab.min(logits.len())];
-        let mut best = 0;
-        for (i, &l) in logits.iter().enumerate() {
-            if l > logits[best] {
-                best = i;
-            }
-        }
-        Ok(best as u32)
+        Ok(argmax(&logits[..self.n_vocab.min(logits.len())]))
     }
 }
