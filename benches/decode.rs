@@ -9,7 +9,6 @@ use mood::apps::bench::{self, Plan};
 use mood::pipeline::decode::{decode_all, Request};
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
-use mood::pipeline::sample::SamplingParams;
 use mood::pipeline::settings::Settings;
 use std::path::Path;
 
@@ -27,20 +26,17 @@ fn main() {
         recipe: &recipe,
         prompt: "The harbour town woke slowly. Fishing boats rocked against the stone quay, and \
                  everyone in town agreed that the ocean",
-        settings: Settings {
-            max_tokens: 128,
-            stops: Vec::new(),
-            sampling: SamplingParams { temperature: 0.0, ..SamplingParams::default() },
-            plausibility: mood::pipeline::combine::DEFAULT_PLAUSIBILITY,
-            constraint: None,
-            logprobs: None,
-            draft_max: mood::pipeline::draft::DEFAULT_DRAFT_MAX,
-        },
+        settings: Settings { max_tokens: 128, ..Settings::default() },
         session: SessionOptions { threads, ctx_size: 1024, strategy: Strategy::Auto },
         strategies: vec![Strategy::Threads, Strategy::Batched, Strategy::Mixed],
         rounds: 3,
         load: Default::default(),
         draft_model: None,
+        // `auto` measures afresh once per run; its engines share the measurement.
+        strategy_cache: Some(
+            std::env::temp_dir().join(format!("mood-bench-{}.json", std::process::id())),
+        ),
+        remeasure: false,
     };
     let report = bench::run(&plan, &mut |line| eprintln!("{line}")).unwrap_or_else(|e| {
         eprintln!("decode bench: {e:#}");
@@ -97,11 +93,13 @@ fn batch_throughput(recipe: &Recipe, settings: &Settings, session: SessionOption
         for (k, parallel) in [1usize, 16].into_iter().enumerate() {
             let requests = prompts
                 .iter()
-                .map(|p| Request {
-                    recipe: recipe.clone(),
-                    settings: settings.clone(),
-                    prompts: engine.prompt_tokens(p).expect("a prompt"),
-                    reuse_cache: false,
+                .map(|p| {
+                    Request::new(
+                        recipe.clone(),
+                        settings.clone(),
+                        engine.prompt_tokens(p).expect("a prompt"),
+                        false,
+                    )
                 })
                 .collect();
             let started = std::time::Instant::now();

@@ -187,7 +187,7 @@ fn implicit_rewards_equal_independent_log_likelihoods() {
 #[test]
 fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     use mood::pipeline::combine::Combiner;
-    use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
+    use mood::pipeline::engine::{SessionOptions, Strategy};
     let prompts = ["The ocean", "The moon", "A river", "The forest"];
     let input = prompts_file("par-in.jsonl", &prompts);
     let output = scratch("par-out.jsonl");
@@ -201,7 +201,7 @@ fn parallel_lanes_give_greedy_mod_outputs_up_to_batch_noise() {
     // by up to ~0.2 nats with how tokens are batched; lanes batch tokens of several prompts).
     let recipe = mood::pipeline::recipe::Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     let options = SessionOptions { threads: 2, ctx_size: 256, strategy: Strategy::Threads };
     let mut near_ties = 0;
     for rec in &recs {

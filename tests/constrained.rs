@@ -76,7 +76,7 @@ fn settings(temperature: f64, seed: u64, constraint: Option<ConstraintSpec>) -> 
 fn load() -> (Engine, Recipe) {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    (Engine::load(&policies, Default::default()).unwrap(), recipe)
+    (common::engine(&policies, Default::default()).unwrap(), recipe)
 }
 
 fn run(engine: &Engine, recipe: &Recipe, s: &Settings) -> Generation {
@@ -249,7 +249,7 @@ fn bad_grammars_and_schemas_are_refused_with_the_setting_named() {
     for (spec, setting) in cases {
         let e = engine.grammar(&spec).unwrap_err();
         let s = e
-            .downcast_ref::<mood::pipeline::settings::SettingError>()
+            .downcast_ref::<mood::error::SettingError>()
             .unwrap_or_else(|| panic!("{spec:?}: {e:#}"));
         assert_eq!(s.setting, setting, "{spec:?}: {s}");
     }

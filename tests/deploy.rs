@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
+use mood::pipeline::engine::{SessionOptions, Strategy};
 use mood::pipeline::recipe::Policy;
 use std::path::PathBuf;
 
@@ -32,7 +32,7 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
         Policy { name: "scale0".into(), ..lora(0.0) },
         Policy { name: "adapted2".into(), ..lora(1.0) },
     ];
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     assert_eq!(engine.n_models(), 1, "one copy of the base weights");
     assert_eq!(engine.n_adapters(), 1, "one copy of the adapter");
     let prompt = engine.tokenize(0, "The ocean");
@@ -52,7 +52,7 @@ fn lora_applies_to_its_own_policy_only_and_the_base_loads_once() {
     assert!(max_diff(s.logits_in(0, 0), s.logits_in(2, 0)) < 1e-3, "scale 0 is the base model");
     assert!(max_diff(s.logits_in(1, 0), s.logits_in(3, 0)) < 1e-3, "same adapter, same logits");
     // The base policy is untouched by the adapters beside it: equal to a plain engine.
-    let plain = Engine::load(&policies[..1], Default::default()).unwrap();
+    let plain = common::engine(&policies[..1], Default::default()).unwrap();
     let options = SessionOptions { threads: 1, ctx_size: 128, strategy: Strategy::Threads };
     let mut p = plain.open_session(&[0], 1, options).unwrap();
     p.prefill_lane(0, &[Some(prompt)], false, None).unwrap();

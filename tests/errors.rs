@@ -114,3 +114,59 @@ fn prompt_and_sampling_problems() {
     );
     fails_with(&["generate", "--prefix", "x", "-p", "x"], &["--model"]);
 }
+
+/// Runs mood, expects clap's usage error (exit 2) whose first line names `flag` and says
+/// what it takes.
+fn usage_error(args: &[&str], flag: &str, takes: &str) {
+    let out = mood(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "mood {args:?}: expected exit 2, stderr: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.contains(&format!("'{flag}")) && first.contains(takes), "{args:?}: {err}");
+}
+
+#[test]
+fn flag_values_are_typed_and_name_their_flag() {
+    let m = default_model();
+    let m = m.to_str().unwrap();
+    // The number of alternatives is --logprobs' own range, named as such.
+    usage_error(
+        &["generate", "-m", m, "-p", "x", "--json", "--logprobs", "21"],
+        "--logprobs",
+        "0 to 20",
+    );
+    let out = mood(&["generate", "-m", m, "-p", "x", "--json", "--logprobs", "21"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("top-logprobs"));
+    usage_error(
+        &["generate", "-m", m, "-p", "x", "--strategy", "fast"],
+        "--strategy",
+        "auto, threads",
+    );
+    usage_error(
+        &["bench", "-m", m, "--strategies", "threads,fast"],
+        "--strategies",
+        "auto, threads",
+    );
+    usage_error(&["bench", "-m", m, "--memory", "1,0"], "--memory", "positive whole numbers");
+    usage_error(
+        &["batch", "-m", m, "--input", "x", "--output", "y", "--shard", "9/3"],
+        "--shard",
+        "K/N",
+    );
+}
+
+#[test]
+fn a_model_path_that_is_a_pipe_is_refused_at_once() {
+    let fifo = scratch("model.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    // Opening a pipe for reading waits for a writer: the file must be refused before that.
+    let started = std::time::Instant::now();
+    fails_with(
+        &["generate", "-m", fifo.to_str().unwrap(), "-p", "x"],
+        &["model.fifo", "not a regular file"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}

@@ -10,6 +10,7 @@ use common::*;
 use mood::apps::batch::{openai, parse_line};
 use mood::apps::chat::{Chat, Input};
 use mood::apps::openai::request::{self as api, Kind};
+use mood::apps::records::read_openai_record;
 use mood::pipeline::decode;
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy as Layout};
@@ -36,7 +37,7 @@ fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let policies: Vec<_> = tiny_recipe().policies().cloned().collect();
-        Engine::load(&policies, Default::default()).unwrap()
+        common::engine(&policies, Default::default()).unwrap()
     })
 }
 
@@ -222,7 +223,7 @@ proptest! {
                 }
                 let rec = openai::failure_record(&refusal, number);
                 // Resuming reads it back as this line's record, not as an answer.
-                prop_assert_eq!(openai::read_record(&rec), Some((number, None)), "{}", rec);
+                prop_assert_eq!(read_openai_record(&rec), Some((number, None)), "{}", rec);
             }
         }
     }

@@ -59,7 +59,7 @@ fn mixed_logits_equal_the_weighted_sum_of_each_policys_logits_up_to_batch_noise(
 
 fn check_mixing(file: &std::path::Path) {
     let policies: Vec<_> = Recipe::load(file).unwrap().policies().cloned().collect();
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     let n = engine.n_common_vocab();
     let mut compared = 0;
     let (mut worst_tv, mut worst_top) = (0f64, 0f32);

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use mood::pipeline::combine::{log_softmax, Combiner};
 use mood::pipeline::divergence::Divergence;
-use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
+use mood::pipeline::engine::{SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
 
 const PROMPT: &str = "The ocean";
@@ -41,7 +41,7 @@ fn check_closed_form(weights: &[f64]) {
     let mut recipe = Recipe::load(&demo_recipe()).unwrap();
     recipe.set_weights(weights.to_vec()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     assert_eq!(engine.n_models(), 1, "three policies on one file share one model");
     let mut combiner = Combiner::new(Divergence::ReverseKl, &recipe.terms().unwrap(), 0.0).unwrap();
     let members = recipe.members().unwrap();
@@ -124,7 +124,7 @@ fn reference_is_skipped_when_weights_sum_to_one() {
 fn threads_and_batched_strategies_give_the_same_distributions() {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     let members = [0usize, 1, 2];
     let prompts: Vec<_> = members
         .iter()

@@ -14,7 +14,7 @@ const PREFIX: &str = "A short rhyming poem for children about the sea, the sky a
 fn poet_engine() -> Engine {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    Engine::load(&policies[..1], Default::default()).unwrap()
+    common::engine(&policies[..1], Default::default()).unwrap()
 }
 
 fn lanes(engine: &Engine, n: usize, ctx_size: u32) -> Session {

@@ -157,12 +157,14 @@ fn batch_shards_merge_to_the_unsplit_run_and_a_killed_shard_resumes() {
     assert!(e.contains("exists"), "{e}");
     assert_eq!(std::fs::read_to_string(&merged).unwrap(), "keep me\n");
 
-    // Bad shard specifications.
+    // Bad shard specifications: a usage error of the flag (exit 2), as for any flag value.
     for bad in ["0/3", "4/3", "3", "a/b"] {
-        let e = one_line_error(
-            &batch_command(&input, &scratch("bad.jsonl"), &["--shard", bad]).output().unwrap(),
-        );
-        assert!(e.contains("--shard takes K/N"), "{bad}: {e}");
+        let o = batch_command(&input, &scratch("bad.jsonl"), &["--shard", bad]).output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {e}");
+        let first = e.lines().next().unwrap_or_default();
+        assert!(first.contains("'--shard <K/N>'") && first.contains("--shard takes K/N"), "{e}");
+        assert!(!e.contains("panicked"), "{e}");
     }
 }
 

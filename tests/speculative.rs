@@ -34,7 +34,7 @@ fn tiny_recipe(divergence: &str) -> Recipe {
 
 fn engine_of(recipe: &Recipe) -> Engine {
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    Engine::load(&policies, Default::default()).unwrap()
+    common::engine(&policies, Default::default()).unwrap()
 }
 
 fn settings(temperature: f64, seed: u64, draft_max: usize, max_tokens: usize) -> Settings {
@@ -153,11 +153,13 @@ fn sampled_speculation_follows_the_mod_distribution() {
         let engine = engine_of(&recipe);
         let prompt = PROMPTS[0];
         let requests: Vec<Request> = (0..160)
-            .map(|seed| Request {
-                recipe: recipe.clone(),
-                settings: settings(1.0, 1000 + seed, 8, 16),
-                prompts: engine.prompt_tokens(prompt).unwrap(),
-                reuse_cache: false,
+            .map(|seed| {
+                Request::new(
+                    recipe.clone(),
+                    settings(1.0, 1000 + seed, 8, 16),
+                    engine.prompt_tokens(prompt).unwrap(),
+                    false,
+                )
             })
             .collect();
         let mut generations = Vec::new();
@@ -233,7 +235,7 @@ fn dropped_drafts_leave_the_caches_as_if_never_fed() {
 fn on_the_default_model_every_token_is_the_mod_argmax() {
     let recipe = Recipe::load(&demo_recipe()).unwrap();
     let policies: Vec<_> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, Default::default()).unwrap();
+    let engine = common::engine(&policies, Default::default()).unwrap();
     let prompt = "Repeat the following line exactly.\nLine: The quick brown fox jumps over the \
                   lazy dog while the small cat sleeps on the warm mat.\nRepeated line:";
     let g = run(&engine, &recipe, prompt, &settings(0.0, 0, 8, 40), options(Strategy::Mixed));

@@ -170,7 +170,7 @@ fn read_png(p: &Path) -> Png {
     Png { size, per_metre: dims, rgb: buf }
 }
 
-/// The figure's files are what the README documents: a 300-dpi PNG of 5.5 × 3.75 in (two
+/// The figure's files are what docs/sweeps.md documents: a 300-dpi PNG of 5.5 × 3.75 in (two
 /// experts) or 4.25 × 3.4 in per panel, three to a row, plus 1.25 in and 0.35 in (more); an
 /// SVG of the same size in inches whose text is outlines; Pareto points filled, dominated
 /// points rings.

@@ -105,6 +105,17 @@ pub struct Plan<'a> {
     pub load: LoadOptions,
     /// The draft model of the speculative row (prompt lookup without one).
     pub draft_model: Option<PathBuf>,
+    /// Where `auto` keeps its measurements across engines (see
+    /// [`Engine::set_strategy_cache`]), and whether to measure afresh.
+    pub strategy_cache: Option<PathBuf>,
+    pub remeasure: bool,
+}
+
+/// The engine of `policies` as the plan loads it.
+fn load(policies: &[Policy], plan: &Plan) -> Result<Engine> {
+    let mut engine = Engine::load(policies, plan.load.clone())?;
+    engine.set_strategy_cache(plan.strategy_cache.clone(), plan.remeasure);
+    Ok(engine)
 }
 
 /// Runs the speed part of the plan (memory is measured by [`memory_probe`] in separate
@@ -279,7 +290,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
 /// What `auto` chooses for the recipe (measured now, or taken from the cache).
 fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let engine = Engine::load(&policies, plan.load.clone())?;
+    let engine = load(&policies, plan)?;
     let options = SessionOptions { strategy: Strategy::Auto, ..plan.session };
     let options = SessionOptions { ctx_size: engine.context_size(options.ctx_size), ..options };
     let m = engine.auto_strategy(&recipe.members()?, 1, options)?;
@@ -334,7 +345,7 @@ fn generate_with(
     draft_max: usize,
 ) -> Result<Generation> {
     let policies: Vec<Policy> = recipe.policies().cloned().collect();
-    let mut engine = Engine::load(&policies, plan.load.clone())?;
+    let mut engine = load(&policies, plan)?;
     if let Some(path) = plan.draft_model.as_ref().filter(|_| draft_max > 0) {
         engine.load_draft_model(path, plan.load.n_gpu_layers)?;
     }

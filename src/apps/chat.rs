@@ -197,12 +197,12 @@ impl<'e> Chat<'e> {
         on_text: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<Reply> {
-        let request = Request {
-            recipe: self.recipe.clone(),
-            settings: self.settings.clone(),
-            prompts: self.engine.chat_tokens(&self.messages, &self.template, None)?,
-            reuse_cache: true,
-        };
+        let request = Request::new(
+            self.recipe.clone(),
+            self.settings.clone(),
+            self.engine.chat_tokens(&self.messages, &self.template, None)?,
+            true,
+        );
         self.decoder.submit(0, request)?;
         cancel.store(false, Ordering::SeqCst);
         let mut outcome = None;

@@ -5,8 +5,11 @@ pub mod batch;
 pub mod bench;
 pub mod chat;
 pub mod openai;
+#[cfg(feature = "plot")]
 pub mod plot;
+pub mod records;
 pub mod score;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod shard;
 pub mod sweep;

@@ -6,9 +6,9 @@
 //! and the prompt) comes from one forward pass; the rewards follow. A [`Scorer`] keeps its
 //! policies' contexts from one response to the next.
 
+use crate::error::invalid;
 use crate::pipeline::engine::{Engine, Session, SessionOptions};
 use crate::pipeline::recipe::Recipe;
-use crate::pipeline::settings::invalid;
 use anyhow::{bail, Result};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;

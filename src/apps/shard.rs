@@ -166,7 +166,7 @@ pub fn merge_batch(input: &Path, shards: &[PathBuf], output: &Path) -> Result<Me
             number += 1;
             let record = match &line {
                 Line::Text(t) if t.trim().is_empty() => continue,
-                Line::Text(t) => crate::apps::batch::parse_record(t).map(|(l, _)| (l, t.len())),
+                Line::Text(t) => crate::apps::records::parse_record(t).map(|(l, _)| (l, t.len())),
                 _ => None,
             };
             let Some((at, len)) = record else {

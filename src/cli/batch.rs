@@ -8,8 +8,9 @@ use super::wiring::{
 use super::{BatchArgs, ScoreArgs};
 use anyhow::{anyhow, bail, Context, Result};
 use mood::apps::batch::{self, Options};
+use mood::apps::records;
 use mood::apps::score::{Response, Scorer};
-use mood::apps::shard::{self, Shard};
+use mood::apps::shard;
 use mood::input::{Line, Lines, LINE_LIMIT};
 use serde_json::{json, Value};
 use std::fs::File;
@@ -31,7 +32,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
+    let shard = args.shard;
     let recipe = build_recipe(&args.policies)?;
     let mut defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
     defaults.constraint = constraint(&args.constraint)?;
@@ -42,7 +43,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
         .with_context(|| format!("cannot open input {}", args.input.display()))?;
     let total = count_lines(&args.input);
     let created = !args.output.exists();
-    let mut output = batch::open_output(&args.output, args.resume)?;
+    let mut output = records::open_output(&args.output, args.resume)?;
     if !output.done.unreadable.is_empty() {
         eprintln!(
             "mood batch: {} line(s) of {} are not records ({}); left in place and ignored",
@@ -76,10 +77,10 @@ fn decode_into(
     defaults: &mood::pipeline::settings::Settings,
     session: mood::pipeline::engine::SessionOptions,
     input: File,
-    output: &mut batch::Output,
+    output: &mut records::Output,
     total: Option<u64>,
 ) -> Result<()> {
-    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
+    let shard = args.shard;
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = load_engine(&policies, &args.run)?;
     let bar = progress_bar(total, "lines");

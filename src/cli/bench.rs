@@ -1,10 +1,11 @@
 //! `mood bench`: wires flags to [`mood::apps::bench`] and prints its report as tables or JSON.
 
-use super::wiring::{build_recipe, load_options, session_options, settings};
+use super::wiring::{
+    build_recipe, load_options, remeasure, session_options, settings, strategy_cache,
+};
 use super::BenchArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::bench::{self, Plan};
-use mood::pipeline::engine::Strategy;
 use std::io::{IsTerminal, Write};
 use std::process::Command;
 
@@ -33,27 +34,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.max_tokens < 2 {
         bail!("--max-tokens must be at least 2 for a speed measurement");
     }
-    let strategies = args
-        .strategies
-        .split(',')
-        .map(|s| s.trim().parse::<Strategy>().context("--strategies"))
-        .collect::<Result<Vec<_>>>()?;
-    let memory_policies = args
-        .memory
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<usize>().ok().filter(|k| *k > 0))
-        .collect::<Option<Vec<_>>>()
-        .context("--memory takes positive numbers, e.g. 1,2,4")?;
     let plan = Plan {
         recipe: &recipe,
         prompt: &args.prompt,
         settings,
         session,
-        strategies,
+        strategies: args.strategies.clone(),
         rounds: args.rounds,
         load: load_options(&args.run),
         draft_model: args.run.draft_model.clone(),
+        strategy_cache: strategy_cache(),
+        remeasure: remeasure(),
     };
     if let Some(k) = args.memory_probe {
         let peak = bench::memory_probe(&plan, k)?;
@@ -67,12 +58,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let mut report = bench::run(&plan, &mut progress)?;
+    report.memory = bench::memory_runs(&peak_memory(&args.memory.0, &mut progress)?);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(());
+    }
+    print_tables(&report, &mut out)
+}
+
+/// Peak memory with each number of prompted experts in `counts`, each in a process of its
+/// own; none where the system cannot measure it.
+fn peak_memory(counts: &[usize], progress: &mut dyn FnMut(&str)) -> Result<Vec<(usize, f64)>> {
     let mut peaks = Vec::new();
-    let unavailable = if memory_policies.is_empty() { None } else { bench::peak_rss_unavailable() };
+    let unavailable = if counts.is_empty() { None } else { bench::peak_rss_unavailable() };
     if let Some(why) = unavailable {
         progress(&format!("peak memory: not measured ({why})"));
+        return Ok(peaks);
     }
-    for &k in memory_policies.iter().filter(|_| unavailable.is_none()) {
+    for &k in counts {
         match probe_in_child(k)? {
             Some(mb) => {
                 progress(&format!("peak memory with {k} prompted experts: {mb:.0} MB"));
@@ -84,12 +88,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             }
         }
     }
-    report.memory = bench::memory_runs(&peaks);
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&report)?)?;
-        return Ok(());
-    }
+    Ok(peaks)
+}
+
+/// The report as tables, with a line of explanation under each.
+fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
     let prompt: String = report.prompt.chars().take(40).collect();
     writeln!(
         out,

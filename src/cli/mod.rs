@@ -7,10 +7,14 @@ mod generate;
 mod info;
 mod serve;
 mod sweep;
+mod values;
 mod wiring;
 
 use clap::{Args, Parser, Subcommand};
+use mood::apps::shard::Shard;
+use mood::pipeline::engine::Strategy;
 use std::path::PathBuf;
+use values::{parse_counts, parse_shard, parse_strategy, parse_top_logprobs, Counts};
 
 /// Multi-objective decoding (MOD) on GGUF models: steer a language model between several
 /// objectives at decode time, with one weight per objective.
@@ -201,8 +205,8 @@ pub struct SweepArgs {
     /// Decode only shard K of N: the generations (weight vector after weight vector, prompt
     /// after prompt) whose index is K modulo N, into this run's own --output-dir; resumable.
     /// Join the shards with --merge.
-    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "K/N", conflicts_with = "merge", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 
     /// Join the generations of --shard runs (the SHARD_DIR folders, each with its
     /// generations.jsonl) into --output-dir, checking that every generation of the sweep is
@@ -263,8 +267,8 @@ pub struct BatchArgs {
 
     /// Decode only shard K of N: the input lines whose number is K modulo N (line 1 is in
     /// shard 1), into this run's own --output; resumable. Join the shards with --merge.
-    #[arg(long, value_name = "K/N", conflicts_with = "merge")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "K/N", conflicts_with = "merge", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
 
     /// Join the outputs of --shard runs (the SHARD files) into --output in input order,
     /// checking that every line of --input has exactly one record; decodes nothing.
@@ -299,7 +303,7 @@ pub struct BatchArgs {
 
     /// Add to every record each generated token's log-probability, the N most likely
     /// alternatives (0 to 20) and each policy's own (a line's "logprobs" overrides it).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_top_logprobs)]
     pub logprobs: Option<usize>,
 
     #[command(flatten)]
@@ -509,8 +513,8 @@ pub struct RunArgs {
     /// mixed (batched, and the output layer once per step on the weighted sum of the
     /// policies' hidden states where reverse KL allows it), or auto (the fastest here:
     /// measured on first use and remembered; MOOD_STRATEGY_REMEASURE=1 measures again).
-    #[arg(long, default_value = "auto", value_name = "NAME")]
-    pub strategy: String,
+    #[arg(long, default_value = "auto", value_name = "NAME", value_parser = parse_strategy)]
+    pub strategy: Strategy,
 
     /// Speculation with a draft model instead of prompt lookup: a GGUF model of the
     /// policies' vocabulary (a smaller one of the same family, say) guesses the next
@@ -547,7 +551,7 @@ pub struct GenerateArgs {
 
     /// With --json: each generated token's log-probability in the combined distribution,
     /// the N most likely alternatives (0 to 20), and each policy's own log-probability.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = parse_top_logprobs)]
     pub logprobs: Option<usize>,
 
     #[command(flatten)]
@@ -588,13 +592,19 @@ pub struct BenchArgs {
 
     /// Strategies to measure MOD with (comma-separated); the report also says which one
     /// `auto` runs on this machine.
-    #[arg(long, default_value = "threads,batched,mixed", value_name = "LIST")]
-    pub strategies: String,
+    #[arg(
+        long,
+        default_value = "threads,batched,mixed",
+        value_name = "LIST",
+        value_delimiter = ',',
+        value_parser = parse_strategy
+    )]
+    pub strategies: Vec<Strategy>,
 
     /// Numbers of prompted experts to measure peak memory with (comma-separated; empty to
     /// skip).
-    #[arg(long, default_value = "1,2,4", value_name = "LIST")]
-    pub memory: String,
+    #[arg(long, default_value = "1,2,4", value_name = "LIST", value_parser = parse_counts)]
+    pub memory: Counts,
 
     /// Print one JSON object instead of tables.
     #[arg(long)]

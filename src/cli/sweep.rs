@@ -5,7 +5,6 @@ use super::wiring::{build_recipe, load_engine, progress_bar, session_options, se
 use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
-use mood::apps::shard::Shard;
 use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
 use std::io::Write;
 use std::time::Instant;
@@ -59,7 +58,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         );
         return write_outputs(&args, &plan);
     }
-    let shard = args.shard.as_deref().map(str::parse::<Shard>).transpose()?;
+    let shard = args.shard;
     if generations.exists() && !args.resume {
         bail!(
             "{} exists; pass --resume to continue that sweep, or choose another --output-dir",

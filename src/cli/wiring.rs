@@ -4,13 +4,14 @@
 use super::{ConstraintArgs, PolicyArgs, RunArgs, SamplingArgs};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mood::error::{invalid, SettingError};
 use mood::pipeline::constraint::{ConstraintSpec, MAX_SPEC_BYTES};
 use mood::pipeline::divergence::Divergence;
 use mood::pipeline::engine::rpc::{self, exposure_warning, Endpoint};
 use mood::pipeline::engine::{rpc_endpoints, Engine, LoadOptions, SessionOptions, MIN_CTX};
 use mood::pipeline::recipe::{parse_weights, Policy, Recipe};
 use mood::pipeline::sample::SamplingParams;
-use mood::pipeline::settings::{invalid, SettingError, Settings};
+use mood::pipeline::settings::Settings;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -183,10 +184,26 @@ pub fn load_engine(policies: &[Policy], args: &RunArgs) -> Result<Engine> {
         warn_exposed(&rpc_endpoints(policies, &options)?);
     }
     let mut engine = Engine::load(policies, options)?;
+    engine.set_strategy_cache(strategy_cache(), remeasure());
     if let Some(path) = &args.draft_model {
         engine.load_draft_model(path, args.n_gpu_layers)?;
     }
     Ok(engine)
+}
+
+/// The file in which `auto` keeps its measurements: `$MOOD_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/mood`, else `~/.cache/mood`, then `strategy.json`. `None` without a home.
+pub fn strategy_cache() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    let dir = var("MOOD_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("mood")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/mood")))?;
+    Some(dir.join("strategy.json"))
+}
+
+/// Whether `MOOD_STRATEGY_REMEASURE` asks `auto` to measure again.
+pub fn remeasure() -> bool {
+    std::env::var_os("MOOD_STRATEGY_REMEASURE").is_some_and(|v| v != "0")
 }
 
 pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
@@ -204,7 +221,7 @@ pub fn session_options(args: &RunArgs) -> Result<SessionOptions> {
             // The engine's default: 4096, or the models' trained context if less.
             None => 0,
         },
-        strategy: args.strategy.parse()?,
+        strategy: args.strategy,
     })
 }
 

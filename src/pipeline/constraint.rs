@@ -9,7 +9,7 @@
 //! A constraint masks the *combined* MOD distribution: disallowed tokens get probability 0
 //! and the rest is renormalised (greedy decoding takes the argmax of what is allowed).
 
-use super::settings::invalid;
+use crate::error::invalid;
 use anyhow::Result;
 use serde_json::Value;
 

@@ -18,7 +18,7 @@
 //! Jeffreys has no pole; there `h(u) = 1/ω(1 − u)` with ω the Wright omega function
 //! (ω(z) = W0(e^z)), evaluated as `log ω` so that neither e^(1−u) nor ω overflow.
 
-use super::settings::invalid;
+use crate::error::invalid;
 use anyhow::{bail, Result};
 use std::fmt;
 use std::str::FromStr;

@@ -45,9 +45,9 @@ pub fn lookup(context: &[u32], max: usize, out: &mut Vec<u32>) {
     }
 }
 
-/// How many tokens the next draft may have: [`FIRST_DRAFT`] at first, doubling up to the
+/// How many tokens the next draft may have: `FIRST_DRAFT` at first, doubling up to the
 /// maximum while drafts are accepted whole, one more than the last accepted run after a
-/// partial rejection, and none for a while (doubling up to [`MAX_PAUSE`] steps) after a
+/// partial rejection, and none for a while (doubling up to `MAX_PAUSE` steps) after a
 /// draft that was rejected outright.
 #[derive(Debug, Clone)]
 pub struct DraftLength {

@@ -1,11 +1,11 @@
 //! Recipes: which policies take part in MOD and how they are weighted.
 //!
-//! A recipe is a TOML file (format in the README) or the same thing built from command-line
+//! A recipe is a TOML file (format in docs/recipes.md) or the same thing built from command-line
 //! flags. Model paths in a file are relative to the file's folder. This module knows nothing
 //! of llama.cpp: it only describes policies.
 
 use super::divergence::{Divergence, UNIT_SUM_TOLERANCE};
-use super::settings::invalid;
+use crate::error::invalid;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -1,62 +1,16 @@
 //! The settings of one generation, their checks, and the one typed form in which a batch
 //! line or an HTTP body overrides them.
 //!
-//! Errors about a setting are [`SettingError`]s. They name the setting as JSON writes it
-//! (`top_p`) and mention other settings in backticks, so that each front end words them for
-//! its users: `--top-p` on the command line, the field name over HTTP.
+//! Errors about a setting are [`crate::error::SettingError`]s, worded by each front end.
 
 use super::constraint::ConstraintSpec;
 use super::logprobs::MAX_TOP_LOGPROBS;
 use super::recipe::Recipe;
 use super::sample::SamplingParams;
+use crate::error::invalid;
 use anyhow::Result;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::fmt;
-
-/// A setting with a value it cannot take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SettingError {
-    /// The setting, as JSON names it (`top_p`, `weights`, `max_tokens`, …).
-    pub setting: String,
-    /// What is wrong, e.g. "must be in (0, 1], got 2"; other settings in backticks.
-    pub problem: String,
-}
-
-impl SettingError {
-    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { setting: setting.into(), problem: problem.into() }
-    }
-
-    /// The message, with every setting name (the subject and those in backticks) written
-    /// by `name`.
-    pub fn render(&self, name: &dyn Fn(&str) -> String) -> String {
-        let mut out = format!("{} ", name(&self.setting));
-        let mut parts = self.problem.split('`');
-        out.push_str(parts.next().unwrap_or_default());
-        for (i, part) in parts.enumerate() {
-            if i % 2 == 0 {
-                out.push_str(&name(part));
-            } else {
-                out.push_str(part);
-            }
-        }
-        out
-    }
-}
-
-impl fmt::Display for SettingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.render(&|s| s.to_string()))
-    }
-}
-
-impl std::error::Error for SettingError {}
-
-/// An error about `setting`.
-pub fn invalid(setting: &str, problem: impl Into<String>) -> anyhow::Error {
-    SettingError::new(setting, problem).into()
-}
 
 /// Everything about one generation except the prompt and the policies.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +29,23 @@ pub struct Settings {
     /// Speculation: the most tokens drafted (by prompt lookup) and checked per pass; 0 = off.
     /// The output is the same either way.
     pub draft_max: usize,
+}
+
+impl Default for Settings {
+    /// 256 tokens at most, no stop strings, greedy (see [`SamplingParams::default`]), the
+    /// default plausibility set for sampling, free text, no log-probabilities, speculation
+    /// by prompt lookup.
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            stops: Vec::new(),
+            sampling: SamplingParams::default(),
+            plausibility: super::combine::DEFAULT_PLAUSIBILITY,
+            constraint: None,
+            logprobs: None,
+            draft_max: super::draft::DEFAULT_DRAFT_MAX,
+        }
+    }
 }
 
 /// The most draft tokens a pass may check.
@@ -383,7 +354,7 @@ pub fn refuse_unknown(object: &Map<String, Value>, own: &[&str]) -> Result<()> {
     }
 }
 
-/// Reads a typed value from JSON; a wrong type or an unknown key becomes a [`SettingError`]
+/// Reads a typed value from JSON; a wrong type or an unknown key becomes a [`crate::error::SettingError`]
 /// naming the key.
 pub fn from_json<T: serde::de::DeserializeOwned>(v: Value) -> Result<T> {
     serde_path_to_error::deserialize(v).map_err(|e| {
@@ -415,6 +386,7 @@ fn humanize(serde: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::SettingError;
     use serde_json::json;
 
     fn recipe() -> Recipe {

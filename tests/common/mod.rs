@@ -91,8 +91,23 @@ pub fn tokens_of(v: &serde_json::Value) -> Vec<u32> {
     v["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect()
 }
 
+/// The llama.cpp backend, its log silenced (the library leaves it to the program).
+pub fn backend() -> &'static llama_cpp_2::llama_backend::LlamaBackend {
+    mood::silence_llama_log();
+    mood::pipeline::engine::backend().unwrap()
+}
+
+/// An engine of `policies`, llama.cpp's log silenced.
+pub fn engine(
+    policies: &[mood::Policy],
+    options: mood::pipeline::engine::LoadOptions,
+) -> anyhow::Result<mood::pipeline::engine::Engine> {
+    mood::silence_llama_log();
+    mood::pipeline::engine::Engine::load(policies, options)
+}
+
 pub fn load_model(path: &PathBuf) -> LlamaModel {
-    let backend = mood::pipeline::engine::backend().unwrap();
+    let backend = backend();
     LlamaModel::load_from_file(backend, path, &LlamaModelParams::default()).unwrap()
 }
 
@@ -105,7 +120,7 @@ pub struct Plain<'m> {
 
 impl<'m> Plain<'m> {
     pub fn new(model: &'m LlamaModel, n_ctx: u32, threads: i32) -> Self {
-        let backend = mood::pipeline::engine::backend().unwrap();
+        let backend = backend();
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(512)
@@ -204,7 +219,7 @@ impl<'m> PlainScorer<'m> {
             .with_n_ctx(NonZeroU32::new(512))
             .with_n_threads(2)
             .with_n_threads_batch(2);
-        let ctx = model.new_context(mood::pipeline::engine::backend().unwrap(), params).unwrap();
+        let ctx = model.new_context(backend(), params).unwrap();
         Self { model, ctx }
     }
 

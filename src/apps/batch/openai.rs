@@ -163,16 +163,3 @@ pub fn failure_record(refusal: &Refusal, line: usize) -> Value {
         }
     }
 }
-
-/// A record of ours read back: its line number, and its `custom_id` (as JSON text) if it is
-/// a 200 answer.
-pub fn read_record(v: &Value) -> Option<(usize, Option<String>)> {
-    let line = usize::try_from(v.get("line")?.as_u64()?).ok()?;
-    v.get("error")?;
-    let ok = v.get("error").is_some_and(Value::is_null)
-        && v.pointer("/response/status_code").and_then(Value::as_u64) == Some(200);
-    // As JSON text, like the ids of mood's own records.
-    let id =
-        if ok { Some(v.get("custom_id").filter(|c| c.is_string())?.to_string()) } else { None };
-    Some((line, id))
-}

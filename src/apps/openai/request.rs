@@ -2,12 +2,13 @@
 //! thread needs, and the JSON of errors. Fields mood does not do are refused with a 400
 //! naming them; none is ignored.
 
+use crate::error::SettingError;
 use crate::pipeline::decode::Request;
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use crate::pipeline::engine::Engine;
 use crate::pipeline::logprobs::MAX_TOP_LOGPROBS;
 use crate::pipeline::recipe::Recipe;
-use crate::pipeline::settings::{from_json, Overrides, SettingError, Settings};
+use crate::pipeline::settings::{from_json, Overrides, Settings};
 use llama_cpp_2::token::LlamaToken;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -61,6 +62,8 @@ pub enum Kind {
 /// A validated request.
 pub struct Parsed {
     pub request: Request,
+    /// The policies the request needs (engine indices, in the combiner's order).
+    pub members: Vec<usize>,
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage and no choices.
     pub include_usage: bool,
@@ -184,7 +187,7 @@ pub fn parse(
     let overrides = Overrides::take(&mut obj).map_err(|e| bad(e, None))?;
     let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
     overrides.apply(&mut recipe, &mut settings, false).map_err(|e| bad(e, None))?;
-    recipe.terms().map_err(|e| bad(e, Some("weights")))?;
+    let members = recipe.members().map_err(|e| bad(e, Some("weights")))?;
     let rest = Value::Object(obj);
     let (prompts, n, stream, stream_options) = match kind {
         Kind::Completion => {
@@ -235,13 +238,15 @@ pub fn parse(
             Some("n"),
         ));
     }
-    if let Some(c) = &settings.constraint {
-        // Compiled here too, so that a bad grammar is a 400 before any streaming starts.
-        engine.grammar(c).map_err(|e| bad(e, Some(c.setting())))?;
-    }
+    // Compiled here, so that a bad grammar is a 400 before any streaming starts; the
+    // decoder takes it as it is.
+    let grammar = match &settings.constraint {
+        Some(c) => Some(engine.grammar(c).map_err(|e| bad(e, Some(c.setting())))?),
+        None => None,
+    };
     let include_usage = stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    let request = Request { recipe, settings, prompts, reuse_cache: true };
-    Ok(Parsed { request, stream: stream.unwrap_or(false), include_usage })
+    let request = Request { recipe, settings, prompts, reuse_cache: true, grammar };
+    Ok(Parsed { request, members, stream: stream.unwrap_or(false), include_usage })
 }
 
 /// A number of alternatives per token, checked.

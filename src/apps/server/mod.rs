@@ -2,11 +2,11 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
 //! `GET /v1/models`, `GET /v1/mood` (the recipe, for the page), `POST /tokenize`,
-//! `POST /detokenize`, `GET /metrics` ([`inspect`]), `GET /health` (public) and the web page
+//! `POST /detokenize`, `GET /metrics` (`inspect`), `GET /health` (public) and the web page
 //! at `/` ([`page`], public). Handlers read a request under size and time limits, validate
 //! it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which decodes up to
 //! `parallel` requests side by side and streams their text back ([`answer`]); a request's
-//! weights affect only that request. Connections are accepted and timed by [`listener`].
+//! weights affect only that request. Connections are accepted and timed by `listener`.
 //! Every error, whatever produced it, is OpenAI-style JSON.
 
 mod inspect;
@@ -374,10 +374,8 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         return ApiError::status(503, format!("the server cannot decode now: {problem}"))
             .into_response();
     }
-    if let Ok(members) = parsed.request.recipe.members() {
-        if let Some(e) = shared.engine.unavailable_for(&members) {
-            return ApiError::status(503, format!("{e:#}")).into_response();
-        }
+    if let Some(e) = shared.engine.unavailable_for(&parsed.members) {
+        return ApiError::status(503, format!("{e:#}")).into_response();
     }
     let pending = match admit(&shared) {
         Ok(p) => p,
@@ -385,12 +383,8 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
     };
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let recipe = parsed.request.recipe.clone();
-    let policies: Vec<String> = recipe
-        .members()
-        .unwrap_or_default()
-        .iter()
-        .map(|&m| shared.engine.policies()[m].name.clone())
-        .collect();
+    let policies: Vec<String> =
+        parsed.members.iter().map(|&m| shared.engine.policies()[m].name.clone()).collect();
     let include_usage = parsed.include_usage;
     let job = scheduler::Job { request: parsed.request, events: events_tx };
     let queued = shared.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false);

@@ -89,9 +89,16 @@ impl Drop for Watchdog<'_> {
 }
 
 /// A fault injected for tests of the recovery path: `MOOD_FAILPOINT=panic-on-stop:WORD` makes
-/// a step panic while a request with the stop string WORD decodes. Unset, it does nothing.
+/// a step panic while a request with the stop string WORD decodes. Only in builds with the
+/// `failpoints` feature, which the tests turn on; unset, it does nothing.
+#[cfg(feature = "failpoints")]
 fn failpoint() -> Option<String> {
     std::env::var("MOOD_FAILPOINT").ok()?.strip_prefix("panic-on-stop:").map(str::to_string)
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint() -> Option<String> {
+    None
 }
 
 /// Serves jobs until every sender of `queue` is gone and the last job is answered. First

@@ -20,10 +20,11 @@ pub use input::Prompt;
 pub use stats::Row;
 
 use crate::apps::score::{Response, Scorer};
+use crate::error::invalid;
 use crate::pipeline::decode::{decode_all, Request};
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
-use crate::pipeline::settings::{invalid, Settings};
+use crate::pipeline::settings::Settings;
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::io::Write;
@@ -224,12 +225,12 @@ pub fn decode(
         if let std::collections::hash_map::Entry::Vacant(e) = tokens.entry(p) {
             e.insert(engine.prompt_tokens(&plan.prompts[p].text)?);
         }
-        requests.push(Request {
-            recipe: recipes[w].clone(),
-            settings: plan.settings.clone(),
-            prompts: tokens[&p].clone(),
-            reuse_cache: false,
-        });
+        requests.push(Request::new(
+            recipes[w].clone(),
+            plan.settings.clone(),
+            tokens[&p].clone(),
+            false,
+        ));
     }
     let mut scorer = Scorer::new(engine, plan.recipe, plan.beta, session)?;
     decode_all(engine, requests, parallel, session, &mut |i, outcome| {

@@ -2,7 +2,7 @@
 //! number, or an explicit list; and the key that identifies a vector in stored generations.
 //! Pure Rust.
 
-use crate::pipeline::settings::invalid;
+use crate::error::invalid;
 use anyhow::Result;
 
 /// The most weight vectors one sweep may visit.

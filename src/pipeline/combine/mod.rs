@@ -25,9 +25,9 @@
 
 pub mod exact;
 
+use crate::error::invalid;
 use crate::pipeline::divergence::Divergence;
 use crate::pipeline::recipe::{Role, Term};
-use crate::pipeline::settings::invalid;
 use anyhow::Result;
 pub use exact::Solve;
 use rayon::prelude::*;

@@ -58,7 +58,7 @@ impl Lane<'_> {
         drop: &mut usize,
     ) -> Result<Advanced> {
         let room = pass.session.room_in(pass.lane);
-        let draft = std::mem::take(&mut self.stream.draft);
+        let draft = std::mem::take(&mut self.stream.speculation.draft);
         let mut outcome = Advanced::Finished(FinishReason::Length);
         let mut position = 0;
         for i in 0..=draft.len() {
@@ -78,9 +78,9 @@ impl Lane<'_> {
             };
             stream.engine.piece(token, &mut stream.piece);
             let pushed = stream.text.push(&stream.piece);
-            let logprob = stream.logprob_list.last().filter(|_| stream.logprobs.is_some());
+            let logprob = stream.logprobs.list.last().filter(|_| stream.logprobs.top.is_some());
             let flow = sink(self.tag, Event::Token { token, text: pushed.emit, logprob })?;
-            stream.lookup.push(token);
+            stream.speculation.lookup.push(token);
             let matched = draft.get(i) == Some(&token);
             // The cache's free cells once the draft after this position is dropped.
             let free = room + (draft.len() - i);
@@ -107,20 +107,27 @@ impl Lane<'_> {
             // still wanted.
             let wanted = stream.max_tokens - stream.tokens.len() - 1;
             let room = pass.session.tokens_per_step().min(free) - 1;
-            let n = stream.draft_length.take().min(stream.draft_max).min(room).min(wanted);
+            let n = stream
+                .speculation
+                .length
+                .take()
+                .min(stream.speculation.draft_max)
+                .min(room)
+                .min(wanted);
             let mut next_draft = draft;
             next_draft.clear();
             match pass.drafter.as_mut() {
                 // A draft model that fails costs this step its draft, nothing more.
                 Some(d) => {
-                    if d.propose(pass.lane, &stream.lookup, n, &mut next_draft).is_err() {
+                    if d.propose(pass.lane, &stream.speculation.lookup, n, &mut next_draft).is_err()
+                    {
                         next_draft.clear();
                     }
                 }
-                None => draft::lookup(&stream.lookup, n, &mut next_draft),
+                None => draft::lookup(&stream.speculation.lookup, n, &mut next_draft),
             }
             feed.extend(next_draft.iter().map(|&t| LlamaToken(t as i32)));
-            stream.draft = next_draft;
+            stream.speculation.draft = next_draft;
             return Ok(Advanced::Fed);
         }
         self.stream.speculated(draft.len(), position);
@@ -133,7 +140,7 @@ impl Lane<'_> {
         // The session's mixed logits are already the combination: sampled where they are
         // (the buffer is the lane's until the next pass); otherwise combine first.
         if let Some(mixed) = pass.session.mixed_logits_mut_at(pass.lane, i) {
-            stream.mixed_steps += 1;
+            stream.clock.mixed_steps += 1;
             let n = pass.n_vocab.min(mixed.len());
             return stream.pick(&mut mixed[..n]);
         }

@@ -15,7 +15,7 @@ mod lane;
 mod stream;
 
 use super::divergence::Divergence;
-use super::engine::{Drafter, Engine, LaneFill, Session, SessionOptions};
+use super::engine::{Drafter, Engine, Grammar, LaneFill, Session, SessionOptions};
 use super::logprobs::{Alternative, TokenLogprob};
 use super::recipe::Recipe;
 use super::settings::Settings;
@@ -127,7 +127,7 @@ impl Generation {
 }
 
 /// One generation to decode.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Request {
     /// The policies' weights and the divergence (the policies are the engine's).
     pub recipe: Recipe,
@@ -138,6 +138,35 @@ pub struct Request {
     /// another lane holds). Otherwise the prompt is decoded afresh, so that the output is a
     /// function of the request alone.
     pub reuse_cache: bool,
+    /// `settings.constraint` compiled already, by a front end that checks requests before
+    /// submitting them (the server answers a bad grammar with a 400 before it streams);
+    /// `None`: compiled when the request is submitted. Either way it is compiled once.
+    pub grammar: Option<Grammar>,
+}
+
+impl Request {
+    /// A request whose constraint (if any) is compiled when submitted.
+    pub fn new(
+        recipe: Recipe,
+        settings: Settings,
+        prompts: Vec<Vec<LlamaToken>>,
+        reuse_cache: bool,
+    ) -> Self {
+        Self { recipe, settings, prompts, reuse_cache, grammar: None }
+    }
+}
+
+impl Clone for Request {
+    /// The copy compiles its constraint again when submitted (a compiled grammar holds the
+    /// state of one generation).
+    fn clone(&self) -> Self {
+        Self::new(
+            self.recipe.clone(),
+            self.settings.clone(),
+            self.prompts.clone(),
+            self.reuse_cache,
+        )
+    }
 }
 
 /// What happened to a request during a step.
@@ -311,8 +340,8 @@ impl<'e> Decoder<'e> {
                 }
             }
             for a in self.lanes.iter_mut().flatten() {
-                a.stream.forward += elapsed;
-                a.stream.passes += 1;
+                a.stream.clock.forward += elapsed;
+                a.stream.clock.passes += 1;
             }
         }
         Ok(!self.is_idle())
@@ -400,8 +429,8 @@ impl<'e> Decoder<'e> {
         let prompt_ms = started.elapsed().as_secs_f64() * 1e3;
         for ((lane, (tag, mut stream)), cached) in lanes.into_iter().zip(starting).zip(cached) {
             stream.cached = cached;
-            stream.prompt_ms = prompt_ms;
-            stream.started = Instant::now();
+            stream.clock.prompt_ms = prompt_ms;
+            stream.clock.started = Instant::now();
             let slots = slots_of(&running.members, &stream.members);
             let n = self.engine.n_common_vocab();
             self.combined[lane].resize(n, 0.0);
@@ -442,12 +471,8 @@ pub fn generate(
     options: SessionOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    let request = Request {
-        recipe: recipe.clone(),
-        settings: settings.clone(),
-        prompts: engine.prompt_tokens(prompt)?,
-        reuse_cache: false,
-    };
+    let request =
+        Request::new(recipe.clone(), settings.clone(), engine.prompt_tokens(prompt)?, false);
     let mut decoder = Decoder::new(engine, 1, options);
     decoder.submit(0, request)?;
     let mut outcome = None;

@@ -2,6 +2,7 @@
 //! and timings. The [`super::Decoder`] hands each step's logits to it and feeds its tokens.
 
 use super::{FinishReason, Generation, Request, Timings};
+use crate::error::invalid;
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::constraint::Constraint;
 use crate::pipeline::divergence::Divergence;
@@ -9,7 +10,6 @@ use crate::pipeline::draft::DraftLength;
 use crate::pipeline::engine::{Engine, Grammar};
 use crate::pipeline::logprobs::{self, Alternative, TokenLogprob};
 use crate::pipeline::sample::{allowed_window, fresh_seed, NoToken, Sampler};
-use crate::pipeline::settings::invalid;
 use crate::pipeline::text::TextStream;
 use anyhow::{anyhow, Result};
 use llama_cpp_2::token::LlamaToken;
@@ -42,14 +42,7 @@ pub(super) struct Stream<'e> {
     divergence: Divergence,
     /// The compiled constraint, if the request has one.
     constraint: Option<Grammar>,
-    /// Alternatives to report per token, if log-probabilities are asked for.
-    pub(super) logprobs: Option<usize>,
-    pub(super) logprob_list: Vec<TokenLogprob>,
-    /// Greedy decoding under a divergence other than reverse KL picks from eq. 6's scores;
-    /// log-probabilities come from the normalised distribution, combined here.
-    logprob_combiner: Option<Combiner>,
-    logprob_scores: Vec<f32>,
-    scratch: Vec<(u32, f32)>,
+    pub(super) logprobs: Logprobs,
     pub(super) max_tokens: usize,
     pub(super) text: TextStream,
     pub(super) tokens: Vec<u32>,
@@ -60,21 +53,42 @@ pub(super) struct Stream<'e> {
     /// it did not (its own or the session's); `None`: it did.
     pub(super) mix_reason: Option<&'static str>,
     pub(super) unmixed_because: Option<&'static str>,
-    /// Steps whose logits came mixed from the session.
-    pub(super) mixed_steps: usize,
+    pub(super) clock: Clock,
+    pub(super) speculation: Speculation,
+}
+
+/// Log-probabilities, when a request asks for them.
+pub(super) struct Logprobs {
+    /// Alternatives to report per token; `None`: none asked for.
+    pub(super) top: Option<usize>,
+    pub(super) list: Vec<TokenLogprob>,
+    /// Greedy decoding under a divergence other than reverse KL picks from eq. 6's scores;
+    /// log-probabilities come from the normalised distribution, combined here.
+    combiner: Option<Combiner>,
+    scores: Vec<f32>,
+    scratch: Vec<(u32, f32)>,
+}
+
+/// Where a request's time goes (see [`Timings`]).
+pub(super) struct Clock {
     pub(super) prompt_ms: f64,
     pub(super) started: Instant,
+    /// Seconds in forward passes, and the passes the lane took part in after its prompt.
     pub(super) forward: f64,
-    /// Forward passes the lane took part in after its prompt.
     pub(super) passes: usize,
     combining: f64,
     sampling: f64,
-    /// Speculation: the draft fed after the lane's last token (checked at the next step),
-    /// the most tokens a draft may have and how long the next one may be, the tokens looked
-    /// up (a prompt, then the output), and the draft tokens proposed and accepted so far.
+    /// Steps whose logits came mixed from the session.
+    pub(super) mixed_steps: usize,
+}
+
+/// Speculation: the draft fed after the lane's last token (checked at the next step), the
+/// most tokens a draft may have and how long the next one may be, the tokens looked up (a
+/// prompt, then the output), and the draft tokens proposed and accepted so far.
+pub(super) struct Speculation {
     pub(super) draft: Vec<u32>,
     pub(super) draft_max: usize,
-    pub(super) draft_length: DraftLength,
+    pub(super) length: DraftLength,
     pub(super) lookup: Vec<u32>,
     drafted: usize,
     accepted: usize,
@@ -82,14 +96,14 @@ pub(super) struct Stream<'e> {
 
 impl<'e> Stream<'e> {
     pub(super) fn new(engine: &'e Engine, request: Request, ctx_size: u32) -> Result<Self> {
-        let Request { recipe, settings, prompts, reuse_cache } = request;
+        let Request { recipe, settings, prompts, reuse_cache, grammar } = request;
         settings.check()?;
         if prompts.len() != engine.policies().len() {
             anyhow::bail!("{} prompts for {} policies", prompts.len(), engine.policies().len());
         }
         let terms = recipe.terms()?;
         let combiner = Combiner::new(recipe.divergence, &terms, settings.plausibility)?;
-        let members = recipe.members()?;
+        let members: Vec<usize> = terms.iter().map(|(role, _)| recipe.index_of(*role)).collect();
         for &m in &members {
             if prompts[m].len() >= ctx_size as usize {
                 return Err(invalid(
@@ -112,7 +126,10 @@ impl<'e> Stream<'e> {
                 format!("names token {t}, but the vocabulary has tokens 0 to {}", vocab - 1),
             ));
         }
-        let constraint = settings.constraint.as_ref().map(|c| engine.grammar(c)).transpose()?;
+        let constraint = match grammar {
+            Some(g) => Some(g),
+            None => settings.constraint.as_ref().map(|c| engine.grammar(c)).transpose()?,
+        };
         let greedy = settings.sampling.temperature == 0.0;
         let logprob_combiner =
             (settings.logprobs.is_some() && greedy && recipe.divergence != Divergence::ReverseKl)
@@ -132,11 +149,13 @@ impl<'e> Stream<'e> {
             greedy,
             divergence: recipe.divergence,
             constraint,
-            logprobs: settings.logprobs,
-            logprob_list: Vec::new(),
-            logprob_combiner,
-            logprob_scores: Vec::new(),
-            scratch: Vec::new(),
+            logprobs: Logprobs {
+                top: settings.logprobs,
+                list: Vec::new(),
+                combiner: logprob_combiner,
+                scores: Vec::new(),
+                scratch: Vec::new(),
+            },
             max_tokens: settings.max_tokens,
             text: TextStream::new(&settings.stops),
             tokens: Vec::new(),
@@ -145,27 +164,31 @@ impl<'e> Stream<'e> {
             cached: 0,
             mix_reason,
             unmixed_because: mix_reason,
-            mixed_steps: 0,
-            prompt_ms: 0.0,
-            started: Instant::now(),
-            forward: 0.0,
-            passes: 0,
-            combining: 0.0,
-            sampling: 0.0,
-            draft: Vec::new(),
-            draft_max: settings.draft_max,
-            draft_length: DraftLength::new(settings.draft_max),
-            lookup,
-            drafted: 0,
-            accepted: 0,
+            clock: Clock {
+                prompt_ms: 0.0,
+                started: Instant::now(),
+                forward: 0.0,
+                passes: 0,
+                combining: 0.0,
+                sampling: 0.0,
+                mixed_steps: 0,
+            },
+            speculation: Speculation {
+                draft: Vec::new(),
+                draft_max: settings.draft_max,
+                length: DraftLength::new(settings.draft_max),
+                lookup,
+                drafted: 0,
+                accepted: 0,
+            },
         })
     }
 
     /// Records a checked draft of `drafted` tokens of which the first `accepted` were taken.
     pub(super) fn speculated(&mut self, drafted: usize, accepted: usize) {
-        self.drafted += drafted;
-        self.accepted += accepted;
-        self.draft_length.update(drafted, accepted);
+        self.speculation.drafted += drafted;
+        self.speculation.accepted += accepted;
+        self.speculation.length.update(drafted, accepted);
     }
 
     /// Each term's coefficient on its raw logits, in order (reverse KL's linear form).
@@ -198,7 +221,7 @@ impl<'e> Stream<'e> {
                 self.combiner.combine(inputs, self.greedy, combined);
             }
         });
-        self.combining += started.elapsed().as_secs_f64();
+        self.clock.combining += started.elapsed().as_secs_f64();
     }
 
     /// Before a greedy step under another divergence than reverse KL, with log-probabilities
@@ -209,14 +232,14 @@ impl<'e> Stream<'e> {
         slots: &[usize],
         logits: impl Fn(usize) -> &'s [f32],
     ) {
-        let Some(combiner) = self.logprob_combiner.as_mut() else { return };
+        let Some(combiner) = self.logprobs.combiner.as_mut() else { return };
         let n = self.engine.n_common_vocab();
-        self.logprob_scores.resize(n, 0.0);
+        self.logprobs.scores.resize(n, 0.0);
         let started = Instant::now();
-        let scores = &mut self.logprob_scores;
+        let scores = &mut self.logprobs.scores;
         with_inputs(slots, logits, |inputs| combiner.combine_whole(inputs, false, scores));
         self.sampler.adjust(scores, &self.tokens);
-        self.combining += started.elapsed().as_secs_f64();
+        self.clock.combining += started.elapsed().as_secs_f64();
     }
 
     /// Picks the next token from the combined scores (changed in place by the logit bias and
@@ -228,7 +251,7 @@ impl<'e> Stream<'e> {
             None => self.sampler.sample(scores, &self.tokens).ok_or(NoToken::NoFiniteScore),
             Some(g) => self.sampler.sample_constrained(scores, &self.tokens, g),
         };
-        self.sampling += started.elapsed().as_secs_f64();
+        self.clock.sampling += started.elapsed().as_secs_f64();
         let token = match token {
             Ok(t) => t,
             Err(NoToken::NothingAllowed) => return Ok(Next::Rescore),
@@ -256,10 +279,10 @@ impl<'e> Stream<'e> {
         slots: &[usize],
         logits: impl Fn(usize) -> &'s [f32],
     ) {
-        let Some(top_n) = self.logprobs else { return };
+        let Some(top_n) = self.logprobs.top else { return };
         let started = Instant::now();
         let scores =
-            if self.logprob_combiner.is_some() { &self.logprob_scores[..] } else { scores };
+            if self.logprobs.combiner.is_some() { &self.logprobs.scores[..] } else { scores };
         let allowed = match self.constraint.as_mut() {
             Some(g) => {
                 let mut window = Vec::new();
@@ -267,8 +290,13 @@ impl<'e> Stream<'e> {
             }
             None => None,
         };
-        let (lp, top) =
-            logprobs::combined(scores, allowed.as_deref(), token, top_n, &mut self.scratch);
+        let (lp, top) = logprobs::combined(
+            scores,
+            allowed.as_deref(),
+            token,
+            top_n,
+            &mut self.logprobs.scratch,
+        );
         let n = self.engine.n_common_vocab();
         let policies = slots.iter().map(|&k| logprobs::of_policy(logits(k), n, token)).collect();
         let alternative = |token: u32, logprob: f32| {
@@ -277,8 +305,8 @@ impl<'e> Stream<'e> {
             Alternative { token, bytes, logprob }
         };
         let top = top.into_iter().map(|(t, l)| alternative(t, l)).collect();
-        self.logprob_list.push(TokenLogprob { chosen: alternative(token, lp), top, policies });
-        self.sampling += started.elapsed().as_secs_f64();
+        self.logprobs.list.push(TokenLogprob { chosen: alternative(token, lp), top, policies });
+        self.clock.sampling += started.elapsed().as_secs_f64();
     }
 
     /// Tells the constraint which token was chosen. An end or a second failure to find an
@@ -300,7 +328,7 @@ impl<'e> Stream<'e> {
     /// The finished generation.
     pub(super) fn finish(mut self, strategy: &'static str, contexts: usize) -> Generation {
         self.text.finish();
-        let decode_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let decode_ms = self.clock.started.elapsed().as_secs_f64() * 1e3;
         let names = self.members.iter().map(|&m| self.engine.policies()[m].name.clone());
         Generation {
             text: self.text.text().to_string(),
@@ -314,23 +342,23 @@ impl<'e> Stream<'e> {
                 .collect(),
             cached_tokens: self.cached,
             seed: self.seed,
-            logprobs: self.logprob_list,
+            logprobs: self.logprobs.list,
             policies: names.collect(),
             timings: Timings {
-                prompt_ms: self.prompt_ms,
+                prompt_ms: self.clock.prompt_ms,
                 decode_ms,
                 tokens_per_second: self.tokens.len() as f64 / (decode_ms / 1e3).max(1e-9),
-                forward_ms: self.forward * 1e3,
-                combine_ms: self.combining * 1e3,
-                sample_ms: self.sampling * 1e3,
+                forward_ms: self.clock.forward * 1e3,
+                combine_ms: self.clock.combining * 1e3,
+                sample_ms: self.clock.sampling * 1e3,
                 strategy,
                 contexts,
                 policies: self.members.len(),
-                mixed: self.mixed_steps > 0,
+                mixed: self.clock.mixed_steps > 0,
                 unmixed_because: self.unmixed_because,
-                drafted: self.drafted,
-                accepted: self.accepted,
-                passes: self.passes,
+                drafted: self.speculation.drafted,
+                accepted: self.speculation.accepted,
+                passes: self.clock.passes,
             },
             tokens: self.tokens,
         }

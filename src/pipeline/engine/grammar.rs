@@ -5,8 +5,8 @@
 //! every model gives the same text to every token that can be combined.
 
 use super::Engine;
+use crate::error::invalid;
 use crate::pipeline::constraint::{Constraint, ConstraintSpec, MAX_SPEC_BYTES};
-use crate::pipeline::settings::invalid;
 use anyhow::Result;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::data::LlamaTokenData;
@@ -19,6 +19,13 @@ pub struct Grammar {
     /// Scratch: the candidates in llama.cpp's form, reused from step to step.
     data: Vec<LlamaTokenData>,
 }
+
+// SAFETY: a Grammar owns its llama.cpp sampler exclusively (nothing else points to it) and
+// the sampler keeps no state tied to the thread that made it (its grammar stacks are heap
+// data; the vocabulary it reads is the model's, which is Sync). Moving it to another thread
+// — a server compiles a request's grammar where it parses the request and decodes it on the
+// decoding thread — is therefore sound. It is not Sync: one thread uses it at a time.
+unsafe impl Send for Grammar {}
 
 impl std::fmt::Debug for Grammar {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -9,6 +9,7 @@ mod drafter;
 mod gguf;
 mod grammar;
 pub mod info;
+mod load;
 pub mod rpc;
 mod session;
 mod strategy;
@@ -18,8 +19,12 @@ mod worker;
 
 pub use drafter::Drafter;
 pub use grammar::Grammar;
+#[cfg(feature = "dynamic-backends")]
+pub use load::use_backends_from;
+pub use load::{backend, check_gguf_file, rpc_endpoints, LoadOptions};
+use load::{load_model, local_gpu, ModelVocab, Placement};
 pub use session::{LaneFill, Session, MIN_CTX};
-pub use strategy::{cache_path, SessionOptions, Strategy};
+pub use strategy::{SessionOptions, Strategy};
 pub use tuning::Measurement;
 
 /// The context per policy when none is asked for (or the models' trained context, if less).
@@ -58,74 +63,14 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-use session::MemberSpec;
-
+use crate::error::invalid;
 use crate::pipeline::recipe::Policy;
-use crate::pipeline::settings::invalid;
-use anyhow::{anyhow, bail, Context, Result};
-use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::model::params::LlamaModelParams;
+use anyhow::Result;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use vocab::VocabView;
-
-/// The process-wide llama.cpp backend (llama.cpp allows one initialisation per process).
-/// llama.cpp's own log lines are silenced: errors reach the user as `mood` messages.
-pub fn backend() -> Result<&'static LlamaBackend> {
-    static BACKEND: OnceLock<std::result::Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| {
-            llama_cpp_2::send_logs_to_tracing(
-                llama_cpp_2::LogOptions::default().with_logs_enabled(false),
-            );
-            #[cfg(feature = "dynamic-backends")]
-            load_backends();
-            LlamaBackend::init().map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| anyhow!("cannot initialise llama.cpp: {e}"))
-}
-
-/// Loads llama.cpp's backend libraries (a `dynamic-backends` build): from `MOOD_BACKENDS_DIR`
-/// when set, else from the folder of the `mood` executable, else from the folder the build
-/// made them in. llama.cpp picks the best CPU variant for the machine it runs on.
-#[cfg(feature = "dynamic-backends")]
-fn load_backends() {
-    let chosen = std::env::var_os("MOOD_BACKENDS_DIR").map(PathBuf::from).or_else(|| {
-        let exe = std::env::current_exe().ok()?;
-        let dir = exe.parent()?;
-        std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("libggml-cpu"))
-            .then(|| dir.to_path_buf())
-    });
-    match chosen {
-        // The bindings want UTF-8 paths; other paths fall back to the build's folder.
-        Some(dir) if dir.to_str().is_some() => {
-            llama_cpp_2::llama_backend::load_backends_from_path(&dir)
-        }
-        _ => llama_cpp_2::llama_backend::load_backends(),
-    }
-}
-
-/// How models are loaded.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LoadOptions {
-    /// Layers to offload to the GPU for policies that do not set `n_gpu_layers` themselves.
-    pub n_gpu_layers: u32,
-    /// The GPU that holds the model when several are present.
-    pub main_gpu: i32,
-    /// RPC servers (`HOST:PORT`) for policies that do not set `rpc` themselves.
-    pub rpc: Vec<String>,
-}
-
-/// Layers offloaded to a policy's devices when nothing says how many: all of them (llama.cpp
-/// caps the count at the model's layers and its output layer).
-const ALL_LAYERS: u32 = 999;
+use session::MemberSpec;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 /// One loaded GGUF file, on this machine or split over RPC servers.
 struct LoadedModel {
@@ -134,14 +79,6 @@ struct LoadedModel {
     /// The servers holding its layers (none: local).
     servers: Vec<Arc<rpc::Server>>,
     model: Arc<LlamaModel>,
-}
-
-/// Whether llama.cpp sees a GPU on this machine (RPC servers do not count).
-fn local_gpu() -> bool {
-    use llama_cpp_2::LlamaBackendDeviceType as Kind;
-    llama_cpp_2::list_llama_ggml_backend_devices()
-        .iter()
-        .any(|d| matches!(d.device_type, Kind::Gpu | Kind::IntegratedGpu) && d.backend != "RPC")
 }
 
 /// An index into the engine's adapters, and the scale a policy applies it with.
@@ -170,109 +107,14 @@ pub struct Engine {
     n_common: usize,
     /// The draft model for speculation, in `models` (see [`Engine::load_draft_model`]).
     draft: Option<usize>,
+    /// What `auto` measured, and where it keeps it (see `tuning`).
+    strategy_memory: tuning::StrategyMemory,
 }
 
 impl Engine {
-    /// Loads every distinct model file named by `policies` once per placement (on this
-    /// machine, or over a list of RPC servers), and every distinct LoRA adapter once per
-    /// model, and checks that all vocabularies are compatible (`docs/mod.md` §2). Every RPC
-    /// server is connected to first: one that cannot be reached is an error naming it.
-    pub fn load(policies: &[Policy], options: LoadOptions) -> Result<Self> {
-        if policies.is_empty() {
-            bail!("no policies to load");
-        }
-        let placements = placements(policies, &options)?;
-        rpc::check_built(placements.iter().any(|p| !p.is_empty()))?;
-        let backend = backend()?;
-        let layers_of = |p: &Policy, servers: &[rpc::Endpoint]| match p.n_gpu_layers {
-            Some(n) => n,
-            None if !servers.is_empty() && options.n_gpu_layers == 0 => ALL_LAYERS,
-            None => options.n_gpu_layers,
-        };
-        let offload_here = policies
-            .iter()
-            .zip(&placements)
-            .any(|(p, servers)| servers.is_empty() && layers_of(p, servers) > 0);
-        if offload_here && !local_gpu() {
-            return Err(invalid(
-                "n_gpu_layers",
-                "asks for GPU offload, but this build of mood has no GPU backend; rebuild with \
-                 --features cuda (or metal, vulkan), or drop the setting to run on the CPU",
-            ));
-        }
-        let mut paths = Vec::with_capacity(policies.len());
-        for policy in policies {
-            paths.push(check_gguf_file(&policy.model, "model file")?);
-        }
-        let mut servers: Vec<Arc<rpc::Server>> = Vec::new();
-        for (policy, list) in policies.iter().zip(&placements) {
-            for endpoint in list {
-                if !servers.iter().any(|s| s.endpoint() == endpoint) {
-                    let user = format!("policy '{}'", policy.name);
-                    servers.push(rpc::connect(endpoint, &user)?);
-                }
-            }
-        }
-        let mut models: Vec<LoadedModel> = Vec::new();
-        let mut policy_model = Vec::with_capacity(policies.len());
-        for ((policy, path), list) in policies.iter().zip(&paths).zip(&placements) {
-            let layers = layers_of(policy, list);
-            let on: Vec<Arc<rpc::Server>> = list
-                .iter()
-                .filter_map(|e| servers.iter().find(|s| s.endpoint() == e).cloned())
-                .collect();
-            let same_place = |m: &LoadedModel| {
-                &m.path == path
-                    && m.servers.len() == on.len()
-                    && m.servers.iter().zip(&on).all(|(a, b)| Arc::ptr_eq(a, b))
-            };
-            let index = match models.iter().position(same_place) {
-                Some(i) => {
-                    if models[i].n_gpu_layers != layers {
-                        bail!(
-                            "policies on {} ask for different n_gpu_layers ({} and {}); one \
-                             loaded copy of a model has one offload setting",
-                            policy.model.display(),
-                            models[i].n_gpu_layers,
-                            layers
-                        );
-                    }
-                    i
-                }
-                None => {
-                    let place = Placement { layers, main_gpu: options.main_gpu, servers: on };
-                    models.push(load_model(backend, &policy.model, path, place)?);
-                    models.len() - 1
-                }
-            };
-            policy_model.push(index);
-        }
-        let views: Vec<ModelVocab> = models.iter().map(ModelVocab::new).collect();
-        for other in &views[1..] {
-            vocab::check_compatible(&views[0], other)?;
-        }
-        let n_common = views.iter().map(|v| v.n_tokens()).min().unwrap_or(0);
-        drop(views);
-        let (adapters, policy_adapter) = load_adapters(policies, &policy_model, &mut models)?;
-        Ok(Self {
-            adapters,
-            models,
-            policy_model,
-            policy_adapter,
-            policies: policies.to_vec(),
-            n_common,
-            draft: None,
-        })
-    }
-
     /// Number of distinct LoRA adapters loaded.
     pub fn n_adapters(&self) -> usize {
         self.adapters.len()
-    }
-
-    /// Whether any model has layers offloaded to a GPU (of this machine or an RPC server).
-    pub fn offloads(&self) -> bool {
-        self.models.iter().any(|m| m.n_gpu_layers > 0)
     }
 
     /// Whether policy `p`'s model is split over RPC servers.
@@ -290,6 +132,7 @@ impl Engine {
             .map(|q| format!("'{}'", self.policies[q].name))
             .collect();
         Some(rpc::ServerLost {
+            server: server.endpoint().to_string(),
             message: format!(
                 "RPC server {} was lost (it holds policy {}): {why}; restart rpc-server there \
                  and start mood again",
@@ -435,9 +278,8 @@ impl Engine {
 
     /// Opens a session in which the policies `members` (indices into [`Engine::policies`])
     /// decode side by side, in `lanes` independent streams (prompts decoded side by side,
-    /// each lane with its own tokens). With offload, `Strategy::Auto` becomes one batched
-    /// context per model (one pass over the weights per step); on the CPU it becomes a
-    /// context per policy.
+    /// each lane with its own tokens). `Strategy::Auto` becomes the strategy measured fastest
+    /// for these policies and lanes on this machine (see `tuning`).
     pub fn open_session(
         &self,
         members: &[usize],
@@ -485,184 +327,5 @@ impl Engine {
 
     fn model(&self, p: usize) -> &LlamaModel {
         &self.models[self.policy_model[p]].model
-    }
-}
-
-/// The RPC servers of each policy: its own `rpc` list, or the command line's.
-fn placements(policies: &[Policy], options: &LoadOptions) -> Result<Vec<Vec<rpc::Endpoint>>> {
-    policies
-        .iter()
-        .map(|p| {
-            rpc::parse_list(p.rpc.as_ref().unwrap_or(&options.rpc))
-                .with_context(|| format!("policy '{}'", p.name))
-        })
-        .collect()
-}
-
-/// The distinct RPC servers `policies` would run on with `options`, checked (for warnings
-/// about exposed addresses before anything connects).
-pub fn rpc_endpoints(policies: &[Policy], options: &LoadOptions) -> Result<Vec<rpc::Endpoint>> {
-    let placements = placements(policies, options)?;
-    Ok(rpc::distinct(placements.iter().map(Vec::as_slice)))
-}
-
-/// Where a model's layers go.
-struct Placement {
-    layers: u32,
-    main_gpu: i32,
-    servers: Vec<Arc<rpc::Server>>,
-}
-
-/// Loads one model file with its offload setting, on this machine or over RPC servers.
-fn load_model(
-    backend: &LlamaBackend,
-    shown: &Path,
-    path: &Path,
-    place: Placement,
-) -> Result<LoadedModel> {
-    let params =
-        LlamaModelParams::default().with_n_gpu_layers(place.layers).with_main_gpu(place.main_gpu);
-    #[cfg(feature = "rpc")]
-    let params = if place.servers.is_empty() {
-        params
-    } else {
-        let servers: Vec<_> = place.servers.iter().map(|s| s.inner()).collect();
-        params.with_rpc_servers(&servers).map_err(|e| anyhow!("model {}: {e}", shown.display()))?
-    };
-    let lost = |during: &str| {
-        place.servers.iter().find_map(|s| {
-            let why = s.failure()?;
-            Some(anyhow!(
-                "RPC server {} was lost {during} model {}: {why}; restart rpc-server there and \
-                 run again",
-                s.endpoint(),
-                shown.display()
-            ))
-        })
-    };
-    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|_| {
-        lost("while loading").unwrap_or_else(|| {
-            let or_size =
-                if place.servers.is_empty() { "" } else { ", or larger than the servers hold" };
-            anyhow!(
-                "cannot load model {}: llama.cpp rejected it (corrupt, truncated, or an \
-                 architecture this build does not know{or_size})",
-                shown.display()
-            )
-        })
-    })?;
-    if let Some(e) = lost("while loading") {
-        return Err(e);
-    }
-    Ok(LoadedModel {
-        path: path.to_path_buf(),
-        n_gpu_layers: place.layers,
-        servers: place.servers,
-        model: Arc::new(model),
-    })
-}
-
-/// Loads each distinct (model, adapter file) pair once. Needs the models before any context
-/// exists (llama.cpp takes the model mutably).
-fn load_adapters(
-    policies: &[Policy],
-    policy_model: &[usize],
-    models: &mut [LoadedModel],
-) -> Result<(Vec<LoadedAdapter>, Vec<Option<AdapterUse>>)> {
-    let mut adapters: Vec<LoadedAdapter> = Vec::new();
-    let mut policy_adapter = Vec::with_capacity(policies.len());
-    for (policy, &m) in policies.iter().zip(policy_model) {
-        let Some((lora, scale)) = &policy.lora else {
-            policy_adapter.push(None);
-            continue;
-        };
-        let path = check_gguf_file(lora, "LoRA adapter")?;
-        let index = match adapters.iter().position(|a| a.path == path && a.model == m) {
-            Some(i) => i,
-            None => {
-                let model = Arc::get_mut(&mut models[m].model).ok_or_else(|| {
-                    anyhow!("internal: model shared before its adapters were loaded")
-                })?;
-                let adapter = model.lora_adapter_init(&path).map_err(|_| {
-                    anyhow!(
-                        "cannot load LoRA adapter {} for model {}: llama.cpp rejected it (not \
-                         an adapter, or made for another model)",
-                        lora.display(),
-                        policy.model.display()
-                    )
-                })?;
-                let adapter = Arc::new(Mutex::new(adapter));
-                let names = gguf::tensor_names(&path)?;
-                // The output projection, or the token embedding it is tied to in some models.
-                let changes_output =
-                    names.iter().any(|n| n.starts_with("output.") || n.starts_with("token_embd."));
-                adapters.push(LoadedAdapter { path, model: m, adapter, changes_output });
-                adapters.len() - 1
-            }
-        };
-        policy_adapter.push(Some((index, *scale)));
-    }
-    Ok((adapters, policy_adapter))
-}
-
-/// Checks that `path` is a readable GGUF file; returns its canonical path. `what` names it
-/// in messages ("model file", "LoRA adapter").
-fn check_gguf_file(path: &Path, what: &str) -> Result<PathBuf> {
-    let shown = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound if what == "model file" => {
-            anyhow!("{what} {shown} not found (run models/fetch-default.sh for the default model)")
-        }
-        std::io::ErrorKind::NotFound => anyhow!("{what} {shown} not found"),
-        _ => anyhow!("cannot open {what} {shown}: {e}"),
-    })?;
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        bail!("{what} {shown} is a folder; give the path of a .gguf file");
-    }
-    let mut magic = [0u8; 4];
-    file.read_exact(&mut magic)
-        .map_err(|_| anyhow!("{what} {shown} is not a GGUF file (too short)"))?;
-    if &magic != b"GGUF" {
-        bail!("{what} {shown} is not a GGUF file (wrong magic bytes)");
-    }
-    path.canonicalize().with_context(|| format!("cannot resolve {what} {shown}"))
-}
-
-/// A loaded model's vocabulary, as the compatibility check sees it.
-struct ModelVocab<'a> {
-    model: &'a LoadedModel,
-}
-
-impl<'a> ModelVocab<'a> {
-    fn new(model: &'a LoadedModel) -> Self {
-        Self { model }
-    }
-}
-
-impl VocabView for ModelVocab<'_> {
-    fn origin(&self) -> String {
-        self.model.path.display().to_string()
-    }
-    fn kind(&self) -> String {
-        format!("{:?}", self.model.model.vocab().vocab_type())
-    }
-    fn n_tokens(&self) -> usize {
-        usize::try_from(self.model.model.vocab().n_tokens()).unwrap_or(0)
-    }
-    fn add_bos(&self) -> bool {
-        self.model.model.vocab().should_add_bos()
-    }
-    fn bos(&self) -> i32 {
-        self.model.model.vocab().bos().0
-    }
-    fn add_eos(&self) -> bool {
-        self.model.model.vocab().should_add_eos()
-    }
-    fn eos(&self) -> i32 {
-        self.model.model.vocab().eos().0
-    }
-    fn text(&self, id: usize) -> Vec<u8> {
-        let vocab = self.model.model.vocab();
-        vocab.text(LlamaToken(id as i32)).map(|t| t.to_bytes().to_vec()).unwrap_or_default()
     }
 }

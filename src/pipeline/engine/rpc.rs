@@ -8,7 +8,7 @@
 //! naming it), what `mood info` reports of a server, and the [`ServerLost`] error of a server
 //! that goes away: the requests that need it fail with it, the others go on.
 
-use crate::pipeline::settings::invalid;
+use crate::error::invalid;
 use anyhow::Result;
 use serde::Serialize;
 use std::net::{IpAddr, ToSocketAddrs};
@@ -132,20 +132,7 @@ pub fn parse_list(items: &[String]) -> Result<Vec<Endpoint>> {
     Ok(out)
 }
 
-/// A server a policy's model was lost with: the requests that need the policy fail with this
-/// (the server answers them 503), the others go on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerLost {
-    pub message: String,
-}
-
-impl std::fmt::Display for ServerLost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ServerLost {}
+pub use crate::error::ServerLost;
 
 /// What `mood info` reports of a server.
 #[derive(Debug, Clone, Serialize)]
@@ -230,9 +217,12 @@ pub fn connect(endpoint: &Endpoint, user: &str) -> Result<Arc<Server>> {
     {
         super::backend()?;
         let inner = llama_cpp_2::rpc::RpcServer::connect(&endpoint.to_string()).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach RPC server {endpoint} ({user}): {e}; start rpc-server there \
-                 (models/build-rpc-server.sh builds it) or correct the address"
+            crate::error::tagged(
+                crate::error::Tag::Rpc(endpoint.to_string()),
+                format!(
+                    "cannot reach RPC server {endpoint} ({user}): {e}; start rpc-server there \
+                     (models/build-rpc-server.sh builds it) or correct the address"
+                ),
             )
         })?;
         Ok(Arc::new(Server { endpoint: endpoint.clone(), inner }))

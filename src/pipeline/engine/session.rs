@@ -12,7 +12,7 @@
 
 use super::strategy::{SessionOptions, Strategy};
 use super::worker::{self, Job, Lora, StepBuffers};
-use crate::pipeline::settings::invalid;
+use crate::error::{invalid, tagged, Tag};
 use anyhow::{anyhow, bail, Result};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
@@ -204,7 +204,7 @@ impl Session {
         for r in ready {
             r.recv()
                 .map_err(|_| anyhow!("a policy worker stopped while starting"))?
-                .map_err(|e| anyhow!(e))?;
+                .map_err(|e| tagged(Tag::Context, e))?;
         }
         Ok(session)
     }
@@ -222,11 +222,6 @@ impl Session {
     /// Number of llama.cpp contexts the session holds.
     pub fn n_contexts(&self) -> usize {
         self.n_contexts
-    }
-
-    /// True while every member running in `lane` has room for one more token.
-    pub fn has_room_in(&self, lane: usize) -> bool {
-        self.room_in(lane) > 0
     }
 
     /// How many more tokens every member running in `lane` has room for.
@@ -422,7 +417,10 @@ impl Session {
                 bail!("cannot drop {} tokens of lane {lane}, which holds {fed}", drop[lane]);
             }
             if !t.is_empty() && self.room_in(lane) + drop[lane] < t.len() {
-                bail!("the context of lane {lane} is full ({} tokens)", self.n_ctx);
+                return Err(tagged(
+                    Tag::Context,
+                    format!("the context of lane {lane} is full ({} tokens)", self.n_ctx),
+                ));
             }
         }
         let lanes = self.lanes;

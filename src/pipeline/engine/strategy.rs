@@ -10,15 +10,16 @@
 //!
 //! Which is fastest depends on the hardware (the CPU's cores and instruction sets, a GPU),
 //! the model and the number of policies and lanes, so `auto` measures: the first time a
-//! combination is met it times a few steps of each candidate and keeps the winner in a small
-//! cache file (see [`cache_path`]); `MOOD_STRATEGY_REMEASURE=1` measures again.
+//! combination is met it times a few steps of each candidate and keeps the winner (in
+//! memory, and in a cache file when the caller names one: see `tuning`).
 
 use anyhow::{bail, Result};
 
 /// How policies are laid out over llama.cpp contexts (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Strategy {
     /// The fastest of the others on this machine, measured once and remembered.
+    #[default]
     Auto,
     Threads,
     Batched,
@@ -26,9 +27,6 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// Every concrete strategy, in the order `auto` tries them.
-    pub const ALL: [Strategy; 3] = [Strategy::Threads, Strategy::Batched, Strategy::Mixed];
-
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Auto => "auto",
@@ -72,18 +70,4 @@ pub struct SessionOptions {
     /// (see [`super::Engine::context_size`]).
     pub ctx_size: u32,
     pub strategy: Strategy,
-}
-
-/// The file `auto` keeps its choices in: `$MOOD_CACHE_DIR`, else `$XDG_CACHE_HOME/mood`,
-/// else `~/.cache/mood`, then `strategy.json`. `None` without a home.
-pub fn cache_path() -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("MOOD_CACHE_DIR")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|d| std::path::PathBuf::from(d).join("mood"))
-        })
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache/mood"))
-        })?;
-    Some(dir.join("strategy.json"))
 }

@@ -3,16 +3,25 @@
 //! A setup is the CPU (model name and logical cores), the thread budget, the lanes, and the
 //! policies' model files (name and size), adapters, offload and RPC servers. The first time a
 //! setup is met, each candidate strategy decodes a short prompt and then a few steps in every
-//! lane; the one with the lowest median step time wins and is written to the cache file
-//! ([`super::cache_path`]) with every candidate's time. `MOOD_STRATEGY_REMEASURE=1` measures
-//! again; `--strategy` chooses by hand.
+//! lane; the one with the lowest median step time wins. It is kept in memory for the engine's
+//! life and, when the caller names a cache file ([`Engine::set_strategy_cache`]), written
+//! there with every candidate's time and read back by later processes.
 
-use super::strategy::{cache_path, SessionOptions, Strategy};
+use super::strategy::{SessionOptions, Strategy};
 use super::Engine;
 use anyhow::Result;
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Where `auto` remembers its measurements: in memory always, in a file when one is named.
+#[derive(Debug, Default)]
+pub(super) struct StrategyMemory {
+    file: Option<PathBuf>,
+    remeasure: bool,
+    seen: std::sync::Mutex<Vec<(String, Measurement)>>,
+}
 
 /// What `auto` chose for a setup, and the median step times it chose from.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,9 +50,19 @@ impl Engine {
             return Ok(Measurement { strategy: candidates[0], step_ms: Vec::new(), cached: false });
         }
         let key = self.setup_key(members, lanes, options);
-        let remeasure = std::env::var_os("MOOD_STRATEGY_REMEASURE").is_some_and(|v| v != "0");
-        if !remeasure {
-            if let Some(found) = read_cache(&key).filter(|m| candidates.contains(&m.strategy)) {
+        let memory = &self.strategy_memory;
+        let seen = |k: &str| {
+            let seen = memory.seen.lock().ok()?;
+            seen.iter().find(|(s, _)| s == k).map(|(_, m)| m.clone())
+        };
+        if let Some(found) = seen(&key) {
+            return Ok(found);
+        }
+        if !memory.remeasure {
+            let file = memory.file.as_deref();
+            if let Some(found) =
+                file.and_then(|f| read_cache(f, &key)).filter(|m| candidates.contains(&m.strategy))
+            {
                 return Ok(found);
             }
         }
@@ -54,8 +73,19 @@ impl Engine {
         let best =
             step_ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(Strategy::Threads, |b| b.0);
         let found = Measurement { strategy: best, step_ms, cached: false };
-        write_cache(&key, &found);
+        if let Some(file) = &memory.file {
+            write_cache(file, &key, &found);
+        }
+        if let Ok(mut seen) = memory.seen.lock() {
+            seen.push((key, Measurement { cached: true, ..found.clone() }));
+        }
         Ok(found)
+    }
+
+    /// Names the file in which `auto` keeps its measurements across processes (`None`: in
+    /// memory only); with `remeasure`, the file is not read, only written.
+    pub fn set_strategy_cache(&mut self, file: Option<PathBuf>, remeasure: bool) {
+        self.strategy_memory = StrategyMemory { file, remeasure, seen: Default::default() };
     }
 
     /// The strategies that differ for these policies: batching needs two policies on one
@@ -152,8 +182,8 @@ impl Engine {
     }
 }
 
-fn read_cache(key: &str) -> Option<Measurement> {
-    let text = std::fs::read_to_string(cache_path()?).ok()?;
+fn read_cache(path: &Path, key: &str) -> Option<Measurement> {
+    let text = std::fs::read_to_string(path).ok()?;
     let all: Value = serde_json::from_str(&text).ok()?;
     let entry = all.get(key)?;
     let strategy = entry.get("strategy")?.as_str()?.parse().ok()?;
@@ -168,9 +198,8 @@ fn read_cache(key: &str) -> Option<Measurement> {
 
 /// Adds the measurement to the cache file (best effort: a cache that cannot be written
 /// only means measuring again next time).
-fn write_cache(key: &str, m: &Measurement) {
-    let Some(path) = cache_path() else { return };
-    let mut all: Map<String, Value> = std::fs::read_to_string(&path)
+fn write_cache(path: &Path, key: &str, m: &Measurement) {
+    let mut all: Map<String, Value> = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
@@ -184,6 +213,6 @@ fn write_cache(key: &str, m: &Measurement) {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let text = serde_json::to_string_pretty(&Value::Object(all)).unwrap_or_default();
     if std::fs::write(&tmp, text).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
+        let _ = std::fs::rename(&tmp, path);
     }
 }

@@ -247,7 +247,12 @@ fn create_contexts(plan: &Plan) -> Result<Vec<GroupContext<'_>>, String> {
                 .with_n_threads_batch(threads);
             let mut ctx = model.new_context(backend, params).map_err(|e| {
                 check_servers(servers).err().unwrap_or_else(|| {
-                    format!("cannot create a llama.cpp context of {n_ctx} tokens: {e}")
+                    format!(
+                        "cannot create a llama.cpp context of {n_ctx} tokens ({seqs} sequence(s) \
+                         of {} tokens): {e}; lower the context size, the requests decoded at \
+                         once or the policies",
+                        plan.ctx_size
+                    )
                 })
             })?;
             set_adapters(&mut ctx, loras, plan.lanes)

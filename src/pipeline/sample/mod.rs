@@ -10,7 +10,7 @@ mod constrained;
 
 pub use constrained::{allowed_window, best_allowed, NoToken, WINDOW};
 
-use super::settings::invalid;
+use crate::error::invalid;
 use anyhow::Result;
 
 /// Sampling settings, as llama.cpp users know them.

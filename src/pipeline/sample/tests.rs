@@ -145,7 +145,7 @@ fn same_seed_same_draws_different_seed_differs() {
 fn validation_names_the_setting() {
     let bad = |p: SamplingParams| {
         let e = p.check().unwrap_err();
-        e.downcast_ref::<crate::pipeline::settings::SettingError>().unwrap().setting.clone()
+        e.downcast_ref::<crate::error::SettingError>().unwrap().setting.clone()
     };
     assert_eq!(bad(SamplingParams { top_p: 0.0, ..params(1.0) }), "top_p");
     assert_eq!(bad(SamplingParams { top_p: 1.5, ..params(1.0) }), "top_p");
@@ -305,7 +305,7 @@ fn presence_frequency_and_bias_follow_openai_rules() {
 fn penalties_and_biases_out_of_range_are_refused() {
     let bad = |p: SamplingParams| {
         let e = p.check().unwrap_err();
-        e.downcast_ref::<crate::pipeline::settings::SettingError>().unwrap().setting.clone()
+        e.downcast_ref::<crate::error::SettingError>().unwrap().setting.clone()
     };
     assert_eq!(bad(SamplingParams { presence_penalty: 2.5, ..params(1.0) }), "presence_penalty");
     assert_eq!(
