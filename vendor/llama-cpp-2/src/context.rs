@@ -369,6 +369,11 @@ impl<'model> LlamaContext<'model> {
         }
         let n_mix = i32::try_from(n_mix).map_err(|_| OutputMixError::Size)?;
         let n_batch = i32::try_from(n_batch).map_err(|_| OutputMixError::Size)?;
+        // SAFETY: `self.context` is the non-null `llama_context` this `LlamaContext` owns (freed
+        // only in `Drop`), and `&mut self` keeps any other use of it out for the call.
+        // `llama_set_output_mix` reads `n_mix * n_batch` floats from `mix` only after checking
+        // that both are positive, and the check above makes that exactly `mix.len()`; it copies
+        // them into the context (`out_mix.assign`), so `mix` need not outlive the call.
         let rc = unsafe {
             llama_cpp_sys_2::llama_set_output_mix(self.context.as_mut_ptr(), mix.as_ptr(), n_mix, n_batch)
         };
@@ -381,6 +386,9 @@ impl<'model> LlamaContext<'model> {
 
     /// Stops output mixing: the next decodes give each token's own logits.
     pub fn clear_output_mix(&mut self) {
+        // SAFETY: `self.context` is the owned, non-null context, used exclusively through
+        // `&mut self`; with `mix` null `llama_set_output_mix` only clears its stored mix and
+        // reads no weights.
         unsafe {
             llama_cpp_sys_2::llama_set_output_mix(self.context.as_mut_ptr(), std::ptr::null(), 0, 0);
         }
@@ -390,14 +398,30 @@ impl<'model> LlamaContext<'model> {
     /// invalid `k`, or when the last decode did not mix.
     #[must_use]
     pub fn get_logits_mix(&self, k: i32) -> Option<&[f32]> {
+        // SAFETY: the pointer is the owned, non-null context; `llama_get_logits_mix` calls
+        // `llama_synchronize` before reading, which is why it takes the context through
+        // `synchronizable_ptr` (as `get_logits_ith` does); an invalid `k` gives null, not UB.
         let data = unsafe { llama_cpp_sys_2::llama_get_logits_mix(self.synchronizable_ptr(), k) };
         if data.is_null() {
             return None;
         }
         let model = self.model_ptr();
+        // SAFETY: `model` is `llama_get_model` of this context, a non-null model that outlives
+        // `self` (the `'a` borrow of `LlamaModel`); the vocab it returns is part of the model.
         let vocab = unsafe { llama_cpp_sys_2::llama_model_get_vocab(model) };
+        // SAFETY: `vocab` is the live vocab of that model (previous call).
         let n_vocab = unsafe { llama_cpp_sys_2::llama_vocab_n_tokens(vocab) };
         let len = usize::try_from(n_vocab).ok()?;
+        // SAFETY: a non-null result is `logits.data + k * n_vocab` with `0 <= k < n_out_mixed`
+        // (`llama_context::get_logits_mix`), where `n_vocab` is the model vocab's `n_tokens()`,
+        // the same value as `len`. `n_out_mixed` is non-zero only after a mixing decode, which
+        // sized `logits` for `n_outputs_all` rows of `n_vocab` floats (`output_reserve`), refused
+        // `n_out_mix > n_outputs_all`, and copied its `n_out_mix` rows there (asserting they fit
+        // in `logits.size`); the synchronization above finished that copy. So `len` floats from
+        // `data` lie in the buffer and hold combination `k`. The buffer is reallocated or
+        // rewritten only through `&mut self` (decode, encode, state loads), ruled out while the
+        // returned borrow of `self` lives; the `&self` calls that reorder rows in place
+        // (`output_reorder`, via `output_swaps`) find no swaps after a mixing decode.
         Some(unsafe { slice::from_raw_parts(data, len) })
     }
 
@@ -459,6 +483,16 @@ impl<'model> LlamaContext<'model> {
         }
         let n_seq = i32::try_from(n_seq).map_err(|_| LlamaLoraAdapterSetError::ErrorResult(-1))?;
         let mut raw: Vec<_> = adapters.iter_mut().map(|a| a.lora_adapter.as_mut_ptr()).collect();
+        // SAFETY: `self.context` is the owned, non-null context, used exclusively through
+        // `&mut self`. `raw` holds `raw.len()` non-null adapter pointers (each from a
+        // `LlamaLoraAdapter`'s `Ptr`), and `llama_set_adapters_lora_seq` reads `seq_scales[i *
+        // n_seq .. (i + 1) * n_seq]` for each of them, `raw.len() * n_seq` floats in all, which
+        // the check above makes exactly `seq_scales.len()` (with no adapters it reads nothing;
+        // with `n_seq == 0` it returns -1 before reading). It copies the scales but keeps the
+        // adapter pointers for later decodes: `LlamaLoraAdapter` has no `Drop`, llama.cpp frees
+        // an adapter only with the model it was loaded for, and for an adapter of this
+        // context's model that model outlives the context (as for `lora_adapter_set`, which
+        // hands llama.cpp the same pointers; an adapter of another model is not tied to it).
         let err_code = unsafe {
             llama_cpp_sys_2::llama_set_adapters_lora_seq(
                 self.context.as_mut_ptr(),

@@ -609,11 +609,17 @@ impl LlamaModelParams {
         let mut list: Vec<llama_cpp_sys_2::ggml_backend_dev_t> =
             servers.iter().flat_map(|s| s.devices.iter().copied()).collect();
         let (mut gpus, mut igpus) = (Vec::new(), Vec::new());
-        // SAFETY: ggml's device registry; every index below its count is a live device.
+        // SAFETY: `ggml_backend_dev_count` takes no arguments and only reads the size of ggml's
+        // global device list (a function-local static, built on first use).
         for i in 0..unsafe { llama_cpp_sys_2::ggml_backend_dev_count() } {
-            // SAFETY: as above.
+            // SAFETY: `i` is below `ggml_backend_dev_count()` (`ggml_backend_dev_get` asserts
+            // that), so it returns a registered device; devices stay registered (and their
+            // objects allocated) while their backend is, and this crate never unloads one.
             let dev = unsafe { llama_cpp_sys_2::ggml_backend_dev_get(i) };
-            // SAFETY: `dev` is a live device; its registry's name is a static string.
+            // SAFETY: `dev` is that live, non-null device, so `ggml_backend_dev_backend_reg`
+            // returns its registry, and `ggml_backend_reg_name` that registry's NUL-terminated
+            // name (a string literal or a string the registry owns, e.g. "RPC"); the `CStr` is
+            // only compared within this iteration, while the registry is still registered.
             let reg_name = unsafe {
                 CStr::from_ptr(llama_cpp_sys_2::ggml_backend_reg_name(
                     llama_cpp_sys_2::ggml_backend_dev_backend_reg(dev),
@@ -622,7 +628,8 @@ impl LlamaModelParams {
             if reg_name == c"RPC" {
                 continue;
             }
-            // SAFETY: `dev` is a live device.
+            // SAFETY: `dev` is the live, non-null device from `ggml_backend_dev_get` above; the
+            // result is a plain `ggml_backend_dev_type` (a `c_uint` in the bindings).
             match unsafe { llama_cpp_sys_2::ggml_backend_dev_type(dev) } {
                 llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_GPU => gpus.push(dev),
                 llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_IGPU => igpus.push(dev),
