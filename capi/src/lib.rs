@@ -9,8 +9,7 @@
 
 #![allow(non_camel_case_types)]
 
-use mood_lib::{CancelHandle, Error, Flow, Mood, Options, Recipe, Session, Strategy};
-use serde_json::Value;
+use mood_lib::{CancelHandle, Error, Flow, Mood, Options, Recipe, Session};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -204,9 +203,9 @@ pub unsafe extern "C" fn mood_open(
             Ok(a) => a,
             Err(status) => return status,
         };
-        let options = match options.map(parse_options).transpose() {
+        let options = match options.map(Options::from_json).transpose() {
             Ok(o) => o.unwrap_or_default(),
-            Err(status) => return status,
+            Err(e) => return fail_with(e),
         };
         let loaded = Recipe::from_toml(toml, dir).and_then(|r| Mood::load(r, options));
         match loaded {
@@ -222,44 +221,6 @@ pub unsafe extern "C" fn mood_open(
             Err(e) => fail_with(e),
         }
     })
-}
-
-/// Options from their JSON object.
-fn parse_options(json: &str) -> Result<Options, MoodStatus> {
-    let bad = |m: String| fail(MOOD_ERR_SETTING, format!("options_json: {m}"));
-    let value: Value = serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let Value::Object(map) = value else { return Err(bad("must be a JSON object".into())) };
-    let mut o = Options::default();
-    for (key, v) in map {
-        let whole =
-            |v: &Value| v.as_u64().ok_or_else(|| bad(format!("{key} must be a whole number")));
-        let string = |v: &Value| {
-            v.as_str().map(str::to_string).ok_or_else(|| bad(format!("{key} must be a string")))
-        };
-        match key.as_str() {
-            "threads" => o.threads = Some(usize::try_from(whole(&v)?).unwrap_or(usize::MAX)),
-            "ctx_size" => o.ctx_size = u32::try_from(whole(&v)?).map_err(|_| bad("ctx_size is too large".into()))?,
-            "n_gpu_layers" => o.n_gpu_layers = u32::try_from(whole(&v)?).unwrap_or(u32::MAX),
-            "main_gpu" => o.main_gpu = i32::try_from(whole(&v)?).map_err(|_| bad("main_gpu is too large".into()))?,
-            "strategy" => {
-                o.strategy = match string(&v)?.as_str() {
-                    "auto" => Strategy::Auto,
-                    "threads" => Strategy::Threads,
-                    "batched" => Strategy::Batched,
-                    "mixed" => Strategy::Mixed,
-                    s => return Err(bad(format!("strategy '{s}' is not auto, threads, batched or mixed"))),
-                }
-            }
-            "rpc" => {
-                let list = v.as_array().ok_or_else(|| bad("rpc must be an array".into()))?;
-                o.rpc = list.iter().map(string).collect::<Result<_, _>>()?;
-            }
-            "draft_model" => o.draft_model = Some(string(&v)?.into()),
-            "strategy_cache" => o.strategy_cache = Some(string(&v)?.into()),
-            _ => return Err(bad(format!("'{key}' is not an option (threads, ctx_size, strategy, n_gpu_layers, main_gpu, rpc, draft_model, strategy_cache)"))),
-        }
-    }
-    Ok(o)
 }
 
 /// The number of experts of the model's recipe (the length of a weights array).

@@ -71,6 +71,50 @@ pub struct Options {
     pub strategy_cache: Option<PathBuf>,
 }
 
+impl Options {
+    /// Options from a JSON object with any of the keys `threads`, `ctx_size`, `strategy`
+    /// (`auto`, `threads`, `batched`, `mixed`), `n_gpu_layers`, `main_gpu`, `rpc` (an array of
+    /// `HOST:PORT`), `draft_model` and `strategy_cache` (paths); others are refused. For the
+    /// C and Python bindings, which take options as JSON.
+    pub fn from_json(json: &str) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Keys {
+            threads: Option<usize>,
+            ctx_size: Option<u32>,
+            strategy: Option<String>,
+            n_gpu_layers: Option<u32>,
+            main_gpu: Option<i32>,
+            rpc: Option<Vec<String>>,
+            draft_model: Option<PathBuf>,
+            strategy_cache: Option<PathBuf>,
+        }
+        let parsed = (|| {
+            let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+                crate::error::invalid("options", format!("are not valid JSON: {e}"))
+            })?;
+            let k: Keys = crate::pipeline::settings::from_json(value)?;
+            let strategy = match k.strategy {
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: anyhow::Error| crate::error::invalid("strategy", e.to_string()))?,
+                None => Strategy::Auto,
+            };
+            anyhow::Ok(Options {
+                threads: k.threads,
+                ctx_size: k.ctx_size.unwrap_or(0),
+                strategy,
+                n_gpu_layers: k.n_gpu_layers.unwrap_or(0),
+                main_gpu: k.main_gpu.unwrap_or(0),
+                rpc: k.rpc.unwrap_or_default(),
+                draft_model: k.draft_model,
+                strategy_cache: k.strategy_cache,
+            })
+        })();
+        parsed.map_err(Error::from_chain)
+    }
+}
+
 /// A recipe's models, loaded once (one copy of the weights per file), ready to open
 /// sessions. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]

@@ -61,11 +61,21 @@ pub struct Session {
     decoder: Option<OwnedDecoder>,
     lanes: usize,
     cancel: CancelHandle,
+    /// A generation begun with [`Session::begin`] and not yet ended.
+    current: Option<Current>,
 }
 
 impl Session {
     pub(super) fn new(engine: Arc<Engine>, recipe: Recipe, options: SessionOptions) -> Self {
-        Self { engine, recipe, options, decoder: None, lanes: 0, cancel: CancelHandle::default() }
+        Self {
+            engine,
+            recipe,
+            options,
+            decoder: None,
+            lanes: 0,
+            cancel: CancelHandle::default(),
+            current: None,
+        }
     }
 
     /// A handle that cancels this session's generations.
@@ -86,6 +96,7 @@ impl Session {
         params: &Params,
         mut on_chunk: impl FnMut(&Chunk) -> Flow,
     ) -> Result<Generation> {
+        self.abandon();
         let request = self.completion(prompt, params).map_err(Error::from_chain)?;
         self.run_one(request, &mut on_chunk)
     }
@@ -93,15 +104,8 @@ impl Session {
     /// Iterates over the pieces of a generation as it is decoded; [`Chunks::finish`] gives
     /// the generation.
     pub fn stream(&mut self, prompt: &str, params: &Params) -> Result<Chunks<'_>> {
-        let request = self.completion(prompt, params).map_err(Error::from_chain)?;
-        self.submit_one(request)?;
-        Ok(Chunks {
-            session: self,
-            pending: VecDeque::new(),
-            outcome: None,
-            cancelled: false,
-            taken: false,
-        })
+        self.begin(prompt, params)?;
+        Ok(Chunks { session: self, ended: false })
     }
 
     /// Replies to a conversation: each policy renders `messages` with its chat template and
@@ -139,6 +143,7 @@ impl Session {
         params: &Params,
         lanes: usize,
     ) -> Vec<Result<Generation>> {
+        self.abandon();
         let mut out: Vec<Option<Result<Generation>>> = (0..prompts.len()).map(|_| None).collect();
         let lanes = lanes.clamp(1, prompts.len().max(1));
         let cancel = self.cancel.clone();
@@ -186,10 +191,12 @@ impl Session {
 
     /// Step-by-step decoding in the caller's hands: each policy's next-token
     /// log-probabilities at every step, and the token the caller chooses (see [`Steps`]).
-    pub fn steps(&mut self, prompt: &str, max_tokens: usize) -> Result<Steps<'_>> {
+    pub fn steps(&mut self, prompt: &str, max_tokens: usize) -> Result<Steps> {
         // The decoder's contexts are not needed meanwhile: their memory goes back first.
+        self.abandon();
         self.decoder = None;
-        Steps::start(&self.engine, prompt, max_tokens, self.options).map_err(Error::from_chain)
+        Steps::start(Arc::clone(&self.engine), prompt, max_tokens, self.options)
+            .map_err(Error::from_chain)
     }
 
     /// The request of a completion.
@@ -211,6 +218,10 @@ impl Session {
     }
 
     fn submit_one(&mut self, request: Request) -> Result<()> {
+        // A generation begun and left behind would hold the lane.
+        if self.current.is_some() {
+            self.abandon();
+        }
         self.decoder_with(1)
             .with_dependent_mut(|_, d| d.submit(0, request))
             .map_err(Error::from_chain)
@@ -279,27 +290,76 @@ fn completion(
     ))
 }
 
-/// The pieces of one generation, decoded as they are asked for (see [`Session::stream`]).
-/// Dropping it early leaves the generation to be cancelled by the session's next call.
-pub struct Chunks<'s> {
-    session: &'s mut Session,
+/// A generation begun and not yet handed out (see [`Session::begin`]).
+#[derive(Default)]
+struct Current {
     pending: VecDeque<Chunk>,
     outcome: Option<Result<Generation>>,
     cancelled: bool,
-    /// Whether the outcome was handed out.
-    taken: bool,
 }
 
-impl Chunks<'_> {
-    /// Decodes one step; false once the generation has ended.
-    fn step(&mut self) -> bool {
-        if self.outcome.is_some() {
+impl Session {
+    /// Begins a generation that [`Session::next_chunk`] decodes piece by piece and
+    /// [`Session::end`] finishes: [`Session::stream`] without a borrow, for a binding that
+    /// holds the session in an object of its own. A generation begun earlier and not ended
+    /// is cancelled first.
+    pub fn begin(&mut self, prompt: &str, params: &Params) -> Result<()> {
+        self.abandon();
+        let request = self.completion(prompt, params).map_err(Error::from_chain)?;
+        self.submit_one(request)?;
+        self.current = Some(Current::default());
+        Ok(())
+    }
+
+    /// The next piece of the generation begun with [`Session::begin`]; `None` once it has
+    /// ended (or when none was begun).
+    pub fn next_chunk(&mut self) -> Option<Chunk> {
+        loop {
+            let current = self.current.as_mut()?;
+            if let Some(chunk) = current.pending.pop_front() {
+                return Some(chunk);
+            }
+            if !self.step_current() {
+                return self.current.as_mut()?.pending.pop_front();
+            }
+        }
+    }
+
+    /// Decodes what is left of the generation begun with [`Session::begin`] and returns it.
+    pub fn end(&mut self) -> Result<Generation> {
+        while self.step_current() {}
+        let current = self.current.take().unwrap_or_default();
+        match current.outcome {
+            None => Err(Error::Engine { message: "no generation was begun".into() }),
+            outcome => finish(outcome, current.cancelled),
+        }
+    }
+
+    /// Cancels a generation begun with [`Session::begin`] and not ended, freeing its lane
+    /// (nothing happens when there is none).
+    pub fn stop(&mut self) {
+        self.abandon();
+    }
+
+    /// Cancels a generation begun and not ended, so that its lane is free.
+    fn abandon(&mut self) {
+        if self.current.as_ref().is_some_and(|c| c.outcome.is_none()) {
+            self.cancel.cancel();
+            while self.step_current() {}
+            self.cancel.take();
+        }
+        self.current = None;
+    }
+
+    /// Decodes one step of the current generation; false once it has ended.
+    fn step_current(&mut self) -> bool {
+        let Some(current) = self.current.as_mut() else { return false };
+        if current.outcome.is_some() {
             return false;
         }
-        let (pending, outcome, cancelled) =
-            (&mut self.pending, &mut self.outcome, &mut self.cancelled);
-        let cancel = self.session.cancel.clone();
-        let Some(decoder) = self.session.decoder.as_mut() else { return false };
+        let Current { pending, outcome, cancelled } = current;
+        let cancel = self.cancel.clone();
+        let Some(decoder) = self.decoder.as_mut() else { return false };
         let more = decoder.with_dependent_mut(|_, decoder| {
             decoder.step(&mut |_, event| {
                 match event {
@@ -320,19 +380,27 @@ impl Chunks<'_> {
             })
         });
         match more {
-            Ok(more) => more && self.outcome.is_none(),
+            Ok(more) => more && outcome.is_none(),
             Err(e) => {
-                self.outcome = Some(Err(Error::from_chain(e)));
+                *outcome = Some(Err(Error::from_chain(e)));
                 false
             }
         }
     }
+}
 
+/// The pieces of one generation, decoded as they are asked for (see [`Session::stream`]).
+/// Dropping it before the end cancels the generation.
+pub struct Chunks<'s> {
+    session: &'s mut Session,
+    ended: bool,
+}
+
+impl Chunks<'_> {
     /// Decodes what is left and returns the generation.
     pub fn finish(mut self) -> Result<Generation> {
-        while self.step() {}
-        self.taken = true;
-        finish(self.outcome.take(), self.cancelled)
+        self.ended = true;
+        self.session.end()
     }
 }
 
@@ -340,24 +408,14 @@ impl Iterator for Chunks<'_> {
     type Item = Chunk;
 
     fn next(&mut self) -> Option<Chunk> {
-        loop {
-            if let Some(chunk) = self.pending.pop_front() {
-                return Some(chunk);
-            }
-            if !self.step() && self.pending.is_empty() {
-                return None;
-            }
-        }
+        self.session.next_chunk()
     }
 }
 
 impl Drop for Chunks<'_> {
     fn drop(&mut self) {
-        // A generation left unfinished would hold its lane: stop it now.
-        if self.outcome.is_none() && !self.taken {
-            self.session.cancel.cancel();
-            while self.step() {}
-            self.session.cancel.take();
+        if !self.ended {
+            self.session.abandon();
         }
     }
 }

@@ -5,6 +5,7 @@ use crate::pipeline::combine::log_softmax;
 use crate::pipeline::decode::FinishReason;
 use crate::pipeline::engine::{Engine, Session as EngineSession, SessionOptions, Strategy};
 use llama_cpp_2::token::LlamaToken;
+use std::sync::Arc;
 
 /// Step-by-step decoding of one prompt by every policy of the recipe (reference first):
 /// at each step [`Steps::logprobs`] holds each policy's next-token log-probabilities over the
@@ -27,8 +28,8 @@ use llama_cpp_2::token::LlamaToken;
 /// # Ok(())
 /// # }
 /// ```
-pub struct Steps<'s> {
-    engine: &'s Engine,
+pub struct Steps {
+    engine: Arc<Engine>,
     session: EngineSession,
     logprobs: Vec<Vec<f32>>,
     tokens: Vec<u32>,
@@ -38,9 +39,9 @@ pub struct Steps<'s> {
     finish: Option<FinishReason>,
 }
 
-impl<'s> Steps<'s> {
+impl Steps {
     pub(super) fn start(
-        engine: &'s Engine,
+        engine: Arc<Engine>,
         prompt: &str,
         max_tokens: usize,
         options: SessionOptions,
@@ -74,7 +75,7 @@ impl<'s> Steps<'s> {
     }
 
     /// The policies' names, in the order of [`Steps::logprobs`].
-    pub fn policies(&self) -> Vec<&'s str> {
+    pub fn policies(&self) -> Vec<&str> {
         self.engine.policies().iter().map(|p| p.name.as_str()).collect()
     }
 

@@ -389,6 +389,23 @@ mod tests {
     use crate::error::SettingError;
     use serde_json::json;
 
+    #[test]
+    fn the_key_list_is_the_structs_fields() {
+        // serde names every field of the struct when it refuses an unknown one.
+        let e = serde_json::from_value::<Overrides>(json!({"no such key": 1})).unwrap_err();
+        let message = e.to_string();
+        let listed = message.split("expected one of ").nth(1).expect("serde lists the fields");
+        let mut fields: Vec<&str> = listed
+            .split(", ")
+            .map(|f| f.trim_matches(|c: char| c == '`' || c.is_whitespace()))
+            .collect();
+        fields.retain(|f| !f.is_empty());
+        let mut keys = Overrides::KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys, "Overrides::KEYS must name every field, and only those");
+    }
+
     fn recipe() -> Recipe {
         Recipe::parse(
             "[reference]\nmodel='m'\n[[expert]]\nname='a'\nmodel='m'\nweight=0.5\n[[expert]]\nname='b'\nmodel='m'\nweight=0.5\n",
