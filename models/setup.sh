@@ -5,7 +5,8 @@
 #   2. the default model (models/fetch-default.sh),
 #   3. the assistant model (models/fetch-assistant.sh),
 #   4. PyPI `gguf` (writes the test models), `mpmath` and `openai`, for the tests
-#      (tests/highprec.py, tests/openai_client.py),
+#      (tests/highprec.py, tests/openai_client.py), and `maturin`, `numpy`, `pytest` and
+#      `hypothesis` for the Python package and its tests,
 #   5. the small test models in models/fixtures/ (models/make-fixtures.py) and random test
 #      LoRA adapters, for the default model and for a tiny one (models/make-lora.py).
 # Each step says what it does in one line. What the tools it runs print (apt-get, pip) goes to
@@ -61,11 +62,17 @@ wanted=()
 python3 -c "import gguf" 2>/dev/null || wanted+=("gguf>=0.17,<1")
 python3 -c "import mpmath" 2>/dev/null || wanted+=("mpmath>=1.2,<2")
 python3 -c "import openai" 2>/dev/null || wanted+=("openai>=1.0,<3")
+# The Python package: maturin builds it, numpy is its one dependency, pytest and hypothesis
+# run its tests.
+python3 -c "import maturin" 2>/dev/null || wanted+=("maturin>=1.8,<2")
+python3 -c "import numpy" 2>/dev/null || wanted+=("numpy>=1.21")
+python3 -c "import pytest" 2>/dev/null || wanted+=("pytest>=7")
+python3 -c "import hypothesis" 2>/dev/null || wanted+=("hypothesis>=6")
 if ((${#wanted[@]})); then
     echo "setup [4/5]: installing Python packages ${wanted[*]%%>=*} (test models and test references)"
     quietly python3 -m pip install --quiet "${wanted[@]}"
 else
-    echo "setup [4/5]: Python packages gguf, mpmath and openai present"
+    echo "setup [4/5]: Python packages gguf, mpmath, openai, maturin, numpy, pytest and hypothesis present"
 fi
 
 echo "setup [5/5]: writing the test models and test LoRA adapters to models/fixtures/"
