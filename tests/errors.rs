@@ -170,3 +170,28 @@ fn a_model_path_that_is_a_pipe_is_refused_at_once() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+#[test]
+fn llama_cpp_short_flags_are_read_as_llama_cpp_means_them() {
+    let m = default_model();
+    let m = m.to_str().unwrap();
+    let out = mood(&[
+        "generate", "-m", m, "-p", "The sea", "-n", "2", "-ngl", "0", "-s", "42", "-fa", "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["seed"], 42, "-s is the seed");
+    assert!(err.contains("-fa is accepted and changes nothing"), "{err}");
+    for (flag, instead) in [("-hf", "never downloads"), ("-cnv", "mood chat"), ("-i", "mood chat")]
+    {
+        let out = mood(&["generate", "-m", m, "-p", "x", flag, "org/model"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flag}: {err}");
+        assert!(
+            err.starts_with(&format!("mood: error: {flag}: ")) && err.contains(instead),
+            "{err}"
+        );
+    }
+}

@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod generate;
 mod info;
+pub mod llama_flags;
 mod serve;
 mod sweep;
 mod values;

@@ -144,6 +144,16 @@ impl Recipe {
                 missing + 1
             );
         }
+        // Named by the recipe's own key (`weight`), not by the flag that overrides it.
+        for (i, e) in file.expert.iter().enumerate() {
+            if let Some(w) = e.weight.filter(|w| !w.is_finite() || w.abs() > MAX_WEIGHT) {
+                let name = e.name.clone().unwrap_or_else(|| format!("expert{}", i + 1));
+                bail!(
+                    "expert '{name}': weight = {w:?} cannot be used; a weight is a finite number \
+                     from -{MAX_WEIGHT} to {MAX_WEIGHT}"
+                );
+            }
+        }
         let m = file.expert.len();
         let weights = file.expert.iter().map(|e| e.weight.unwrap_or(1.0 / m as f64)).collect();
         let experts = file
@@ -436,6 +446,20 @@ weight = 0.75
         .unwrap_err()
         .to_string();
         assert!(e.contains("expert 2 has no weight"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_weight_in_a_file_is_named_by_its_key() {
+        for w in ["nan", "inf", "-inf", "2e6"] {
+            let text = format!("[[expert]]\nname = 'a'\nmodel = 'm'\nweight = {w}\n");
+            let e = Recipe::parse(&text, Path::new(".")).unwrap_err();
+            let message = format!("{e:#}");
+            assert!(message.contains("expert 'a': weight = "), "{w}: {message}");
+            assert!(
+                e.downcast_ref::<crate::error::SettingError>().is_none(),
+                "not a flag: {message}"
+            );
+        }
     }
 
     #[test]
