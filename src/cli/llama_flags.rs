@@ -17,12 +17,13 @@ enum Meaning {
     Escapes,
 }
 
+const CHAT: &str = "mood generate decodes one prompt; use `mood chat` for a conversation (or \
+                    `mood serve` for the OpenAI API)";
+
 fn meaning(flag: &str) -> Option<Meaning> {
     use Meaning::*;
     const NO_DOWNLOAD: &str = "mood never downloads models: fetch the GGUF file and give its \
                                path with -m FILE (models/fetch-default.sh fetches the default model)";
-    const CHAT: &str = "mood generate decodes one prompt; use `mood chat` for a conversation \
-                        (or `mood serve` for the OpenAI API)";
     Some(match flag {
         "-ngl" | "--gpu-layers" => Is("--n-gpu-layers"),
         "-s" => Is("--seed"),
@@ -38,12 +39,14 @@ fn meaning(flag: &str) -> Option<Meaning> {
         "-hf" | "-hfr" | "--hf-repo" | "-hff" | "--hf-file" | "-mu" | "--model-url" => {
             Refused(NO_DOWNLOAD)
         }
-        "-cnv" | "--conversation" | "-i" | "--interactive" | "-if" | "--interactive-first" => {
-            Refused(CHAT)
-        }
+        "-cnv" | "--conversation" | "--interactive" | "--interactive-first" => Refused(CHAT),
         _ => return None,
     })
 }
+
+/// llama.cpp's interactive flags that are mood flags elsewhere (`batch -i` is `--input`):
+/// refused only by `generate`.
+const INTERACTIVE: [&str; 2] = ["-i", "-if"];
 
 /// Flags of mood whose value is text that may itself look like a flag: never rewritten.
 const TEXT_VALUED: [&str; 12] = [
@@ -64,6 +67,8 @@ const TEXT_VALUED: [&str; 12] = [
 /// The command line with llama.cpp's flags rewritten, and the notes to print; or the line
 /// that refuses a flag.
 pub fn rewrite(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<String>), String> {
+    let command = args.iter().skip(1).filter_map(|a| a.to_str()).find(|a| !a.starts_with('-'));
+    let generating = command == Some("generate");
     let mut out = Vec::with_capacity(args.len());
     let mut notes = Vec::new();
     let mut escapes = false;
@@ -86,6 +91,9 @@ pub fn rewrite(args: Vec<OsString>) -> Result<(Vec<OsString>, Vec<String>), Stri
             continue;
         };
         value_next = TEXT_VALUED.contains(&flag.as_str());
+        if generating && INTERACTIVE.contains(&flag.as_str()) {
+            return Err(format!("{flag}: {}", CHAT));
+        }
         match meaning(&flag) {
             None => out.push(flag.into()),
             Some(Meaning::Is(ours)) => out.push(ours.into()),
@@ -158,6 +166,10 @@ mod tests {
             .unwrap_err()
             .contains("never downloads"));
         assert!(run(&["mood", "generate", "-cnv"]).unwrap_err().contains("mood chat"));
+        assert!(run(&["mood", "generate", "-m", "x", "-i"]).unwrap_err().contains("mood chat"));
+        // `-i` is mood's --input elsewhere.
+        let (a, _) = run(&["mood", "batch", "-i", "in.jsonl", "-o", "out.jsonl"]).unwrap();
+        assert_eq!(a, ["mood", "batch", "-i", "in.jsonl", "-o", "out.jsonl"]);
         // Text values are never taken for flags.
         let (a, _) = run(&["mood", "generate", "--stop", "-cnv", "--prefix", "-hf"]).unwrap();
         assert_eq!(a, ["mood", "generate", "--stop", "-cnv", "--prefix", "-hf"]);
