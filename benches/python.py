@@ -4,9 +4,10 @@ Python user would write by hand with llama-cpp-python and numpy (one `Llama` per
 policy's logits normalised and combined in numpy, the token fed to every policy).
 
     pip install --no-build-isolation ./python llama-cpp-python   # the second builds llama.cpp
-    python3 python/bench.py [--rounds 5] [--tokens 128]
+    python3 benches/python.py [--rounds 5] [--tokens 128]
 
-Two setups on the default model: the demo's two prompted experts (reverse KL, weights summing
+The hand-made loop runs in a process of its own (llama-cpp-python's thread pool spins after
+its work and would slow whatever shares its process). Two setups on the default model: the demo's two prompted experts (reverse KL, weights summing
 to 1: the reference cancels) and JSD with the reference (every policy's distribution needed).
 Greedy decoding; decode tokens per second (prompt excluded), median of the rounds, rounds
 interleaved so that the machine's noise hits every contender alike.
@@ -19,6 +20,7 @@ import pathlib
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -51,9 +53,10 @@ def recipe_toml(divergence):
             f'[[expert]]\nname = "scientist"\nmodel = "{MODEL}"\nprefix = {json.dumps(SCIENTIST)}\nweight = 0.5\n')
 
 
-def cli_rate(recipe_file, tokens):
+def cli_rate(recipe_file, tokens, strategy):
     out = subprocess.run([BINARY, "generate", "-r", recipe_file, "-p", PROMPT, "-n", str(tokens),
-                          "--repeat-penalty", "1", "--json"], capture_output=True, text=True, check=True)
+                          "--repeat-penalty", "1", "--strategy", strategy, "--json"],
+                         capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["timings"]["tokens_per_second"]
 
 
@@ -101,8 +104,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--hand", help=argparse.SUPPRESS)  # internal: one hand-made run, printed
     args = ap.parse_args()
     threads = os.cpu_count() or 1
+    if args.hand:
+        # In a process of its own: llama-cpp-python's thread pool keeps spinning after its
+        # work and would slow the other contenders in the same process.
+        print(HandMade(args.hand, threads).rate(args.tokens))
+        return
     try:
         import llama_cpp  # noqa: F401
         have_lcp = True
@@ -115,13 +124,18 @@ def main():
         path = ROOT / "target" / f"bench-{divergence}.toml"
         path.write_text(recipe_toml(divergence))
         m = mood.load(mood.Recipe.from_toml(path.read_text()), strategy="auto")
-        hand = HandMade(divergence, threads) if have_lcp else None
+        # The binary runs the strategy auto chose here, so that both run the same layout.
+        strategy = m.generate(PROMPT, max_tokens=4).timings["strategy"]
+        hand = have_lcp
         cli, py, lcp = [], [], []
         for _ in range(args.rounds):
-            cli.append(cli_rate(str(path), args.tokens))
+            cli.append(cli_rate(str(path), args.tokens, strategy))
             py.append(python_rate(m, args.tokens))
             if hand:
-                lcp.append(hand.rate(args.tokens))
+                out = subprocess.run([sys.executable, __file__, "--hand", divergence, "--tokens",
+                                      str(args.tokens)], capture_output=True, text=True, check=True)
+                lcp.append(float(out.stdout.strip().splitlines()[-1]))
+        print(f"{divergence}: strategy {strategy}; mood generate {cli}, Python {[round(x, 1) for x in py]}")
         rows.append((divergence, statistics.median(cli), statistics.median(py),
                      statistics.median(lcp) if lcp else float("nan")))
     print(f"{'setup':<34} {'mood generate':>14} {'mood (Python)':>14} {'ratio':>6} "
