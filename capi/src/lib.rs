@@ -85,6 +85,46 @@ fn is_live(address: usize, kind: Kind) -> bool {
     live().lock().map(|l| l.get(&address) == Some(&kind)).unwrap_or(false)
 }
 
+/// Boxes `value` as a new live handle of `kind`.
+fn register<T>(value: T, kind: Kind) -> *mut T {
+    let handle = Box::into_raw(Box::new(value));
+    if let Ok(mut l) = live().lock() {
+        l.insert(handle as usize, kind);
+    }
+    handle
+}
+
+/// Frees a handle made by [`register`]: NULL is ignored, one that is not live is refused.
+///
+/// # Safety
+/// `handle` is NULL or was made by `register::<T>` with `kind`, and no other thread uses it.
+unsafe fn release<T>(handle: *mut T, kind: Kind, what: &str) -> MoodStatus {
+    if handle.is_null() {
+        return MOOD_OK;
+    }
+    if !take_live(handle as usize, kind) {
+        return fail(
+            MOOD_ERR_ARGUMENT,
+            format!("{what} is not a live {what} handle (freed twice?)"),
+        );
+    }
+    // SAFETY: it was live, so it came from Box::into_raw in `register` and is freed once.
+    drop(unsafe { Box::from_raw(handle) });
+    MOOD_OK
+}
+
+/// Refuses a handle that is not live (NULL, freed, or of the other kind).
+fn check_live<T>(handle: *const T, kind: Kind, what: &str) -> Result<(), MoodStatus> {
+    if is_live(handle as usize, kind) {
+        Ok(())
+    } else {
+        Err(fail(
+            MOOD_ERR_ARGUMENT,
+            format!("{what} is not a live {what} handle (NULL, freed, or not a {what})"),
+        ))
+    }
+}
+
 /// Removes a live handle from the registry; false if it was not live.
 fn take_live(address: usize, kind: Kind) -> bool {
     let Ok(mut l) = live().lock() else { return false };
@@ -210,10 +250,7 @@ pub unsafe extern "C" fn mood_open(
         let loaded = Recipe::from_toml(toml, dir).and_then(|r| Mood::load(r, options));
         match loaded {
             Ok(mood) => {
-                let model = Box::into_raw(Box::new(MoodModel { mood }));
-                if let Ok(mut l) = live().lock() {
-                    l.insert(model as usize, Kind::Model);
-                }
+                let model = register(MoodModel { mood }, Kind::Model);
                 // SAFETY: `out` is not NULL and the caller promises it is writable.
                 unsafe { *out = model };
                 MOOD_OK
@@ -233,11 +270,8 @@ pub unsafe extern "C" fn mood_n_experts(model: *const MoodModel, out: *mut usize
         if out.is_null() {
             return fail(MOOD_ERR_ARGUMENT, "out is NULL");
         }
-        if !is_live(model as usize, Kind::Model) {
-            return fail(
-                MOOD_ERR_ARGUMENT,
-                "model is not a live model handle (NULL, freed, or not a model)",
-            );
+        if let Err(status) = check_live(model, Kind::Model, "model") {
+            return status;
         }
         // SAFETY: a live model handle points to a MoodModel; `out` is writable.
         unsafe { *out = (*model).mood.recipe().experts.len() };
@@ -251,17 +285,8 @@ pub unsafe extern "C" fn mood_n_experts(model: *const MoodModel, out: *mut usize
 /// `model` is NULL or a handle from mood_open not used by another thread meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mood_model_free(model: *mut MoodModel) -> MoodStatus {
-    guarded(|| {
-        if model.is_null() {
-            return MOOD_OK;
-        }
-        if !take_live(model as usize, Kind::Model) {
-            return fail(MOOD_ERR_ARGUMENT, "model is not a live model handle (freed twice?)");
-        }
-        // SAFETY: it was live, so it came from Box::into_raw in mood_open and is freed once.
-        drop(unsafe { Box::from_raw(model) });
-        MOOD_OK
-    })
+    // SAFETY: the caller's promise, as documented.
+    guarded(|| unsafe { release(model, Kind::Model, "model") })
 }
 
 /// Makes a generator on `model`. On success `*out` is a new generator handle.
@@ -277,21 +302,15 @@ pub unsafe extern "C" fn mood_generator_new(
         if out.is_null() {
             return fail(MOOD_ERR_ARGUMENT, "out is NULL");
         }
-        if !is_live(model as usize, Kind::Model) {
-            return fail(
-                MOOD_ERR_ARGUMENT,
-                "model is not a live model handle (NULL, freed, or not a model)",
-            );
+        if let Err(status) = check_live(model, Kind::Model, "model") {
+            return status;
         }
         // SAFETY: a live model handle points to a MoodModel.
         let mood = unsafe { (*model).mood.clone() };
         let session = mood.session();
         let generator =
             MoodGenerator { cancel: session.cancel_handle(), session: Mutex::new(session), mood };
-        let generator = Box::into_raw(Box::new(generator));
-        if let Ok(mut l) = live().lock() {
-            l.insert(generator as usize, Kind::Generator);
-        }
+        let generator = register(generator, Kind::Generator);
         // SAFETY: `out` is not NULL and writable.
         unsafe { *out = generator };
         MOOD_OK
@@ -305,20 +324,8 @@ pub unsafe extern "C" fn mood_generator_new(
 /// meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn mood_generator_free(generator: *mut MoodGenerator) -> MoodStatus {
-    guarded(|| {
-        if generator.is_null() {
-            return MOOD_OK;
-        }
-        if !take_live(generator as usize, Kind::Generator) {
-            return fail(
-                MOOD_ERR_ARGUMENT,
-                "generator is not a live generator handle (freed twice?)",
-            );
-        }
-        // SAFETY: it was live, so it came from Box::into_raw and is freed once.
-        drop(unsafe { Box::from_raw(generator) });
-        MOOD_OK
-    })
+    // SAFETY: the caller's promise, as documented.
+    guarded(|| unsafe { release(generator, Kind::Generator, "generator") })
 }
 
 /// Decodes `prompt` with MOD. `weights` (NULL, or `n_weights` numbers, one per expert)
@@ -343,11 +350,8 @@ pub unsafe extern "C" fn mood_generate(
     text_out: *mut *mut c_char,
 ) -> MoodStatus {
     guarded(|| {
-        if !is_live(generator as usize, Kind::Generator) {
-            return fail(
-                MOOD_ERR_ARGUMENT,
-                "generator is not a live generator handle (NULL, freed, or not a generator)",
-            );
+        if let Err(status) = check_live(generator, Kind::Generator, "generator") {
+            return status;
         }
         // SAFETY: a live generator handle points to a MoodGenerator; only shared references
         // are made to it (its session is behind a mutex).
@@ -415,11 +419,8 @@ pub unsafe extern "C" fn mood_generate(
 #[no_mangle]
 pub unsafe extern "C" fn mood_cancel(generator: *const MoodGenerator) -> MoodStatus {
     guarded(|| {
-        if !is_live(generator as usize, Kind::Generator) {
-            return fail(
-                MOOD_ERR_ARGUMENT,
-                "generator is not a live generator handle (NULL, freed, or not a generator)",
-            );
+        if let Err(status) = check_live(generator, Kind::Generator, "generator") {
+            return status;
         }
         // SAFETY: live, so it points to a MoodGenerator; the handle is thread-safe.
         unsafe { (*generator).cancel.cancel() };
