@@ -49,13 +49,9 @@ fn chat(args: &[&str], input: &str) -> (Vec<Value>, String) {
     (conv["messages"].as_array().unwrap().clone(), stderr)
 }
 
-/// The finish reasons of the figures lines (`[N tokens, … tok/s, Eog, …]`).
+/// The finish reasons of the figures lines (`[N tokens, … tok/s, eog, …]`).
 fn finishes(stderr: &str) -> Vec<String> {
-    stderr
-        .lines()
-        .filter(|l| l.ends_with("prompt tokens reused]"))
-        .map(|l| l.split(", ").nth(2).unwrap().to_string())
-        .collect()
+    chat_figures(stderr).into_iter().map(|f| f.finish).collect()
 }
 
 #[test]
@@ -64,7 +60,7 @@ fn chat_uses_the_models_own_template_and_stops_at_the_end_of_turn() {
     // One expert alone, greedy, no repetition penalty: the reply is greedy decoding of the
     // ChatML prompt written out by hand here, up to the end-of-turn token.
     let (msgs, stderr) = chat(&["-w", "1,0,0", "--repeat-penalty", "1"], &format!("{question}\n"));
-    assert_eq!(finishes(&stderr), ["Eog"], "the reply ends at the end of turn: {stderr}");
+    assert_eq!(finishes(&stderr), ["eog"], "the reply ends at the end of turn: {stderr}");
     let reply = msgs[1]["content"].as_str().unwrap();
     let recipe = Recipe::load(&assistant_recipe()).unwrap();
     let system = recipe.experts[0].system.clone().unwrap();
@@ -93,20 +89,16 @@ fn chat_uses_the_models_own_template_and_stops_at_the_end_of_turn() {
 
     // Another expert, the same question: another reply.
     let (other, stderr) = chat(&["-w", "0,0,1", "--repeat-penalty", "1"], &format!("{question}\n"));
-    assert_eq!(finishes(&stderr), ["Eog"], "{stderr}");
+    assert_eq!(finishes(&stderr), ["eog"], "{stderr}");
     assert_ne!(other[1]["content"], msgs[1]["content"], "the weights change the reply");
 
     // The default weights over two turns: both end at the end of turn, the second reuses
     // the first turn's cache.
     let (msgs, stderr) = chat(&[], "Hi! What is your name?\nWhat is 2 + 2?\n");
-    assert_eq!(finishes(&stderr), ["Eog", "Eog"], "{stderr}");
+    assert_eq!(finishes(&stderr), ["eog", "eog"], "{stderr}");
     assert_eq!(msgs.len(), 4);
     assert!(msgs.iter().all(|m| !m["content"].as_str().unwrap().is_empty()));
-    let reused: Vec<usize> = stderr
-        .lines()
-        .filter_map(|l| l.split(", ").find(|p| p.ends_with("prompt tokens reused]")))
-        .map(|p| p.split_whitespace().next().unwrap().parse().unwrap())
-        .collect();
+    let reused: Vec<usize> = chat_figures(&stderr).iter().map(|f| f.reused).collect();
     assert!(reused[1] > 40, "the second turn reused only {} tokens", reused[1]);
 }
 
@@ -216,4 +208,62 @@ fn gemma_and_smollm2_cannot_be_combined_and_the_error_says_why() {
         assert!(err.contains(name), "the error names {name}: {err}");
     }
     assert!(err.contains("cannot be combined") && err.contains("vocabulary types differ"), "{err}");
+}
+
+/// `mood ARGS…` with `input` on stdin: stdout, stderr, and the exit code.
+fn run_with_input(args: &[&str], input: &str) -> (String, String, Option<i32>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (text(out.stdout), text(out.stderr), out.status.code())
+}
+
+#[test]
+fn an_instruct_model_gets_its_own_template_by_default() {
+    let model = assistant_model();
+    let m = model.to_str().unwrap();
+    let question = "What is 2+2?";
+    let greedy = ["-n", "64", "--repeat-penalty", "1"];
+    let chat = |extra: &[&str]| {
+        let args: Vec<&str> =
+            ["chat", "-m", m].iter().chain(&greedy).chain(extra).copied().collect();
+        let (out, err, code) = run_with_input(&args, &format!("{question}\n"));
+        assert_eq!(code, Some(0), "{err}");
+        (out.trim().to_string(), err)
+    };
+    // No --template: the GGUF's own (ChatML), exactly as when asked for by name; the reply
+    // ends at the end of turn instead of running on into made-up turns.
+    let (by_default, err) = chat(&[]);
+    assert_eq!(finishes(&err), ["eog"], "{err}");
+    assert_clean(&by_default);
+    assert!(!by_default.is_empty());
+    let (asked, _) = chat(&["--template", "model"]);
+    assert_eq!(by_default, asked);
+    let (transcript, _) = chat(&["--template", "none"]);
+    assert_ne!(by_default, transcript, "the plain transcript is no longer the default");
+
+    // generate: the question as text to continue ends at once; stderr says so and points
+    // to --chat, which answers it as one user turn (the same reply as the chat's).
+    let (out, err, code) = run_with_input(&["generate", "-m", m, "-p", question, "-n", "64"], "");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.trim().is_empty(), "{out:?}");
+    assert!(err.contains("no text") && err.contains("--chat"), "{err}");
+    let args: Vec<&str> =
+        ["generate", "-m", m, "--chat", "-p", question].iter().chain(&greedy).copied().collect();
+    let (out, err, code) = run_with_input(&args, "");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), by_default);
+    assert!(!err.contains("no text"), "{err}");
+    // --template and --system belong to --chat.
+    let (_, err, code) =
+        run_with_input(&["generate", "-m", m, "-p", question, "--system", "Be brief."], "");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--chat"), "{err}");
 }

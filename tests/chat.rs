@@ -37,14 +37,10 @@ fn two_turns_with_a_weights_change_keep_the_history() {
     );
     let (stdout, stderr, code) = chat(&[], &input);
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("weights [0.2, 0.8]"), "{stderr}");
+    assert!(stderr.contains("weights poet=0.2 scientist=0.8"), "{stderr}");
     assert!(stderr.contains("unknown command /frobnicate"), "a bad command is answered: {stderr}");
     // One figures line per reply; the second turn found the first one's tokens cached.
-    let reused: Vec<usize> = stderr
-        .lines()
-        .filter_map(|l| l.split(", ").find(|p| p.ends_with("prompt tokens reused]")))
-        .map(|p| p.split_whitespace().next().unwrap().parse().unwrap())
-        .collect();
+    let reused: Vec<usize> = chat_figures(&stderr).iter().map(|f| f.reused).collect();
     assert_eq!(reused.len(), 2, "{stderr}");
     assert_eq!(reused[0], 0);
     assert!(reused[1] > 20, "the second turn reused only {} tokens", reused[1]);
@@ -154,8 +150,9 @@ fn ctrl_c_stops_the_reply_not_the_program() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("Cancelled"), "the first reply was cut: {stderr}");
-    assert_eq!(stderr.matches("prompt tokens reused]").count(), 2, "{stderr}");
+    let finishes: Vec<String> = chat_figures(&stderr).into_iter().map(|f| f.finish).collect();
+    assert_eq!(finishes.len(), 2, "{stderr}");
+    assert_eq!(finishes[0], "cancelled", "the first reply was cut: {stderr}");
 }
 
 #[test]
@@ -173,5 +170,133 @@ fn a_grammar_holds_every_reply_of_the_conversation() {
     for r in replies {
         let answer = r["answer"].as_str().unwrap_or_default();
         assert!(["yes", "no"].contains(&answer), "{r}");
+    }
+}
+
+#[test]
+fn a_weight_change_keeps_every_policys_cache() {
+    // The reference joins at turn 3 (weights summing to 2 need it), leaves at turn 4 and
+    // joins again at turn 5: no policy reads the conversation from the start twice.
+    let input = "My name is Alice.\nI live in Paris.\n/weights 1,1\nI like boats.\n\
+                 /weights 0.5,0.5\nI have a cat.\n/weights 1,1\nWhat is my name?\n";
+    let (_, stderr, code) = chat(&[], input);
+    assert_eq!(code, Some(0), "{stderr}");
+    let f = chat_figures(&stderr);
+    assert_eq!(f.len(), 5, "{stderr}");
+    // Turn 3: the reference reads the whole conversation, the experts only the new turn.
+    assert_eq!(f[2].reused, 0, "the reference had nothing cached: {stderr}");
+    // Turn 5: the reference kept turns 1–3, the experts everything but the new turn.
+    assert!(f[4].reused > 40, "turn 5 reused only {} tokens: {stderr}", f[4].reused);
+    assert!(
+        f[4].decoded < f[2].decoded,
+        "turn 5 decoded {} prompt tokens, turn 3 {}: {stderr}",
+        f[4].decoded,
+        f[2].decoded
+    );
+    // A divergence change keeps them too.
+    let (_, stderr, code) = chat(&[], "My name is Alice.\n/divergence jsd\nWhat is my name?\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    let f = chat_figures(&stderr);
+    assert_eq!(f.len(), 2, "{stderr}");
+    assert!(f[1].decoded < 2 * f[0].decoded + 30, "{stderr}");
+}
+
+#[test]
+fn commands_show_set_by_name_save_a_recipe_and_load_a_conversation() {
+    let dir = std::env::temp_dir().join(format!("mood-chat-cmds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (recipe, conv) = (dir.join("steered.toml"), dir.join("conv.json"));
+    let input = format!(
+        "/weights\nHello there.\n/weights scientist=1\n/weights\n/weights nobody=1\n\
+         /temperature 0.5\n/divergence\n/help\n/save-recipe {}\n/save {}\n/quit\nnever sent\n",
+        recipe.display(),
+        conv.display()
+    );
+    let (stdout, stderr, code) = chat(&[], &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("weights poet=0.5 scientist=0.5"), "/weights alone shows: {stderr}");
+    assert!(stderr.contains("weights poet=0.5 scientist=1"), "set by name: {stderr}");
+    assert!(stderr.contains("no expert is named 'nobody'"), "{stderr}");
+    assert!(stderr.contains("divergence reverse-kl"), "{stderr}");
+    // /help lists the experts with what sets them apart, and the settings.
+    assert!(stderr.contains("A short rhyming poem"), "{stderr}");
+    assert!(stderr.contains("temperature 0.5"), "{stderr}");
+    assert_eq!(chat_figures(&stderr).len(), 1, "/quit ends the chat: {stderr}");
+    assert!(!stdout.contains("never"), "{stdout}");
+
+    // The saved recipe is a recipe file: the weights, divergence and temperature of the
+    // moment, usable from any folder.
+    let saved = mood::pipeline::recipe::Recipe::load(&recipe).unwrap();
+    assert_eq!(saved.weights, vec![0.5, 1.0]);
+    assert_eq!(saved.temperature, Some(0.5));
+    assert!(saved.experts.iter().all(|e| e.model.is_absolute()));
+    assert_eq!(saved.experts[0].prefix, "A short rhyming poem for children:\n\n");
+
+    // A chat on the saved recipe starts where the first left off, and /load brings the
+    // conversation back.
+    let demo = recipe.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args(["chat", "-r", demo, "-n", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = format!(
+        "/weights\n/temperature\n/load {}\n/load {}\n/help\n/exit\n",
+        conv.display(),
+        recipe.display()
+    );
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("weights poet=0.5 scientist=1"), "{stderr}");
+    assert!(stderr.contains("temperature 0.5"), "{stderr}");
+    assert!(stderr.contains("loaded 2 messages"), "{stderr}");
+    assert!(stderr.contains("is not a conversation written by /save"), "{stderr}");
+    assert!(stderr.contains("2 messages so far"), "a bad /load changed nothing: {stderr}");
+}
+
+#[test]
+fn a_bad_load_changes_nothing() {
+    let dir = std::env::temp_dir().join(format!("mood-chat-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("system.json", r#"{"messages": [{"role": "system", "content": "x"}]}"#, "role 'system'"),
+        ("weights.json", r#"{"weights": [1, 2, 3], "messages": []}"#, "3 value(s)"),
+        ("huge.json", r#"{"weights": [1, -1e9], "messages": []}"#, "must be finite numbers"),
+        ("truncated.json", r#"{"messages": [{"role": "user", "cont"#, "not a conversation"),
+        ("extra.json", r#"{"messages": [], "surprise": 1}"#, "not a conversation"),
+    ];
+    let mut input = String::from("Hello.\n");
+    for (name, text, _) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        input.push_str(&format!("/load {}\n", path.display()));
+    }
+    input.push_str(&format!("/load {}\n/help\n", dir.join("missing.json").display()));
+    let (_, stderr, code) = chat(&[], &input);
+    assert_eq!(code, Some(0), "{stderr}");
+    for (name, _, expect) in cases {
+        assert!(stderr.contains(expect), "{name}: {stderr}");
+    }
+    assert!(stderr.contains("missing.json"), "{stderr}");
+    assert!(stderr.contains("2 messages so far"), "{stderr}");
+    assert!(stderr.contains("weight 0.5 "), "{stderr}");
+}
+
+#[test]
+fn the_figures_line_shows_the_seed_only_when_sampling() {
+    let (_, greedy, code) = chat(&[], "Hello.\n");
+    assert_eq!(code, Some(0), "{greedy}");
+    let (_, sampled, code) = chat(&["--temp", "0.8", "--seed", "7"], "Hello.\n");
+    assert_eq!(code, Some(0), "{sampled}");
+    let (g, s) = (chat_figures(&greedy), chat_figures(&sampled));
+    assert_eq!((g.len(), s.len()), (1, 1), "{greedy}\n{sampled}");
+    assert_eq!(g[0].seed, None, "{greedy}");
+    assert_eq!(s[0].seed, Some(7), "{sampled}");
+    for f in g.iter().chain(&s) {
+        assert!(["eog", "stop", "length"].contains(&f.finish.as_str()), "{f:?}");
     }
 }

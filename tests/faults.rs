@@ -88,7 +88,7 @@ fn values_at_the_edges_are_answered_and_nothing_breaks() {
         (json!({"prompt": "x", "temperature": 1e-30}), "temperature"),
         (json!({"prompt": "x", "max_tokens": u64::MAX}), "max_tokens"),
         (json!({"prompt": "x", "stop": vec!["a"; 17]}), "stop"),
-        (json!({"prompt": "x", "frobnicate": 1}), "frobnicate"),
+        (json!({"prompt": "x", "temprature": 1}), "temprature"),
     ];
     for (body, param) in cases {
         let (status, v) = post(a, "/v1/completions", &body);

@@ -41,11 +41,18 @@ fn completions_stream_and_weights() {
     assert_ne!(poet, scientist);
     let g = generate_demo(&["-w", "1,0", "-p", "The ocean", "-n", "10"]);
     assert_eq!(poet, g["text"].as_str().unwrap());
-    // Weights that need the reference grow the running policies; the result is still MOD's.
+    // Weights that need the reference bring it in while the experts keep their caches; with
+    // llama-server's `cache_prompt: false` the prompt is decoded afresh, the numbers of
+    // `mood generate` exactly.
     let with_ref =
         completion_text(a, json!({"prompt": "The ocean", "max_tokens": 10, "weights": [0.6, 0.6]}));
+    assert!(!with_ref.is_empty());
+    let fresh = completion_text(
+        a,
+        json!({"prompt": "The ocean", "max_tokens": 10, "weights": [0.6, 0.6], "cache_prompt": false}),
+    );
     let g = generate_demo(&["-w", "0.6,0.6", "-p", "The ocean", "-n", "10"]);
-    assert_eq!(with_ref, g["text"].as_str().unwrap());
+    assert_eq!(fresh, g["text"].as_str().unwrap());
 
     // Chat completions, plain and streamed.
     let chat = json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}], "max_tokens": 8});

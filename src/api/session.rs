@@ -114,11 +114,7 @@ impl Session {
     /// turn decodes only what is new.
     pub fn chat(&mut self, messages: &[Message], params: &Params) -> Result<Generation> {
         let request = (|| {
-            let template = if self.engine.policies().iter().all(|p| p.template.is_some()) {
-                "none"
-            } else {
-                "model"
-            };
+            let template = "auto";
             let mut settings = params.settings.clone();
             if self.engine.uses_transcript(template) {
                 settings.stops.push(crate::pipeline::engine::chat::TRANSCRIPT_STOP.into());

@@ -282,6 +282,7 @@ pub fn memory_probe(plan: &Plan, k: usize) -> Result<Option<f64>> {
         reference: None,
         weights: vec![1.0 / k as f64; k],
         experts,
+        temperature: None,
     };
     generate(&recipe, plan, Strategy::Auto, 0)?;
     Ok(peak_rss_mb())
@@ -325,6 +326,7 @@ fn alone_recipe(file: &std::path::Path) -> Recipe {
             ..Policy::default()
         }],
         weights: vec![1.0],
+        temperature: None,
     }
 }
 

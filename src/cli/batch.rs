@@ -34,7 +34,7 @@ pub fn run_batch(args: BatchArgs) -> Result<()> {
     }
     let shard = args.shard;
     let recipe = build_recipe(&args.policies)?;
-    let mut defaults = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let mut defaults = settings(args.max_tokens, &args.stop, &args.sampling, &recipe)?;
     defaults.constraint = constraint(&args.constraint)?;
     defaults.logprobs = args.logprobs;
     defaults.check()?;

@@ -29,7 +29,7 @@ fn probe_in_child(k: usize) -> Result<Option<f64>> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let recipe = build_recipe(&args.policies)?;
-    let settings = settings(args.max_tokens, &[], &args.sampling)?;
+    let settings = settings(args.max_tokens, &[], &args.sampling, &recipe)?;
     let session = session_options(&args.run)?;
     if args.max_tokens < 2 {
         bail!("--max-tokens must be at least 2 for a speed measurement");

@@ -1,14 +1,19 @@
 //! `mood chat`: a read-eval-print loop over [`mood::apps::chat::Chat`]. Replies stream to stdout;
-//! prompts, command answers and per-reply figures go to stderr.
+//! prompts, command answers and per-reply figures go to stderr. In a terminal the line is
+//! edited with rustyline (arrows, history, Ctrl-R); from a pipe lines are read as they come.
 
 use super::wiring::{build_recipe, constraint, load_engine, one_line, session_options, settings};
 use super::ChatArgs;
 use anyhow::{Context, Result};
-use mood::apps::chat::{Chat, Input, HELP};
+use mood::apps::chat::{Chat, Input, Reply};
 use mood::input::{Line, Lines, LINE_LIMIT};
-use std::io::{IsTerminal, Write};
+use rustyline::config::{Behavior, Config};
+use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
+use std::io::{IsTerminal, StdinLock, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let mut recipe = build_recipe(&args.policies)?;
@@ -17,7 +22,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             p.system.get_or_insert_with(|| system.clone());
         }
     }
-    let mut settings = settings(args.max_tokens, &args.stop, &args.sampling)?;
+    let mut settings = settings(args.max_tokens, &args.stop, &args.sampling, &recipe)?;
     settings.constraint = constraint(&args.constraint)?;
     let options = session_options(&args.run)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
@@ -29,30 +34,11 @@ pub fn run(args: ChatArgs) -> Result<()> {
     ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
 
-    let interactive = std::io::stdin().is_terminal();
-    if interactive {
-        eprintln!("mood chat — {HELP}");
+    let mut reader = Reader::new()?;
+    if reader.interactive() {
+        eprintln!("mood chat — /help lists the experts and the commands, /quit exits");
     }
-    let mut lines = Lines::new(std::io::stdin().lock(), LINE_LIMIT);
-    loop {
-        if interactive {
-            eprint!("> ");
-        }
-        let line = match lines.next_line().context("cannot read standard input")? {
-            None => break, // Ctrl-D or end of the pipe
-            Some(Line::Text(t)) => t,
-            Some(Line::NotUtf8(_)) => {
-                eprintln!("mood: that line is not UTF-8 text; nothing was sent");
-                continue;
-            }
-            Some(Line::TooLong) => {
-                eprintln!(
-                    "mood: that line is longer than {} MiB; nothing was sent",
-                    LINE_LIMIT >> 20
-                );
-                continue;
-            }
-        };
+    while let Some(line) = reader.next_line()? {
         let input = match Input::parse(&line) {
             Ok(Some(input)) => input,
             Ok(None) => continue,
@@ -62,24 +48,22 @@ pub fn run(args: ChatArgs) -> Result<()> {
             }
         };
         match input {
+            Input::Quit => break,
             Input::Message(text) => {
+                let started = Instant::now();
+                let mut first: Option<Duration> = None;
                 let mut out = std::io::stdout().lock();
                 let mut print = |s: &str| {
+                    if !s.is_empty() {
+                        first.get_or_insert_with(|| started.elapsed());
+                    }
                     let _ = out.write_all(s.as_bytes());
                     let _ = out.flush();
                 };
                 match chat.reply(&text, &mut print, &cancel) {
                     Ok(r) => {
                         let _ = writeln!(out);
-                        let g = &r.generation;
-                        eprintln!(
-                            "[{} tokens, {:.1} tok/s, {:?}, seed {}, {} prompt tokens reused]",
-                            g.tokens.len(),
-                            g.timings.tokens_per_second,
-                            g.finish_reason,
-                            g.seed,
-                            r.reused_tokens
-                        );
+                        eprintln!("{}", figures(&r, first, chat.settings().sampling.temperature));
                     }
                     Err(e) => eprintln!("mood: {}", one_line(&e)),
                 }
@@ -91,4 +75,84 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The line after a reply: `[42 tokens, 61.3 tok/s, eog, first text after 0.21 s,
+/// 118 prompt tokens reused, 35 decoded]` (reused: the fewest any policy found in its cache;
+/// decoded: summed over the policies), with the seed when the reply was sampled.
+fn figures(r: &Reply, first: Option<Duration>, temperature: f64) -> String {
+    let g = &r.generation;
+    let mut parts = vec![
+        format!("{} tokens", g.tokens.len()),
+        format!("{:.1} tok/s", g.timings.tokens_per_second),
+        g.finish_reason.name().to_string(),
+    ];
+    if let Some(t) = first {
+        parts.push(format!("first text after {:.2} s", t.as_secs_f64()));
+    }
+    if temperature > 0.0 {
+        parts.push(format!("seed {}", g.seed));
+    }
+    parts.push(format!(
+        "{} prompt tokens reused, {} decoded",
+        r.reused_tokens, g.timings.prompt_tokens_decoded
+    ));
+    format!("[{}]", parts.join(", "))
+}
+
+/// Where lines come from: a line editor on a terminal, else standard input as it is.
+enum Reader {
+    Terminal(Box<DefaultEditor>),
+    Pipe(Lines<StdinLock<'static>>),
+}
+
+impl Reader {
+    fn new() -> Result<Self> {
+        if std::io::stdin().is_terminal() {
+            // The editor talks to the terminal itself, so a reply piped from stdout holds
+            // only replies.
+            let config = Config::builder()
+                .behavior(Behavior::PreferTerm)
+                .auto_add_history(true)
+                .max_history_size(1000)
+                .context("cannot set up line editing")?
+                .build();
+            if let Ok(editor) = DefaultEditor::with_config(config) {
+                return Ok(Reader::Terminal(Box::new(editor)));
+            }
+        }
+        Ok(Reader::Pipe(Lines::new(std::io::stdin().lock(), LINE_LIMIT)))
+    }
+
+    fn interactive(&self) -> bool {
+        matches!(self, Reader::Terminal(_))
+    }
+
+    /// The next line; `None` at the end of input (Ctrl-D).
+    fn next_line(&mut self) -> Result<Option<String>> {
+        loop {
+            match self {
+                Reader::Terminal(editor) => match editor.readline("> ") {
+                    Ok(line) => return Ok(Some(line)),
+                    // Ctrl-C at the prompt clears the line, as in a shell.
+                    Err(ReadlineError::Interrupted) => continue,
+                    Err(ReadlineError::Eof) => return Ok(None),
+                    Err(e) => return Err(e).context("cannot read from the terminal"),
+                },
+                Reader::Pipe(lines) => {
+                    match lines.next_line().context("cannot read standard input")? {
+                        None => return Ok(None),
+                        Some(Line::Text(t)) => return Ok(Some(t)),
+                        Some(Line::NotUtf8(_)) => {
+                            eprintln!("mood: that line is not UTF-8 text; nothing was sent")
+                        }
+                        Some(Line::TooLong) => eprintln!(
+                            "mood: that line is longer than {} MiB; nothing was sent",
+                            LINE_LIMIT >> 20
+                        ),
+                    }
+                }
+            }
+        }
+    }
 }

@@ -95,9 +95,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 256, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_connections: u32,
 
-    /// Chat template for policies that set none: none (a plain transcript, for base
-    /// models), model (the GGUF's own), or a llama.cpp built-in name.
-    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
+    /// Chat template for policies that set none: auto (the GGUF's own where it has one, else
+    /// a plain transcript), none (a plain transcript, for base models), model (the GGUF's
+    /// own), or a llama.cpp built-in name (gemma, chatml, llama3, …).
+    #[arg(long, visible_alias = "chat-template", default_value = "auto", value_name = "NAME")]
     pub template: String,
 
     /// System prompt for policies that set none (a request's system messages replace it).
@@ -117,6 +118,20 @@ pub struct ServeArgs {
     #[arg(short = 'n', long, visible_alias = "n-predict", default_value_t = 256, value_name = "N")]
     pub max_tokens: usize,
 
+    /// Refuse (400) every request field mood does not read. Without it, fields of the OpenAI
+    /// and llama-server APIs that change nothing are dropped and named in an X-Mood-Ignored
+    /// header (see docs/server.md).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Let pages from ORIGIN call the API from a browser (repeatable; * for any origin).
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Vec<String>,
+
+    /// How the line logged on stderr per request is written.
+    #[arg(long, default_value = "text", value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: String,
+
     /// A constraint for requests that give none (a request's grammar, json_schema or
     /// response_format replaces it).
     #[command(flatten)]
@@ -134,10 +149,10 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub policies: PolicyArgs,
 
-    /// Chat template for policies that set none: none (a plain "User:/Assistant:"
-    /// transcript, for base models), model (the GGUF's own), or a llama.cpp built-in name
-    /// (gemma, chatml, llama3, …).
-    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
+    /// Chat template for policies that set none: auto (the GGUF's own where it has one, else
+    /// a plain "User:/Assistant:" transcript), none (the plain transcript, for base models),
+    /// model (the GGUF's own), or a llama.cpp built-in name (gemma, chatml, llama3, …).
+    #[arg(long, visible_alias = "chat-template", default_value = "auto", value_name = "NAME")]
     pub template: String,
 
     /// System prompt for policies that set none.
@@ -281,8 +296,9 @@ pub struct BatchArgs {
     pub shards: Vec<PathBuf>,
 
     /// Chat template for policies that set none, for the chat lines of an OpenAI batch
-    /// file: none (a plain transcript), model (the GGUF's own), or a llama.cpp built-in name.
-    #[arg(long, visible_alias = "chat-template", default_value = "none", value_name = "NAME")]
+    /// file: auto (the GGUF's own where it has one, else a plain transcript), none (a plain
+    /// transcript), model (the GGUF's own), or a llama.cpp built-in name.
+    #[arg(long, visible_alias = "chat-template", default_value = "auto", value_name = "NAME")]
     pub template: String,
 
     /// The model name in the answers of an OpenAI batch file [default: mood-<recipe or
@@ -401,9 +417,10 @@ pub struct PolicyArgs {
 /// Sampling flags, as in llama.cpp.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Temperature of the combined distribution; 0 = greedy (the argmax).
-    #[arg(long, visible_alias = "temp", default_value_t = 0.0, allow_hyphen_values = true)]
-    pub temperature: f64,
+    /// Temperature of the combined distribution; 0 = greedy (the argmax) [default: the
+    /// recipe's `temperature`, else 0].
+    #[arg(long, visible_alias = "temp", allow_hyphen_values = true)]
+    pub temperature: Option<f64>,
 
     /// Sample only among the K most likely tokens (0 = off).
     #[arg(long, default_value_t = 40, value_name = "K")]
@@ -554,6 +571,28 @@ pub struct GenerateArgs {
     /// the N most likely alternatives (0 to 20), and each policy's own log-probability.
     #[arg(long, value_name = "N", value_parser = parse_top_logprobs)]
     pub logprobs: Option<usize>,
+
+    /// Treat the prompt as one user turn of a conversation: each policy renders it with its
+    /// chat template and system prompt and the model writes the assistant's reply (for
+    /// instruct models; without it the prompt is text to continue).
+    #[arg(long)]
+    pub chat: bool,
+
+    /// With --chat: the template for policies that set none (auto: the GGUF's own where it
+    /// has one, else a plain "User:/Assistant:" transcript; none, model, or a llama.cpp
+    /// built-in name).
+    #[arg(
+        long,
+        visible_alias = "chat-template",
+        default_value = "auto",
+        value_name = "NAME",
+        requires = "chat"
+    )]
+    pub template: String,
+
+    /// With --chat: the system prompt for policies that set none.
+    #[arg(long, visible_alias = "system-prompt", value_name = "TEXT", requires = "chat")]
+    pub system: Option<String>,
 
     #[command(flatten)]
     pub constraint: ConstraintArgs,

@@ -13,7 +13,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             p.system.get_or_insert_with(|| system.clone());
         }
     }
-    let mut settings = settings(args.max_tokens, &[], &args.sampling)?;
+    let mut settings = settings(args.max_tokens, &[], &args.sampling, &recipe)?;
     settings.constraint = constraint(&args.constraint)?;
     let api_key = match &args.api_key_file {
         None => args.api_key.clone(),
@@ -26,6 +26,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
             Some(key)
         }
     };
+    let cors = server::Cors::new(&args.cors)?;
+    let log_format: server::LogFormat = args.log_format.parse()?;
     let session = session_options(&args.run)?;
     let policies: Vec<_> = recipe.policies().cloned().collect();
     let engine = load_engine(&policies, &args.run)?;
@@ -44,6 +46,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         template: args.template.clone(),
         model_name,
         session,
+        strict: args.strict,
+        cors,
+        log_format,
     };
     server::serve(engine, recipe, settings, config, &mut |addr| {
         eprintln!("mood serve: listening on http://{addr} (Ctrl-C or SIGTERM stops)");

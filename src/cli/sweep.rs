@@ -28,7 +28,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     };
     weights::check_distinct(&grid, flag)?;
     let prompts = input::read_prompts(&args.input)?;
-    let settings = settings(args.max_tokens, &[], &args.sampling)?;
+    let settings = settings(args.max_tokens, &[], &args.sampling, &recipe)?;
     let session = session_options(&args.run)?;
     let plan = Plan {
         recipe: &recipe,

@@ -16,11 +16,22 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Decoding settings from the flags, checked.
-pub fn settings(max_tokens: usize, stops: &[String], sampling: &SamplingArgs) -> Result<Settings> {
+/// The decoding settings the flags ask for; a recipe's saved `temperature` applies where
+/// `--temp` is not given.
+pub fn settings(
+    max_tokens: usize,
+    stops: &[String],
+    sampling: &SamplingArgs,
+    recipe: &Recipe,
+) -> Result<Settings> {
+    let mut params = sampling_params(sampling)?;
+    if sampling.temperature.is_none() {
+        params.temperature = recipe.temperature.unwrap_or(0.0);
+    }
     let settings = Settings {
         max_tokens,
         stops: stops.to_vec(),
-        sampling: sampling_params(sampling)?,
+        sampling: params,
         plausibility: sampling.plausibility,
         constraint: None,
         logprobs: None,
@@ -135,7 +146,7 @@ pub fn from_flags(
 
 pub fn sampling_params(args: &SamplingArgs) -> Result<SamplingParams> {
     Ok(SamplingParams {
-        temperature: args.temperature,
+        temperature: args.temperature.unwrap_or(0.0),
         top_k: args.top_k,
         top_p: args.top_p,
         min_p: args.min_p,

@@ -108,20 +108,34 @@ impl Divergence {
 
     /// For a divergence with a pole: log H(γ) = log h(u_max − γ), γ > 0.
     pub fn log_h_gap(self, gap: f64) -> f64 {
+        self.log_h_log_gap(gap.ln())
+    }
+
+    /// log H(γ) from log γ, for gaps that f64 cannot hold (below e^−745 or above e^709, as
+    /// α-divergences with a large α make them).
+    pub fn log_h_log_gap(self, log_gap: f64) -> f64 {
         match self {
-            Divergence::ForwardKl => -gap.ln(),
-            Divergence::Jsd => -log_expm1(gap),
-            Divergence::Alpha(a) => -(a * gap).ln() / a,
+            Divergence::ForwardKl => -log_gap,
+            // log(e^γ − 1) = log γ + log((e^γ − 1)/γ); the second term is below f64 precision
+            // for γ < e^−40.
+            Divergence::Jsd if log_gap < -40.0 => -log_gap,
+            Divergence::Jsd => -log_expm1(log_gap.exp()),
+            Divergence::Alpha(a) => -(a.ln() + log_gap) / a,
             _ => f64::NAN,
         }
     }
 
-    /// d/dγ log H(γ), for the normaliser's Newton steps.
-    pub fn d_log_h_gap(self, gap: f64) -> f64 {
+    /// γ · d/dγ log H(γ) from log γ (the normaliser's Newton steps, in log space).
+    pub fn gap_slope(self, log_gap: f64) -> f64 {
         match self {
-            Divergence::ForwardKl => -1.0 / gap,
-            Divergence::Jsd => -1.0 / -(-gap).exp_m1(),
-            Divergence::Alpha(a) => -1.0 / (a * gap),
+            Divergence::ForwardKl => -1.0,
+            // −γ/(1 − e^−γ), which tends to −1 as γ → 0.
+            Divergence::Jsd if log_gap < -40.0 => -1.0,
+            Divergence::Jsd => {
+                let gap = log_gap.exp();
+                -gap / -(-gap).exp_m1()
+            }
+            Divergence::Alpha(a) => -1.0 / a,
             _ => f64::NAN,
         }
     }

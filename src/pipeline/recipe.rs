@@ -27,9 +27,10 @@ pub struct Policy {
     /// llama.cpp RPC servers (`HOST:PORT`) that hold and compute this policy's model
     /// (checked by the engine); `None` takes the command line's, an empty list keeps it here.
     pub rpc: Option<Vec<String>>,
-    /// Chat template for `mood chat` and the server: `none` (a plain transcript), `model`
-    /// (the GGUF's own) or a llama.cpp built-in name (`gemma`, `chatml`, `llama3`, …);
-    /// `None` takes the command line's value.
+    /// Chat template for `mood chat` and the server: `auto` (the GGUF's own where it has
+    /// one, else a plain transcript), `none` (a plain transcript), `model` (the GGUF's own) or
+    /// a llama.cpp built-in name (`gemma`, `chatml`, `llama3`, …); `None` takes the command
+    /// line's value.
     pub template: Option<String>,
     /// System prompt of this policy in chat form.
     pub system: Option<String>,
@@ -43,12 +44,16 @@ pub struct Recipe {
     pub experts: Vec<Policy>,
     /// One weight per expert.
     pub weights: Vec<f64>,
+    /// The sampling temperature the recipe was saved with (`temperature = 0.7` in the file);
+    /// the command line's `--temp` overrides it.
+    pub temperature: Option<f64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RecipeFile {
     divergence: Option<String>,
+    temperature: Option<f64>,
     reference: Option<ReferenceEntry>,
     #[serde(default)]
     expert: Vec<ExpertEntry>,
@@ -174,7 +179,11 @@ impl Recipe {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let recipe = Recipe { divergence, reference, experts, weights };
+        if let Some(t) = file.temperature.filter(|t| !t.is_finite() || *t < 0.0 || *t > 100.0) {
+            bail!("temperature = {t:?} cannot be used; a temperature is from 0 (greedy) to 100");
+        }
+        let recipe =
+            Recipe { divergence, reference, experts, weights, temperature: file.temperature };
         recipe.check()?;
         Ok(recipe)
     }
@@ -186,9 +195,65 @@ impl Recipe {
         experts: Vec<Policy>,
         weights: Vec<f64>,
     ) -> Result<Self> {
-        let recipe = Recipe { divergence, reference, experts, weights };
+        let recipe = Recipe { divergence, reference, experts, weights, temperature: None };
         recipe.check()?;
         Ok(recipe)
+    }
+
+    /// The recipe as the text of a recipe file, which [`Recipe::parse`] reads back to the same
+    /// recipe. Model and adapter paths are written as given (make them absolute first for a
+    /// file that works from any folder).
+    pub fn to_toml(&self) -> Result<String> {
+        use toml::{Table, Value};
+        fn entry(p: &Policy, table: &mut Table) -> Result<()> {
+            let path = |p: &Path| {
+                p.to_str().map(|s| Value::String(s.into())).with_context(|| {
+                    format!("path {} is not UTF-8 and cannot be written in TOML", p.display())
+                })
+            };
+            table.insert("model".into(), path(&p.model)?);
+            if !p.prefix.is_empty() {
+                table.insert("prefix".into(), Value::String(p.prefix.clone()));
+            }
+            if let Some((lora, scale)) = &p.lora {
+                table.insert("lora".into(), path(lora)?);
+                table.insert("lora_scale".into(), Value::Float(f64::from(*scale)));
+            }
+            if let Some(n) = p.n_gpu_layers {
+                table.insert("n_gpu_layers".into(), Value::Integer(i64::from(n)));
+            }
+            if let Some(rpc) = &p.rpc {
+                let list = rpc.iter().map(|s| Value::String(s.clone())).collect();
+                table.insert("rpc".into(), Value::Array(list));
+            }
+            if let Some(t) = &p.template {
+                table.insert("template".into(), Value::String(t.clone()));
+            }
+            if let Some(s) = &p.system {
+                table.insert("system".into(), Value::String(s.clone()));
+            }
+            Ok(())
+        }
+        let mut top = Table::new();
+        top.insert("divergence".into(), Value::String(self.divergence.name()));
+        if let Some(t) = self.temperature {
+            top.insert("temperature".into(), Value::Float(t));
+        }
+        if let Some(r) = &self.reference {
+            let mut table = Table::new();
+            entry(r, &mut table)?;
+            top.insert("reference".into(), Value::Table(table));
+        }
+        let mut experts = Vec::new();
+        for (e, w) in self.experts.iter().zip(&self.weights) {
+            let mut table = Table::new();
+            table.insert("name".into(), Value::String(e.name.clone()));
+            entry(e, &mut table)?;
+            table.insert("weight".into(), Value::Float(*w));
+            experts.push(Value::Table(table));
+        }
+        top.insert("expert".into(), Value::Array(experts));
+        Ok(toml::to_string(&top)?)
     }
 
     /// Replaces the weights.
@@ -396,6 +461,51 @@ weight = 0.25
 model = "/abs/other.gguf"
 weight = 0.75
 "#;
+
+    #[test]
+    fn a_written_recipe_reads_back_the_same() {
+        let text = r#"
+divergence = "alpha:0.5"
+temperature = 0.7
+[reference]
+model = "/m/b.gguf"
+system = "Be \"kind\".\nAlways."
+[[expert]]
+name = "a"
+model = "/m/b.gguf"
+prefix = "x = [1]\n"
+weight = -0.25
+template = "model"
+rpc = ["h:1"]
+[[expert]]
+name = "b"
+model = "/m/c.gguf"
+lora = "/m/l.gguf"
+lora_scale = 0.5
+n_gpu_layers = 7
+weight = 1.25
+"#;
+        let r = Recipe::parse(text, Path::new("/elsewhere")).unwrap();
+        assert_eq!(r.temperature, Some(0.7));
+        assert_eq!(r.experts[0].prefix, "x = [1]\n");
+        let again = Recipe::parse(&r.to_toml().unwrap(), Path::new("/other")).unwrap();
+        assert_eq!(again, r);
+        let mut fresh = r.clone();
+        fresh.temperature = None;
+        fresh.reference = None;
+        fresh.divergence = Divergence::ReverseKl;
+        let again = Recipe::parse(&fresh.to_toml().unwrap(), Path::new("/other")).unwrap();
+        assert_eq!(again, fresh);
+    }
+
+    #[test]
+    fn a_recipe_temperature_must_be_usable() {
+        for t in ["-1.0", "nan", "inf", "1000.0"] {
+            let text = format!("temperature = {t}\n[[expert]]\nmodel = 'a.gguf'\n");
+            let e = Recipe::parse(&text, Path::new(".")).unwrap_err().to_string();
+            assert!(e.contains("temperature"), "{t}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_documented_format() {

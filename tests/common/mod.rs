@@ -264,3 +264,37 @@ pub fn kill_after_lines(
     std::io::Write::write_all(&mut f, cut).unwrap();
     whole
 }
+
+/// One figures line of `mood chat` (`[N tokens, X tok/s, eog, first text after T s,
+/// [seed S, ]R prompt tokens reused, D decoded]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatFigures {
+    pub tokens: usize,
+    pub finish: String,
+    pub seed: Option<u64>,
+    pub reused: usize,
+    pub decoded: usize,
+}
+
+/// The figures lines in `mood chat`'s stderr, one per reply.
+pub fn chat_figures(stderr: &str) -> Vec<ChatFigures> {
+    let number = |part: &str| part.split_whitespace().next().unwrap().parse::<usize>().unwrap();
+    stderr
+        .lines()
+        .filter(|l| l.starts_with('[') && l.ends_with(" decoded]"))
+        .map(|l| {
+            let parts: Vec<&str> = l.trim_matches(['[', ']']).split(", ").collect();
+            let find = |suffix: &str| parts.iter().find(|p| p.ends_with(suffix)).copied();
+            ChatFigures {
+                tokens: number(parts[0]),
+                finish: parts[2].to_string(),
+                seed: parts
+                    .iter()
+                    .find_map(|p| p.strip_prefix("seed "))
+                    .map(|s| s.parse().unwrap()),
+                reused: number(find("prompt tokens reused").expect(l)),
+                decoded: number(find(" decoded").expect(l)),
+            }
+        })
+        .collect()
+}

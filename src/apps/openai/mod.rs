@@ -3,4 +3,5 @@
 //! OpenAI's JSON. The server speaks them over HTTP; batch files carry them line by line.
 
 pub mod answer;
+pub mod fields;
 pub mod request;

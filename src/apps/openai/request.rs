@@ -1,7 +1,9 @@
 //! The OpenAI-compatible request bodies: validation of a request into what the decoding
-//! thread needs, and the JSON of errors. Fields mood does not do are refused with a 400
-//! naming them; none is ignored.
+//! thread needs, and the JSON of errors. Which fields are read, refused or dropped is
+//! [`super::fields`]'s: in strict mode every field mood does not read is refused with a 400
+//! naming it; in lenient mode fields that change nothing are dropped and reported.
 
+use super::fields::{self, Mode};
 use crate::error::SettingError;
 use crate::pipeline::decode::Request;
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
@@ -67,6 +69,8 @@ pub struct Parsed {
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage and no choices.
     pub include_usage: bool,
+    /// The fields dropped in lenient mode, in the order they came (empty in strict mode).
+    pub ignored: Vec<String>,
 }
 
 /// OpenAI's `stream_options`.
@@ -123,37 +127,6 @@ pub struct ChatMessage {
     _name: Option<String>,
 }
 
-/// OpenAI fields mood does not do, and why; a request giving one (other than null or the
-/// value that means "off") is refused.
-const REFUSED: [(&str, &str); 13] = [
-    ("tools", "mood has no tool calling"),
-    ("tool_choice", "mood has no tool calling"),
-    ("functions", "mood has no function calling"),
-    ("function_call", "mood has no function calling"),
-    ("parallel_tool_calls", "mood has no tool calling"),
-    ("audio", "mood generates text only"),
-    ("modalities", "mood generates text only"),
-    ("prediction", "mood does not take predicted outputs"),
-    ("echo", "mood does not echo the prompt"),
-    ("best_of", "mood generates one completion per request"),
-    ("suffix", "mood does not insert text before a suffix"),
-    ("store", "mood stores nothing"),
-    ("web_search_options", "mood does not search the web"),
-];
-
-/// Whether a refused field's value means "off" (so that clients sending defaults work).
-fn is_off(key: &str, v: &Value) -> bool {
-    match key {
-        "tools" | "functions" => v.as_array().is_some_and(Vec::is_empty),
-        "tool_choice" | "function_call" => v.as_str() == Some("none"),
-        "modalities" => v == &json!(["text"]),
-        "echo" | "store" | "parallel_tool_calls" => v == &json!(false),
-        "best_of" => v == &json!(1),
-        "suffix" => v.as_str() == Some(""),
-        _ => false,
-    }
-}
-
 /// An error from the pipeline as a 400 naming the setting it concerns.
 fn bad(e: anyhow::Error, fallback: Option<&str>) -> ApiError {
     let setting = e.chain().find_map(|c| c.downcast_ref::<SettingError>());
@@ -161,7 +134,7 @@ fn bad(e: anyhow::Error, fallback: Option<&str>) -> ApiError {
 }
 
 /// Validates a request body against the server's recipe and defaults. Unknown fields are
-/// refused, as everywhere in mood.
+/// refused, as everywhere in mood ([`Mode::Strict`]).
 pub fn parse(
     body: &[u8],
     kind: Kind,
@@ -170,20 +143,28 @@ pub fn parse(
     defaults: &Settings,
     template: &str,
 ) -> Result<Parsed, ApiError> {
+    parse_with(body, kind, engine, recipe, defaults, template, Mode::Strict)
+}
+
+/// As [`parse`], screening the body's fields in `mode` (see [`super::fields`]).
+pub fn parse_with(
+    body: &[u8],
+    kind: Kind,
+    engine: &Engine,
+    recipe: &Recipe,
+    defaults: &Settings,
+    template: &str,
+    mode: Mode,
+) -> Result<Parsed, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}"), None))?;
     let Value::Object(mut obj) = v else {
         return Err(ApiError::invalid("the body must be a JSON object", None));
     };
-    for (key, why) in REFUSED {
-        match obj.remove(key) {
-            None | Some(Value::Null) => {}
-            Some(v) if is_off(key, &v) => {}
-            Some(_) => {
-                return Err(ApiError::invalid(format!("{key} is not supported: {why}"), Some(key)))
-            }
-        }
-    }
+    // llama-server's `cache_prompt: false`: the prompt is decoded afresh, not continued from
+    // what the caches hold (the same numbers as a request on a fresh server).
+    let fresh = obj.get("cache_prompt") == Some(&Value::Bool(false));
+    let ignored = fields::screen(&mut obj, kind, mode)?;
     let overrides = Overrides::take(&mut obj).map_err(|e| bad(e, None))?;
     let (mut recipe, mut settings) = (recipe.clone(), defaults.clone());
     overrides.apply(&mut recipe, &mut settings, false).map_err(|e| bad(e, None))?;
@@ -245,8 +226,8 @@ pub fn parse(
         None => None,
     };
     let include_usage = stream_options.and_then(|o| o.include_usage).unwrap_or(false);
-    let request = Request { recipe, settings, prompts, reuse_cache: true, grammar };
-    Ok(Parsed { request, members, stream: stream.unwrap_or(false), include_usage })
+    let request = Request { recipe, settings, prompts, reuse_cache: !fresh, grammar };
+    Ok(Parsed { request, members, stream: stream.unwrap_or(false), include_usage, ignored })
 }
 
 /// A number of alternatives per token, checked.

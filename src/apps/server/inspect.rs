@@ -1,12 +1,12 @@
 //! The routes that look at the server rather than generate: `/tokenize` and `/detokenize`
-//! (per policy: prefixes and chat templates differ), `/metrics` (Prometheus text) and
-//! `/v1/models`.
+//! (per policy: prefixes and chat templates differ), `/metrics` (Prometheus text),
+//! `/v1/models` and `/v1/models/{id}`.
 
 use super::Shared;
 use crate::apps::openai::request::{render_messages, ApiError, ChatMessage};
 use crate::pipeline::settings::from_json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -140,8 +140,28 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 /// `GET /v1/models`: the one model this server serves; `created` is when its (first) model
 /// file was written.
 pub async fn models(State(shared): State<Arc<Shared>>) -> Response {
-    Json(json!({ "object": "list", "data": [{ "id": shared.model_name, "object": "model", "created": shared.created, "owned_by": "mood" }] }))
-        .into_response()
+    Json(json!({ "object": "list", "data": [model_object(&shared)] })).into_response()
+}
+
+/// `GET /v1/models/{id}`: the model, if `id` is the one this server serves (its alias); a 404
+/// as OpenAI answers it (`code: model_not_found`) otherwise.
+pub async fn model(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if id == shared.model_name {
+        return Json(model_object(&shared)).into_response();
+    }
+    let shown: String = id.chars().take(200).collect();
+    let mut body = ApiError::status(
+        404,
+        format!("the model '{shown}' does not exist; this server serves '{}'", shared.model_name),
+    )
+    .body();
+    body["error"]["param"] = json!("model");
+    body["error"]["code"] = json!("model_not_found");
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+fn model_object(shared: &Shared) -> Value {
+    json!({ "id": shared.model_name, "object": "model", "created": shared.created, "owned_by": "mood" })
 }
 
 #[derive(Deserialize)]

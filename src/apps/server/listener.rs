@@ -24,6 +24,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+/// The address a request's connection came from (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
 /// Time and size limits of the connections.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -47,7 +51,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -66,8 +70,9 @@ pub async fn serve(
         let served = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&served);
         let service = tower::ServiceBuilder::new()
-            .map_request(move |r| {
+            .map_request(move |mut r: hyper::Request<hyper::body::Incoming>| {
                 counter.fetch_add(1, Ordering::Relaxed);
+                r.extensions_mut().insert(ClientAddr(peer));
                 r
             })
             .service(app.clone());

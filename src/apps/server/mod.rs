@@ -1,20 +1,25 @@
 //! `mood serve`: an OpenAI-compatible HTTP API over MOD, with per-request weights.
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (plain and SSE streaming),
-//! `GET /v1/models`, `GET /v1/mood` (the recipe, for the page), `POST /tokenize`,
+//! `GET /v1/models`, `GET /v1/models/{id}`, `GET /v1/mood` (the recipe, for the page), `POST /tokenize`,
 //! `POST /detokenize`, `GET /metrics` (`inspect`), `GET /health` (public) and the web page
 //! at `/` ([`page`], public). Handlers read a request under size and time limits, validate
 //! it ([`api`]) and queue it for the decoding thread ([`scheduler`]), which decodes up to
 //! `parallel` requests side by side and streams their text back ([`answer`]); a request's
 //! weights affect only that request. Connections are accepted and timed by `listener`.
-//! Every error, whatever produced it, is OpenAI-style JSON.
+//! Every error, whatever produced it, is OpenAI-style JSON. Bodies are read leniently unless
+//! `strict` ([`crate::apps::openai::fields`]): fields dropped are named in an `X-Mood-Ignored`
+//! header and in the request's log line ([`log`]); [`cors`] answers browsers' preflights.
 
+pub mod cors;
 mod inspect;
 mod listener;
+pub mod log;
 pub mod page;
 pub mod scheduler;
 
 use crate::apps::openai::answer;
+use crate::apps::openai::fields::{self, Mode};
 use crate::apps::openai::request::{self as api, ApiError, Kind};
 use crate::pipeline::engine::{Engine, SessionOptions};
 use crate::pipeline::recipe::Recipe;
@@ -38,7 +43,9 @@ use std::time::Duration;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
+pub use cors::Cors;
 pub use listener::Limits;
+pub use log::LogFormat;
 
 /// How the server runs.
 pub struct Config {
@@ -57,6 +64,13 @@ pub struct Config {
     /// Name reported as the model id.
     pub model_name: String,
     pub session: SessionOptions,
+    /// Refuse every body field mood does not read (else fields that change nothing are
+    /// dropped and reported).
+    pub strict: bool,
+    /// Origins allowed to call the API from a browser (none: no CORS headers).
+    pub cors: Cors,
+    /// How the line logged per request is written.
+    pub log_format: LogFormat,
 }
 
 /// The longest request target and the most header bytes answered with JSON errors (414,
@@ -84,6 +98,7 @@ struct Shared {
     capacity: usize,
     max_body_bytes: usize,
     read_timeout: Duration,
+    mode: Mode,
 }
 
 impl IntoResponse for ApiError {
@@ -97,9 +112,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Serves until Ctrl-C or SIGTERM; `ready(address)` is called once the socket listens. The
-/// policies the recipe's own weights need are opened first: a server that could not decode
-/// never starts listening.
+/// Serves until Ctrl-C or SIGTERM; `ready(address)` is called once the socket listens. Every
+/// policy of the recipe gets its context first — a server that could not decode never starts
+/// listening, and a request whose weights bring in a policy the previous ones left out (the
+/// reference, an expert at weight 0) does not make the others read their prompts again.
 pub fn serve(
     engine: Engine,
     recipe: Recipe,
@@ -109,7 +125,8 @@ pub fn serve(
 ) -> Result<()> {
     let engine = Arc::new(engine);
     let health = Arc::new(Health::default());
-    let initial = recipe.members()?;
+    recipe.members()?;
+    let initial: Vec<usize> = (0..engine.policies().len()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let decoder = {
@@ -142,11 +159,13 @@ pub fn serve(
         capacity: config.parallel.max(1) + config.max_queue,
         max_body_bytes: config.max_body_bytes,
         read_timeout: config.read_timeout,
+        mode: if config.strict { Mode::Strict } else { Mode::Lenient },
     });
     let api = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completion))
         .route("/v1/models", get(inspect::models))
+        .route("/v1/models/{*id}", get(inspect::model))
         .route("/tokenize", post(inspect::tokenize))
         .route("/detokenize", post(inspect::detokenize))
         .route("/metrics", get(inspect::metrics))
@@ -159,6 +178,8 @@ pub fn serve(
         .layer(middleware::map_response(as_json_error))
         .layer(middleware::from_fn(limit_head))
         .layer(middleware::map_response_with_state(Arc::clone(&shared), count))
+        .layer(middleware::from_fn_with_state(Arc::new(config.cors.clone()), cors::handle))
+        .layer(middleware::from_fn_with_state(config.log_format, log::requests))
         .with_state(Arc::clone(&shared));
     let limits = Limits {
         max_connections: config.max_connections.max(1),
@@ -359,17 +380,39 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let parsed = match api::parse(
+    let mut parsed = match api::parse_with(
         &body,
         kind,
         &shared.engine,
         &shared.recipe,
         &shared.settings,
         &shared.template,
+        shared.mode,
     ) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    let ignored = std::mem::take(&mut parsed.ignored);
+    let mut response = generate(shared, parsed, kind).await;
+    if !ignored.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&fields::report(&ignored)) {
+            response.headers_mut().insert(IGNORED_HEADER, v);
+        }
+        match response.extensions_mut().get_mut::<log::Note>() {
+            Some(note) => note.ignored = ignored,
+            None => {
+                response.extensions_mut().insert(log::Note { ignored, ..log::Note::default() });
+            }
+        }
+    }
+    response
+}
+
+/// Names the body fields dropped in lenient mode.
+const IGNORED_HEADER: &str = "x-mood-ignored";
+
+/// Decodes a validated request and answers it, whole or streamed.
+async fn generate(shared: Arc<Shared>, parsed: api::Parsed, kind: Kind) -> Response {
     if let Some(problem) = shared.health.problem() {
         return ApiError::status(503, format!("the server cannot decode now: {problem}"))
             .into_response();
@@ -406,7 +449,10 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 Event::Done(g) => {
                     record(&shared, &g);
                     let h = answer::Header { kind, id: &id, model: &model, created };
-                    return Json(answer::answer(&h, &recipe, &g)).into_response();
+                    let mut response = Json(answer::answer(&h, &recipe, &g)).into_response();
+                    let note = log::Note { tokens: Some(g.tokens.len()), ..log::Note::default() };
+                    response.extensions_mut().insert(note);
+                    return response;
                 }
                 Event::Invalid(e) => return ApiError::invalid(e, None).into_response(),
                 Event::Failed(e) => return ApiError::server(e).into_response(),
@@ -418,8 +464,12 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
     // Streamed: chunks as text comes, then `data: [DONE]` — or an error event and no
     // `[DONE]` when the request fails midway.
     let (sse_tx, sse_rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
+    let (guard, note) = log::StreamGuard::new();
     tokio::spawn(async move {
         let _pending = pending;
+        // The whole guard moves here (not just the field assigned), so that it reports when
+        // this task ends.
+        let mut guard = guard;
         let h = answer::Header { kind, id: &id, model: &model, created };
         let mut ended = false;
         let mut logprobs = answer::StreamedLogprobs::default();
@@ -435,6 +485,7 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 }
                 Event::Done(g) => {
                     ended = true;
+                    guard.end = log::StreamEnd::Done(g.tokens.len());
                     record(&shared, &g);
                     let last = answer::last_chunk(&h, &recipe, &g);
                     let _ = sse_tx.send(SseEvent::default().data(last.to_string()));
@@ -446,25 +497,38 @@ async fn handle(shared: Arc<Shared>, req: HttpRequest, kind: Kind) -> Response {
                 }
                 Event::Invalid(e) => {
                     ended = true;
+                    guard.end = log::StreamEnd::Error;
                     ApiError::invalid(e, None).body().to_string()
                 }
                 Event::Failed(e) => {
                     ended = true;
+                    guard.end = log::StreamEnd::Error;
                     ApiError::server(e).body().to_string()
                 }
                 Event::Unavailable(e) => {
                     ended = true;
+                    guard.end = log::StreamEnd::Error;
                     ApiError::status(503, e).body().to_string()
                 }
             };
-            if sse_tx.send(SseEvent::default().data(data)).is_err() || ended {
+            if sse_tx.send(SseEvent::default().data(data)).is_err() {
+                if !ended {
+                    guard.end = log::StreamEnd::ClientGone;
+                }
+                return;
+            }
+            if ended {
                 return;
             }
         }
+        guard.end = log::StreamEnd::Error;
         let stopped = ApiError::server("the decoding thread stopped").body().to_string();
         let _ = sse_tx.send(SseEvent::default().data(stopped));
     });
-    Sse::new(UnboundedReceiverStream::new(sse_rx).map(Ok::<_, Infallible>)).into_response()
+    let mut response =
+        Sse::new(UnboundedReceiverStream::new(sse_rx).map(Ok::<_, Infallible>)).into_response();
+    response.extensions_mut().insert(note);
+    response
 }
 
 /// Adds a finished generation to the metrics.

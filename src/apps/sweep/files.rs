@@ -289,6 +289,7 @@ mod tests {
     fn generation(tokens: Vec<u32>) -> Generation {
         let timings = Timings {
             prompt_ms: 1.0,
+            prompt_tokens_decoded: 5,
             decode_ms: 2.0,
             tokens_per_second: 3.0,
             forward_ms: 1.0,

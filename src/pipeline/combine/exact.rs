@@ -18,7 +18,7 @@
 //! number of tokens) are dropped before the final solve: together they hold at most
 //! [`PRUNE_MASS`] of the exact distribution. They get log-probability −∞.
 
-use crate::pipeline::divergence::{log_wright_omega, Divergence};
+use crate::pipeline::divergence::{log_expm1, log_wright_omega, Divergence};
 
 /// Total probability that pruning may drop.
 pub const PRUNE_MASS: f64 = 1e-9;
@@ -97,7 +97,7 @@ pub fn eq6_log_scores(
     out.extend(vals.iter().zip(lp_ref).map(|(&x, &a)| match div {
         Divergence::ReverseKl => x,
         Divergence::Jeffreys => a - log_wright_omega(1.0 - x),
-        _ => a + div.log_h_gap(x.exp()),
+        _ => a + div.log_h_log_gap(x),
     }));
 }
 
@@ -178,35 +178,36 @@ fn lse_and_mean(x: &[f64], d: &[f64]) -> (f64, f64) {
 }
 
 /// Pole divergences: Z = −c_min + e^s, each token's gap c(v) + Z = (c(v) − c_min) + e^s.
-/// The log gaps log c(v) are in `scratch.values`.
+/// The log gaps log c(v) are in `scratch.values`. Everything is done with logarithms of the
+/// gaps: with a large α they span more than f64's range (c(v) = Σ_i w_i·e^(−α·t_i(v))/α).
 fn solve_pole(div: Divergence, lp_ref: &[f64], out: &mut Vec<f64>, scratch: &mut Scratch) -> Solve {
     let n = lp_ref.len();
-    let Scratch { values: log_c, gaps: d, active, terms, slopes, .. } = scratch;
+    let Scratch { values: log_c, gaps: log_d, active, terms, slopes, .. } = scratch;
     let lc_min = log_c.iter().copied().fold(f64::INFINITY, f64::min);
-    let c_min = lc_min.exp();
-    // d(v) = c(v) − c_min ≥ 0, exact 0 for the token(s) nearest the pole.
-    d.clear();
-    d.extend(log_c.iter().map(|&lc| {
-        if lc - lc_min > 700.0 {
-            f64::INFINITY
+    // log d(v) = log(c(v) − c_min), −∞ for the token(s) nearest the pole.
+    log_d.clear();
+    log_d.extend(log_c.iter().map(|&lc| {
+        if lc == lc_min {
+            f64::NEG_INFINITY
         } else {
-            c_min * (lc - lc_min).exp_m1()
+            lc_min + log_expm1(lc - lc_min)
         }
     }));
-    let d = &*d;
+    let log_d = &*log_d;
+    // log(d(v) + e^s).
+    let log_gap = |v: usize, s: f64| log_add_exp(log_d[v], s);
     active.clear();
     active.extend(0..n);
     let eval = |s: f64, active: &[usize], terms: &mut Vec<f64>, slopes: &mut Vec<f64>| {
-        let es = s.exp();
         terms.clear();
         slopes.clear();
         for &v in active {
-            let gap = d[v] + es;
-            terms.push(lp_ref[v] + div.log_h_gap(gap));
-            slopes.push(div.d_log_h_gap(gap));
+            let lg = log_gap(v, s);
+            terms.push(lp_ref[v] + div.log_h_log_gap(lg));
+            // d/ds log H(gap) = γ·(log H)'(γ) · e^s/γ.
+            slopes.push(div.gap_slope(lg) * (s - lg).exp());
         }
-        let (f, mean) = lse_and_mean(terms, slopes);
-        (f, es * mean)
+        lse_and_mean(terms, slopes)
     };
     // Z = 0 (s = log c_min) is an upper bracket on the full vocabulary (h of a convex
     // combination is at most the arithmetic mean); expand upward if a subset says otherwise.
@@ -214,18 +215,25 @@ fn solve_pole(div: Divergence, lp_ref: &[f64], out: &mut Vec<f64>, scratch: &mut
     let (lo, hi) = bracket(start, 1e4, |s| eval(s, active, terms, slopes).0);
     // Pruning: p(v) ≤ π_ref(v)·H(d(v) + e^lo) at any root in the bracket.
     let bar = (PRUNE_MASS / n as f64).ln();
-    let es_lo = lo.exp();
-    active.retain(|&v| lp_ref[v] + div.log_h_gap(d[v] + es_lo) >= bar);
+    active.retain(|&v| lp_ref[v] + div.log_h_log_gap(log_gap(v, lo)) >= bar);
     let pruned = n - active.len();
     let mut root = Root { lo, hi, iterations: 0 };
     let s = root.solve(0.5 * (lo + hi), &mut |s| eval(s, active, terms, slopes));
-    let es = s.exp();
     out.clear();
     out.resize(n, f64::NEG_INFINITY);
     for &v in active.iter() {
-        out[v] = lp_ref[v] + div.log_h_gap(d[v] + es);
+        out[v] = lp_ref[v] + div.log_h_log_gap(log_gap(v, s));
     }
-    Solve { z: es - c_min, iterations: root.iterations, pruned }
+    Solve { z: s.exp() - lc_min.exp(), iterations: root.iterations, pruned }
+}
+
+/// log(e^a + e^b), exact for infinite arguments.
+fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a > b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
 }
 
 /// A bracket [lo, hi] around the root of the decreasing `f`: hi climbs from `start` until

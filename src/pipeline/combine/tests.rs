@@ -524,3 +524,59 @@ fn whole_scores_every_token_as_the_exact_formula_does() {
         assert!(out.iter().any(|x| !x.is_finite()), "{div}: τ = 0.1 leaves tokens out");
     }
 }
+
+#[test]
+fn alpha_up_to_its_documented_limit_gives_a_distribution_on_disagreeing_experts() {
+    // Experts that each rule out what the other prefers (log-ratios of ±100 nats), at every α
+    // the help allows: the distribution is finite and sums to 1.
+    let mut rng = Rng::new(5);
+    for case in 0..40 {
+        let n = 2000;
+        let scale = [5.0, 30.0, 80.0, 150.0][case % 4];
+        let mut lref = random_logits(&mut rng, n, scale);
+        let mut experts: Vec<Vec<f64>> =
+            (0..2).map(|_| random_logits(&mut rng, n, scale)).collect();
+        let (first, second) = experts.split_at_mut(1);
+        for (v, (x, y)) in first[0].iter_mut().zip(&mut second[0]).enumerate() {
+            let (up, down) = if v % 2 == 0 { (x, y) } else { (y, x) };
+            *up += 50.0;
+            *down -= 50.0;
+        }
+        if case % 3 == 0 {
+            lref[7] += 120.0;
+        }
+        let (lp_ref, lp) = (norm(&lref), experts.iter().map(|e| norm(e)).collect::<Vec<_>>());
+        let w = random_simplex(&mut rng, 2);
+        for a in [0.5, 2.0, 5.0, 10.0, 19.0, 20.0] {
+            let div = Divergence::Alpha(a);
+            let mut out = Vec::new();
+            mod_log_probs(div, &w, &lp_ref, &flat(&lp), &mut out, &mut Scratch::default());
+            let total: f64 = out.iter().map(|x| x.exp()).sum();
+            assert!((total - 1.0).abs() < 1e-6, "case {case} alpha {a}: Σp = {total}");
+            assert!(out.iter().all(|x| !x.is_nan()), "case {case} alpha {a}: NaN");
+            // Ordered as the formula says: p/π_ref falls as the gap c(v) grows.
+            let mut by_gap: Vec<(f64, f64)> = (0..n)
+                .map(|v| {
+                    let t: Vec<f64> = (0..2).map(|i| lp[i][v] - lp_ref[v]).collect();
+                    (div.log_gap(&w, &t), out[v] - lp_ref[v])
+                })
+                .filter(|(_, r)| r.is_finite())
+                .collect();
+            by_gap.sort_by(|a, b| a.0.total_cmp(&b.0));
+            assert!(by_gap.windows(2).all(|p| p[1].1 <= p[0].1 + 1e-9), "case {case} alpha {a}");
+            // The decoder's path (f32 logits, plausible set, sampler) draws a token.
+            let logits: Vec<Vec<f32>> = std::iter::once(&lp_ref)
+                .chain(&lp)
+                .map(|l| l.iter().map(|&x| x as f32).collect())
+                .collect();
+            let inputs: Vec<&[f32]> = logits.iter().map(|v| &v[..]).collect();
+            for plausibility in [0.0, 1e-4] {
+                let mut c = combiner(div, &w, plausibility);
+                let mut scores = vec![0f32; n];
+                c.combine(&inputs, false, &mut scores);
+                let drawn = plain_sampler(case as u64).sample(&mut scores, &[]);
+                assert!(drawn.is_some(), "case {case} alpha {a} plausibility {plausibility}");
+            }
+        }
+    }
+}

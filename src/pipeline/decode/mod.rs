@@ -42,10 +42,25 @@ pub enum FinishReason {
     Cancelled,
 }
 
+impl FinishReason {
+    /// The name JSON output uses: `eog`, `stop`, `length`, `cancelled`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FinishReason::Eog => "eog",
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// Wall-clock times of one generation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Timings {
     pub prompt_ms: f64,
+    /// Prompt tokens the policies decoded before the first step, summed over the policies:
+    /// what their caches did not already hold.
+    pub prompt_tokens_decoded: usize,
     pub decode_ms: f64,
     /// Generated tokens per second of decode time.
     pub tokens_per_second: f64,
@@ -409,7 +424,7 @@ impl<'e> Decoder<'e> {
         }
         let lanes: Vec<usize> = fills.iter().map(|f| f.lane).collect();
         let started = Instant::now();
-        let cached = match running.session.prefill_lanes(fills) {
+        let prefilled = match running.session.prefill_lanes(fills) {
             Ok(cached) => cached,
             Err(e) => {
                 let lost = self.engine.lost();
@@ -427,8 +442,10 @@ impl<'e> Decoder<'e> {
             }
         };
         let prompt_ms = started.elapsed().as_secs_f64() * 1e3;
-        for ((lane, (tag, mut stream)), cached) in lanes.into_iter().zip(starting).zip(cached) {
-            stream.cached = cached;
+        for ((lane, (tag, mut stream)), prefilled) in lanes.into_iter().zip(starting).zip(prefilled)
+        {
+            stream.cached = prefilled.reused;
+            stream.decoded_at_start = prefilled.decoded;
             stream.clock.prompt_ms = prompt_ms;
             stream.clock.started = Instant::now();
             let slots = slots_of(&running.members, &stream.members);
@@ -471,8 +488,20 @@ pub fn generate(
     options: SessionOptions,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Generation> {
-    let request =
-        Request::new(recipe.clone(), settings.clone(), engine.prompt_tokens(prompt)?, false);
+    generate_tokens(engine, recipe, engine.prompt_tokens(prompt)?, settings, options, on_text)
+}
+
+/// [`generate`] with each policy's prompt already tokenized (e.g. a chat turn rendered with
+/// each policy's template).
+pub fn generate_tokens(
+    engine: &Engine,
+    recipe: &Recipe,
+    prompts: Vec<Vec<LlamaToken>>,
+    settings: &Settings,
+    options: SessionOptions,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Generation> {
+    let request = Request::new(recipe.clone(), settings.clone(), prompts, false);
     let mut decoder = Decoder::new(engine, 1, options);
     decoder.submit(0, request)?;
     let mut outcome = None;
@@ -533,4 +562,18 @@ pub fn decode_all(
         }
         Ok(Flow::Continue)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FinishReason;
+
+    #[test]
+    fn finish_reason_names_are_the_json_ones() {
+        for r in
+            [FinishReason::Eog, FinishReason::Stop, FinishReason::Length, FinishReason::Cancelled]
+        {
+            assert_eq!(serde_json::to_value(r).unwrap(), serde_json::json!(r.name()));
+        }
+    }
 }

@@ -49,6 +49,8 @@ pub(super) struct Stream<'e> {
     pub(super) piece: Vec<u8>,
     finish: Option<FinishReason>,
     pub(super) cached: usize,
+    /// Prompt tokens the policies decoded at the start, summed over the policies.
+    pub(super) decoded_at_start: usize,
     /// Why the request cannot share one output product per lane (its own reasons), and why
     /// it did not (its own or the session's); `None`: it did.
     pub(super) mix_reason: Option<&'static str>,
@@ -162,6 +164,7 @@ impl<'e> Stream<'e> {
             piece: Vec::new(),
             finish: None,
             cached: 0,
+            decoded_at_start: 0,
             mix_reason,
             unmixed_because: mix_reason,
             clock: Clock {
@@ -346,6 +349,7 @@ impl<'e> Stream<'e> {
             policies: names.collect(),
             timings: Timings {
                 prompt_ms: self.clock.prompt_ms,
+                prompt_tokens_decoded: self.decoded_at_start,
                 decode_ms,
                 tokens_per_second: self.tokens.len() as f64 / (decode_ms / 1e3).max(1e-9),
                 forward_ms: self.clock.forward * 1e3,

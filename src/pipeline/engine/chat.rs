@@ -41,7 +41,7 @@ impl Engine {
         system: Option<&str>,
     ) -> Result<String> {
         let policy = &self.policies()[p];
-        let template = policy.template.as_deref().unwrap_or(default_template);
+        let template = self.template_of(p, default_template);
         let body = match template {
             "none" => transcript(system, messages),
             name => {
@@ -103,9 +103,19 @@ impl Engine {
             .collect()
     }
 
+    /// The template policy `p` formats conversations with: its own, else `default_template`;
+    /// `auto` is `model` where the GGUF carries a chat template and `none` where it does not.
+    pub fn template_of<'a>(&'a self, p: usize, default_template: &'a str) -> &'a str {
+        match self.policies()[p].template.as_deref().unwrap_or(default_template) {
+            "auto" if self.model(p).chat_template(None).is_ok() => "model",
+            "auto" => "none",
+            name => name,
+        }
+    }
+
     /// Whether any policy formats conversations as the plain transcript.
     pub fn uses_transcript(&self, default_template: &str) -> bool {
-        self.policies().iter().any(|p| p.template.as_deref().unwrap_or(default_template) == "none")
+        (0..self.policies().len()).any(|p| self.template_of(p, default_template) == "none")
     }
 }
 

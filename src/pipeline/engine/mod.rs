@@ -23,7 +23,7 @@ pub use grammar::Grammar;
 pub use load::use_backends_from;
 pub use load::{backend, check_gguf_file, rpc_endpoints, LoadOptions};
 use load::{load_model, local_gpu, ModelVocab, Placement};
-pub use session::{LaneFill, Session, MIN_CTX};
+pub use session::{LaneFill, Prefilled, Session, MIN_CTX};
 pub use strategy::{SessionOptions, Strategy};
 pub use tuning::Measurement;
 

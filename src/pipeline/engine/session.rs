@@ -49,6 +49,15 @@ struct Worker {
 
 /// Policies decoding side by side, in one or more lanes.
 ///
+/// What a lane's prefill found cached and had to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefilled {
+    /// The fewest prompt tokens a member found in its cache.
+    pub reused: usize,
+    /// Prompt tokens the members decoded, summed over the members.
+    pub decoded: usize,
+}
+
 /// A lane runs the members its last prefill gave a prompt: the others sit out that lane's
 /// steps (their cache there stays as it was), so a request that needs fewer policies than
 /// the session holds costs no more than a session of its own.
@@ -299,13 +308,13 @@ impl Session {
         mix: Option<Vec<f32>>,
     ) -> Result<usize> {
         let fill = LaneFill { lane, prompts: prompts.to_vec(), reuse, mix };
-        Ok(self.prefill_lanes(vec![fill])?[0])
+        Ok(self.prefill_lanes(vec![fill])?[0].reused)
     }
 
     /// [`Session::prefill_lane`] for several lanes at once: their prompts share the decode
-    /// batches (fewer passes over the weights than one lane after another). Returns the
-    /// fewest tokens a member reused, per lane.
-    pub fn prefill_lanes(&mut self, fills: Vec<LaneFill>) -> Result<Vec<usize>> {
+    /// batches (fewer passes over the weights than one lane after another). Returns, per
+    /// lane, the fewest tokens a member reused and the tokens the members decoded.
+    pub fn prefill_lanes(&mut self, fills: Vec<LaneFill>) -> Result<Vec<Prefilled>> {
         for f in &fills {
             self.check_fill(f)?;
         }
@@ -315,6 +324,7 @@ impl Session {
             self.fed[f.lane] = 1;
         }
         let mut reused = vec![usize::MAX; fills.len()];
+        let mut decoded = vec![0usize; fills.len()];
         let result = Self::run_collect(
             &mut self.workers,
             |members, logits, feed| {
@@ -333,6 +343,11 @@ impl Session {
                 for (i, lane_kept) in kept.chunks(members.len().max(1)).enumerate() {
                     let fewest = lane_kept.iter().copied().min().unwrap_or(usize::MAX);
                     reused[i] = reused[i].min(fewest);
+                    for (&m, &k) in members.iter().zip(lane_kept) {
+                        if let Some(p) = &fills[i].prompts[m] {
+                            decoded[i] += p.len().saturating_sub(k);
+                        }
+                    }
                 }
             },
         );
@@ -347,7 +362,11 @@ impl Session {
             }
         }
         result?;
-        Ok(reused.into_iter().map(|r| if r == usize::MAX { 0 } else { r }).collect())
+        Ok(reused
+            .into_iter()
+            .zip(decoded)
+            .map(|(r, decoded)| Prefilled { reused: if r == usize::MAX { 0 } else { r }, decoded })
+            .collect())
     }
 
     fn check_fill(&self, f: &LaneFill) -> Result<()> {
