@@ -101,16 +101,17 @@ fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<34} {:>12} {:>12} {:>22}",
-        "model alone", "prompt t/s", "decode t/s", "decode t/s at share"
+        "{:<34} {:>12} {:>12} {:>7} {:>22}",
+        "model alone", "prompt t/s", "decode t/s", "spread", "decode t/s at share"
     )?;
     for s in &report.single {
         writeln!(
             out,
-            "{:<34} {:>12.1} {:>12.1} {:>12.1} ({} thr)",
+            "{:<34} {:>12.1} {:>12.1} {:>6.0}% {:>12.1} ({} thr)",
             s.model,
             s.prompt_tokens_per_second,
             s.tokens_per_second,
+            100.0 * s.spread,
             s.tokens_per_second_at_share,
             s.share_threads
         )?;
@@ -127,12 +128,13 @@ fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
     };
     writeln!(
         out,
-        "\n{:<16} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>11} {:>11} {:>10}",
+        "\n{:<16} {:>8} {:>8} {:>10} {:>10} {:>7} {:>7} {:>7} {:>11} {:>11} {:>10}",
         "MOD",
         "policies",
         "contexts",
         "prompt t/s",
         "decode t/s",
+        "spread",
         "ratio",
         "floor",
         "forward ms",
@@ -142,12 +144,13 @@ fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
     for m in &report.r#mod {
         writeln!(
             out,
-            "{:<16} {:>8} {:>8} {:>10.1} {:>10.1} {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
+            "{:<16} {:>8} {:>8} {:>10.1} {:>10.1} {:>6.0}% {:>7.2} {:>7.2} {:>11.2} {:>11.3} {:>10.3}",
             label(m),
             m.policies,
             m.contexts,
             m.prompt_tokens_per_second,
             m.tokens_per_second,
+            100.0 * m.spread,
             m.ratio,
             m.floor_ratio,
             m.forward_ms,
@@ -159,7 +162,8 @@ fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
         out,
         "ratio: MOD ÷ the slowest model alone on all threads; floor: MOD ÷ the physical floor, \
          that model alone on one policy's thread share (÷ passes per thread where policies \
-         outnumber threads). Times are per generated token."
+         outnumber threads). Times are per generated token; spread: (max − min) ÷ median of \
+         the rounds' decode speeds."
     )?;
     if report.r#mod.iter().any(|m| m.rpc) {
         writeln!(
@@ -213,6 +217,9 @@ fn print_tables(report: &bench::Report, out: &mut dyn Write) -> Result<()> {
             measured.join(", ")
         }
     )?;
+    for w in &report.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
     if !report.memory.is_empty() {
         writeln!(out, "\n{:<18} {:>12} {:>8}", "prompted experts", "peak RSS MB", "ratio")?;
         for m in &report.memory {

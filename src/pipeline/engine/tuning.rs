@@ -6,6 +6,11 @@
 //! lane; the one with the lowest median step time wins. It is kept in memory for the engine's
 //! life and, when the caller names a cache file ([`Engine::set_strategy_cache`]), written
 //! there with every candidate's time and read back by later processes.
+//!
+//! A measurement taken while something else used the cores is not one to keep: when a
+//! candidate's step times spread by more than [`STEADY_SPREAD`] (interquartile range over
+//! median), every candidate is measured again; if they still spread, the best is used for
+//! this process but not written to the cache file, so a later process measures afresh.
 
 use super::strategy::{SessionOptions, Strategy};
 use super::Engine;
@@ -31,6 +36,49 @@ pub struct Measurement {
     pub step_ms: Vec<(Strategy, f64)>,
     /// Whether it came from the cache file rather than from measuring now.
     pub cached: bool,
+    /// Whether the step times held still (see the module documentation); an unsteady
+    /// measurement is not written to the cache file.
+    pub steady: bool,
+}
+
+/// The largest spread of a candidate's step times (interquartile range ÷ median) that counts
+/// as a steady measurement.
+pub const STEADY_SPREAD: f64 = 0.25;
+
+/// Interquartile range ÷ median of `times` (0 for fewer than two).
+pub fn spread(times: &[f64]) -> f64 {
+    if times.len() < 2 {
+        return 0.0;
+    }
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let x = q * (t.len() - 1) as f64;
+        let (i, f) = (x.floor() as usize, x.fract());
+        t[i] + f * (t[(i + 1).min(t.len() - 1)] - t[i])
+    };
+    let median = at(0.5);
+    if median > 0.0 {
+        (at(0.75) - at(0.25)) / median
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// The median of `times` (∞ for none).
+fn median(times: &[f64]) -> f64 {
+    let mut t = times.to_vec();
+    t.sort_by(f64::total_cmp);
+    match t.len() {
+        0 => f64::INFINITY,
+        n if n % 2 == 1 => t[n / 2],
+        n => 0.5 * (t[n / 2 - 1] + t[n / 2]),
+    }
+}
+
+/// Whether every candidate's step times held still.
+pub fn steady(times: &[(Strategy, Vec<f64>)]) -> bool {
+    times.iter().all(|(_, t)| !t.is_empty() && spread(t) <= STEADY_SPREAD)
 }
 
 /// Steps timed per candidate, after two to warm up.
@@ -47,7 +95,12 @@ impl Engine {
     ) -> Result<Measurement> {
         let candidates = self.candidates(members);
         if candidates.len() == 1 {
-            return Ok(Measurement { strategy: candidates[0], step_ms: Vec::new(), cached: false });
+            return Ok(Measurement {
+                strategy: candidates[0],
+                step_ms: Vec::new(),
+                cached: false,
+                steady: true,
+            });
         }
         let key = self.setup_key(members, lanes, options);
         let memory = &self.strategy_memory;
@@ -66,14 +119,21 @@ impl Engine {
                 return Ok(found);
             }
         }
-        let mut step_ms = Vec::with_capacity(candidates.len());
-        for &strategy in &candidates {
-            step_ms.push((strategy, self.time_steps(members, lanes, options, strategy)?));
+        let mut times = Vec::new();
+        for _attempt in 0..2 {
+            times.clear();
+            for &strategy in &candidates {
+                times.push((strategy, self.time_steps(members, lanes, options, strategy)?));
+            }
+            if steady(&times) {
+                break;
+            }
         }
+        let step_ms: Vec<(Strategy, f64)> = times.iter().map(|(s, t)| (*s, median(t))).collect();
         let best =
             step_ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(Strategy::Threads, |b| b.0);
-        let found = Measurement { strategy: best, step_ms, cached: false };
-        if let Some(file) = &memory.file {
+        let found = Measurement { strategy: best, step_ms, cached: false, steady: steady(&times) };
+        if let (Some(file), true) = (&memory.file, found.steady) {
             write_cache(file, &key, &found);
         }
         if let Ok(mut seen) = memory.seen.lock() {
@@ -109,14 +169,14 @@ impl Engine {
         out
     }
 
-    /// Median milliseconds of one step in every lane with `strategy`.
+    /// Milliseconds of each timed step in every lane with `strategy`.
     fn time_steps(
         &self,
         members: &[usize],
         lanes: usize,
         options: SessionOptions,
         strategy: Strategy,
-    ) -> Result<f64> {
+    ) -> Result<Vec<f64>> {
         let mut session =
             self.start_session(members, lanes, SessionOptions { strategy, ..options })?;
         let prompts: Vec<Option<Vec<LlamaToken>>> =
@@ -140,8 +200,7 @@ impl Engine {
                 times.push(started.elapsed().as_secs_f64() * 1e3);
             }
         }
-        times.sort_by(f64::total_cmp);
-        Ok(times.get(times.len() / 2).copied().unwrap_or(f64::INFINITY))
+        Ok(times)
     }
 
     /// What makes strategies rank differently: the machine, the thread budget, the lanes,
@@ -186,6 +245,11 @@ fn read_cache(path: &Path, key: &str) -> Option<Measurement> {
     let text = std::fs::read_to_string(path).ok()?;
     let all: Value = serde_json::from_str(&text).ok()?;
     let entry = all.get(key)?;
+    // Entries from before measurements were checked for steadiness do not say so: measure
+    // again rather than trust one taken on a busy machine.
+    if entry.get("steady") != Some(&Value::Bool(true)) {
+        return None;
+    }
     let strategy = entry.get("strategy")?.as_str()?.parse().ok()?;
     let step_ms = entry
         .get("step_ms")?
@@ -193,7 +257,7 @@ fn read_cache(path: &Path, key: &str) -> Option<Measurement> {
         .iter()
         .filter_map(|(k, v)| Some((k.parse().ok()?, v.as_f64()?)))
         .collect();
-    Some(Measurement { strategy, step_ms, cached: true })
+    Some(Measurement { strategy, step_ms, cached: true, steady: true })
 }
 
 /// Adds the measurement to the cache file (best effort: a cache that cannot be written
@@ -205,7 +269,10 @@ fn write_cache(path: &Path, key: &str, m: &Measurement) {
         .unwrap_or_default();
     let step_ms: Map<String, Value> =
         m.step_ms.iter().map(|(s, ms)| (s.name().to_string(), json!(ms))).collect();
-    all.insert(key.to_string(), json!({ "strategy": m.strategy.name(), "step_ms": step_ms }));
+    all.insert(
+        key.to_string(),
+        json!({ "strategy": m.strategy.name(), "step_ms": step_ms, "steady": m.steady }),
+    );
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
@@ -214,5 +281,52 @@ fn write_cache(path: &Path, key: &str, m: &Measurement) {
     let text = serde_json::to_string_pretty(&Value::Object(all)).unwrap_or_default();
     if std::fs::write(&tmp, text).is_ok() {
         let _ = std::fs::rename(&tmp, path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_the_interquartile_range_over_the_median() {
+        // Quartiles of 1..=9 by linear interpolation: 3 and 7, median 5.
+        let t: Vec<f64> = (1..=9).map(f64::from).collect();
+        assert!((spread(&t) - 4.0 / 5.0).abs() < 1e-12);
+        assert_eq!(spread(&[10.0; 8]), 0.0);
+        assert_eq!(spread(&[4.0]), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
+
+    #[test]
+    fn the_cache_file_keeps_steady_measurements_and_ignores_older_entries() {
+        let dir = std::env::temp_dir().join(format!("mood-tuning-{}", std::process::id()));
+        let file = dir.join("strategy.json");
+        let m = Measurement {
+            strategy: Strategy::Mixed,
+            step_ms: vec![(Strategy::Threads, 20.0), (Strategy::Mixed, 12.5)],
+            cached: false,
+            steady: true,
+        };
+        write_cache(&file, "setup", &m);
+        assert_eq!(read_cache(&file, "setup"), Some(Measurement { cached: true, ..m.clone() }));
+        assert_eq!(read_cache(&file, "other"), None);
+        // An entry written without the steadiness check is measured again.
+        let old = r#"{"setup": {"strategy": "threads", "step_ms": {"threads": 9.0}}}"#;
+        std::fs::write(&file, old).unwrap();
+        assert_eq!(read_cache(&file, "setup"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_busy_machine_is_not_a_steady_measurement() {
+        let calm = vec![10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8, 10.0];
+        // Another program took the cores for half the steps.
+        let busy = vec![10.0, 25.0, 10.1, 24.0, 9.9, 26.0, 10.0, 23.0];
+        // One stray slow step does not make a measurement unsteady.
+        let one_slow = vec![10.0, 10.1, 9.9, 40.0, 10.0, 10.2, 9.8, 10.0];
+        assert!(steady(&[(Strategy::Threads, calm.clone()), (Strategy::Mixed, one_slow)]));
+        assert!(!steady(&[(Strategy::Threads, calm.clone()), (Strategy::Mixed, busy)]));
+        assert!(!steady(&[(Strategy::Threads, calm), (Strategy::Mixed, Vec::new())]));
     }
 }

@@ -8,6 +8,10 @@
 //! here. Peak memory is the
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
+mod verdict;
+
+pub use verdict::{spread, warnings, ROUND_SPREAD};
+
 use crate::pipeline::decode::{self, Generation};
 use crate::pipeline::engine::{Engine, LoadOptions, SessionOptions, Strategy};
 use crate::pipeline::recipe::{Policy, Recipe};
@@ -27,6 +31,8 @@ pub struct SingleRun {
     /// repeated ⌈policies ÷ threads⌉ times where policies outnumber threads.
     pub share_threads: usize,
     pub tokens_per_second_at_share: f64,
+    /// (max − min) ÷ median of the rounds' decode speeds on all threads.
+    pub spread: f64,
 }
 
 /// Decode speed of the recipe under one strategy.
@@ -59,6 +65,8 @@ pub struct ModRun {
     pub drafted: usize,
     pub accepted: usize,
     pub tokens_per_pass: f64,
+    /// (max − min) ÷ median of the rounds' decode speeds.
+    pub spread: f64,
 }
 
 /// What `auto` runs for the recipe on this machine, and the step times it chose from.
@@ -69,6 +77,8 @@ pub struct AutoChoice {
     pub step_ms: Vec<(&'static str, f64)>,
     /// Whether the choice came from the cache file (measured on an earlier run).
     pub cached: bool,
+    /// Whether the step times held still; an unsteady choice is not written to the cache.
+    pub steady: bool,
 }
 
 /// Peak resident memory with `policies` prompted experts on one model file.
@@ -92,6 +102,8 @@ pub struct Report {
     pub memory: Vec<MemoryRun>,
     /// The draft model of the speculative row, if any.
     pub draft_model: Option<String>,
+    /// Signs that the machine was busy while the runs went (see [`warnings`]).
+    pub warnings: Vec<String>,
 }
 
 /// What to measure.
@@ -204,6 +216,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             tokens_per_second: rate(runs),
             share_threads: share,
             tokens_per_second_at_share: rate(shared),
+            spread: spread(&speeds(runs)),
         })
         .collect();
     let slowest = single.iter().map(|s| s.tokens_per_second).fold(f64::INFINITY, f64::min);
@@ -240,6 +253,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
             drafted: typical.timings.drafted,
             accepted: typical.timings.accepted,
             tokens_per_pass: typical.tokens.len() as f64 / typical.timings.passes.max(1) as f64,
+            spread: spread(&speeds(runs)),
         }
     };
     let mut r#mod = Vec::new();
@@ -248,6 +262,14 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         if !here.is_empty() {
             r#mod.push(row(here, draft_max, false));
         }
+    }
+    let mut warnings = warnings(plan.rounds.max(1), threads, &single, &r#mod);
+    if !auto.steady {
+        warnings.push(format!(
+            "auto's step times disagreed when measured twice: it runs {} now but did not \
+             remember the choice",
+            auto.strategy
+        ));
     }
     Ok(Report {
         prompt: plan.prompt.to_string(),
@@ -259,6 +281,7 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
         auto,
         memory: Vec::new(),
         draft_model: plan.draft_model.as_deref().map(short),
+        warnings,
     })
 }
 
@@ -299,6 +322,7 @@ fn auto_choice(recipe: &Recipe, plan: &Plan) -> Result<AutoChoice> {
         strategy: m.strategy.name(),
         step_ms: m.step_ms.iter().map(|(s, ms)| (s.name(), *ms)).collect(),
         cached: m.cached,
+        steady: m.steady,
     })
 }
 
@@ -362,6 +386,11 @@ fn generate_with(
 fn prompt_rate(g: &Generation) -> f64 {
     let tokens: usize = g.prompt_tokens.iter().map(|(_, n)| n).max().copied().unwrap_or(0);
     tokens as f64 / (g.timings.prompt_ms / 1e3).max(1e-9)
+}
+
+/// Each run's decode speed.
+fn speeds(runs: &[Generation]) -> Vec<f64> {
+    runs.iter().map(|g| g.timings.tokens_per_second).collect()
 }
 
 fn short(p: &std::path::Path) -> String {
