@@ -300,3 +300,54 @@ fn the_figures_line_shows_the_seed_only_when_sampling() {
         assert!(["eog", "stop", "length"].contains(&f.finish.as_str()), "{f:?}");
     }
 }
+
+#[test]
+fn in_a_terminal_lines_are_edited_with_history() {
+    // A pseudo-terminal from util-linux's `script`: mood sees a terminal on stdin and edits
+    // lines with rustyline; the up arrow brings back the last line.
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let demo = demo_recipe();
+    let command = format!("{} chat -r {} -n 4", env!("CARGO_BIN_EXE_mood"), demo.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux's script (Debian's bsdutils)");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let mut out = child.stdout.take().unwrap();
+    let sink = Arc::clone(&seen);
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let wait_for = |what: &str, count: usize| {
+        let started = Instant::now();
+        while seen.lock().unwrap().matches(what).count() < count {
+            let text = seen.lock().unwrap().clone();
+            assert!(started.elapsed() < Duration::from_secs(60), "no {what:?} in {text:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    wait_for("/quit exits", 1);
+    stdin.write_all(b"/weights scientist=0.7\r").unwrap();
+    wait_for("weights poet=0.5 scientist=0.7", 1);
+    stdin.write_all(b"/weights\r").unwrap();
+    wait_for("weights poet=0.5 scientist=0.7", 2);
+    // Up arrow twice: the first line again, edited at its end (Backspace, then 9).
+    stdin.write_all(b"\x1b[A\x1b[A\x7f9\r").unwrap();
+    wait_for("weights poet=0.5 scientist=0.9", 1);
+    stdin.write_all(b"/quit\r").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{}", seen.lock().unwrap());
+}
