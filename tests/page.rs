@@ -2,8 +2,10 @@
 //! installed by models/setup.sh) driven through the DevTools protocol, with every host but
 //! the server's unreachable. The page loads without the API key and asks for it, a message
 //! gets a streamed reply, a slider moved with the mouse changes the weights the next request
-//! carries, and the page fits a phone-sized screen. Screenshots are written to
-//! `target/tmp/page/`.
+//! carries, and the page fits a phone-sized screen. Replies are drawn as Markdown without
+//! letting any markup of the reply into the page, messages copy, the system prompt and token
+//! limit go into the request, each slider marks its zero, and conversations are kept across
+//! reloads. Screenshots are written to `target/tmp/page/`.
 
 mod common;
 
@@ -148,7 +150,11 @@ fn launch() -> (Browser, Page) {
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run models/setup.sh (it installs Debian's chromium)"
     );
-    let profile = std::env::temp_dir().join(format!("mood-page-chromium-{}", std::process::id()));
+    // A profile of its own for each browser (the tests of this file run at the same time).
+    static BROWSERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = BROWSERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let profile =
+        std::env::temp_dir().join(format!("mood-page-chromium-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).unwrap();
     let mut child = Command::new(CHROMIUM)
@@ -378,16 +384,19 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// The text of the last assistant message, whether it is still streaming, and its meta line.
+/// The last assistant message: its text (the Markdown source), the text it shows, whether it
+/// is still streaming, and its meta line.
 const LAST_REPLY: &str = "(() => { const m = [...document.querySelectorAll('.msg.assistant')].pop(); \
-    return m ? { text: m.querySelector('.text').textContent, streaming: m.classList.contains('streaming'), \
+    return m ? { text: m.dataset.markdown, shown: m.querySelector('.text').textContent, \
+    streaming: m.classList.contains('streaming'), \
     meta: (m.querySelector('.meta') || {}).textContent || '', error: m.classList.contains('error') } : null; })()";
 
-/// Records, in the page, every text the last reply shows while it streams.
+/// Records, in the page, every text (Markdown source) the last reply has while it streams.
 const WATCH_REPLY: &str = "window.__seen = []; new MutationObserver(() => { \
-    const m = [...document.querySelectorAll('.msg.assistant.streaming .text')].pop(); \
-    if (m && window.__seen[window.__seen.length - 1] !== m.textContent) window.__seen.push(m.textContent); \
-    }).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true }); true";
+    const m = [...document.querySelectorAll('.msg.assistant.streaming')].pop(); \
+    if (m && window.__seen[window.__seen.length - 1] !== m.dataset.markdown) window.__seen.push(m.dataset.markdown); \
+    }).observe(document.getElementById('messages'), \
+    { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['data-markdown'] }); true";
 
 fn numbers(v: &Value) -> Vec<f64> {
     v.as_array()
@@ -456,6 +465,7 @@ fn the_page_chats_streams_and_steers_in_a_real_browser() {
     assert_eq!(first["error"], false, "{first}");
     let text = first["text"].as_str().unwrap().to_string();
     assert!(!text.trim().is_empty() && !text.contains("<|"), "{first}");
+    assert!(!first["shown"].as_str().unwrap().trim().is_empty(), "{first}");
     let meta = first["meta"].as_str().unwrap();
     for part in ["concise 0.60", "reverse-kl", "tok/s", "prompt", "decode", "stop"] {
         assert!(meta.contains(part), "the timings line shows {part:?}: {meta}");
@@ -510,6 +520,7 @@ fn the_page_chats_streams_and_steers_in_a_real_browser() {
         json!(2),
         "regenerating replaced the reply"
     );
+    page.eval("document.getElementById('controls').scrollTop = 0");
     page.screenshot(&artefacts().join("page.png"));
 
     // Another divergence keeps the weights on the simplex: the sliders run from 0 to 1, and
@@ -584,6 +595,351 @@ fn the_page_chats_streams_and_steers_in_a_real_browser() {
         streamed_in.as_secs_f64(),
         artefacts().display()
     );
+}
+
+/// A reply in Markdown with markup that must stay text: HTML elements with script in them,
+/// and a link to a `javascript:` URL.
+const MARKDOWN_REPLY: &str = r###"## Plan
+
+Here is **bold**, *italic*, `inline <code>` and ~~gone~~.
+
+- first item
+- second with **strong**
+  - nested item
+
+1. one
+2. two
+
+```rust
+fn main() {
+    println!("<b>hi</b>");
+}
+```
+
+> quoted
+
+Raw HTML: <img src=x onerror="window.__xss=1"> and <script>window.__xss=2</script>
+
+A [bad link](javascript:window.__xss=3) and a [good link](https://example.com/docs).
+
+| a | b |
+|---|---|
+| 1 | 2 |
+"###;
+
+/// Runs in the page before its own script: answers the chat endpoint with a canned stream
+/// (MARKDOWN_REPLY to "Show me Markdown", "Reply to: …" otherwise, nine characters an event)
+/// and keeps each request body in `window.__sent`; everything else goes to the server.
+const FAKE_REPLIES: &str = r#"(() => {
+  const real = window.fetch.bind(window);
+  window.__sent = [];
+  window.fetch = (url, options) => {
+    if (!String(url).endsWith('v1/chat/completions')) return real(url, options);
+    const body = JSON.parse(options.body);
+    window.__sent.push(body);
+    const last = body.messages[body.messages.length - 1].content;
+    const text = last === 'Show me Markdown' ? CANNED : 'Reply to: ' + last;
+    const pieces = text.match(/[\s\S]{1,9}/g);
+    const bytes = new TextEncoder();
+    const event = (v) => bytes.encode('data: ' + JSON.stringify(v) + '\n\n');
+    const stream = new ReadableStream({ async start(c) {
+      for (const p of pieces) {
+        c.enqueue(event({ choices: [{ index: 0, delta: { content: p } }] }));
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      c.enqueue(event({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }],
+        mood: { weights: body.weights, divergence: body.divergence } }));
+      c.enqueue(bytes.encode('data: [DONE]\n\n'));
+      c.close();
+    } });
+    return Promise.resolve(new Response(stream, { status: 200, headers: { 'Content-Type': 'text/event-stream' } }));
+  };
+})()"#;
+
+/// What the last reply shows: its Markdown drawn as elements, and anything that must never
+/// be there (elements that load or run something, event-handler attributes, `window.__xss`).
+const RENDERED: &str = r#"(() => {
+  const t = [...document.querySelectorAll('.msg.assistant')].pop().querySelector('.text');
+  const texts = (s) => [...t.querySelectorAll(s)].map((e) => e.textContent);
+  return {
+    pre: texts('pre > code'),
+    strong: texts('strong'),
+    em: texts('em'),
+    code: texts(':not(pre) > code'),
+    h2: texts('h2'),
+    bullets: texts(':scope > ul > li').length,
+    nested: texts('ul ul > li'),
+    numbered: texts('ol > li'),
+    quote: texts('blockquote'),
+    cells: texts('th, td'),
+    links: [...t.querySelectorAll('a')].map((a) => [a.getAttribute('href'), a.textContent, a.rel, a.target]),
+    dangerous: document.querySelectorAll('#messages :is(img, script, iframe, object, embed, svg, style, link)').length,
+    handlers: [...document.querySelectorAll('#messages *')].filter((e) => [...e.attributes].some((a) => a.name.startsWith('on'))).length,
+    text: t.textContent,
+    xss: typeof window.__xss,
+  };
+})()"#;
+
+/// The titles in the list of conversations, and which one is shown.
+const CONVERSATIONS: &str = "[...document.querySelectorAll('#conversations li')].map(li => \
+    [li.querySelector('.open').textContent, li.classList.contains('current')])";
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_page_renders_markdown_safely_copies_and_keeps_conversations() {
+    let server = serve(&assistant_recipe(), &["--api-key", KEY, "-c", "1024", "-n", "48"]);
+    let origin = format!("http://{}", server.addr);
+    let (_browser, mut page) = launch();
+    page.call("Page.enable", json!({}));
+    let fake = FAKE_REPLIES.replace("CANNED", &serde_json::to_string(MARKDOWN_REPLY).unwrap());
+    page.call("Page.addScriptToEvaluateOnNewDocument", json!({ "source": fake }));
+    page.call("Page.navigate", json!({ "url": format!("{origin}/") }));
+    page.wait_for(
+        "document.getElementById('key-dialog') && document.getElementById('key-dialog').open",
+        "the key dialog",
+        Duration::from_secs(30),
+    );
+    page.eval(&format!("localStorage.setItem('mood.apiKey', {KEY:?}); true"));
+    let loaded = "document.querySelectorAll('#sliders input[type=range]').length === 3";
+    page.call("Page.reload", json!({}));
+    page.wait_for(loaded, "the page with the key", Duration::from_secs(30));
+
+    // The token limit starts at the server's (-n 48); the system prompt is empty.
+    assert_eq!(page.eval("document.getElementById('max-tokens').value"), json!("48"));
+    assert_eq!(page.eval("document.getElementById('system').value"), json!(""));
+
+    // Each slider marks where its weight is 0: a click on the mark sets the weight to 0.
+    // Under a divergence whose weights start at 0 the mark is hidden.
+    assert_eq!(page.eval("document.getElementById('weight-0-value').textContent"), json!("0.60"));
+    assert_eq!(page.eval("document.getElementById('weight-0-zero').hidden"), json!(false));
+    let mark = page.point("#weight-0-zero", 0.5);
+    let track = page.point("#weight-0", 0.0);
+    let width = page.eval("document.getElementById('weight-0').getBoundingClientRect().width");
+    let fraction = (mark.0 - track.0 - 8.0) / (width.as_f64().unwrap() - 16.0);
+    assert!((fraction - 1.0 / 3.0).abs() < 0.01, "0 is a third along −1…2: {fraction}");
+    page.click_at(mark);
+    assert_eq!(page.eval("document.getElementById('weight-0-value').textContent"), json!("0.00"));
+    page.eval(
+        "(s => { s.value = 'jsd'; s.dispatchEvent(new Event('change')); return true; })(document.getElementById('divergence'))",
+    );
+    assert_eq!(page.eval("document.getElementById('weight-0-zero').hidden"), json!(true));
+    page.click("#defaults");
+    assert_eq!(page.eval("document.getElementById('weight-0-value').textContent"), json!("0.60"));
+    assert_eq!(page.eval("document.getElementById('weight-0-zero').hidden"), json!(false));
+
+    // A system prompt and a token limit, typed in, go into the request.
+    page.click("#system");
+    page.type_text("Answer like a pirate.");
+    page.click("#max-tokens");
+    page.eval("document.getElementById('max-tokens').select(); true");
+    page.type_text("20");
+    page.eval(
+        "window.__drawnWhileStreaming = false; new MutationObserver(() => { \
+         if (document.querySelector('.msg.assistant.streaming .text strong')) window.__drawnWhileStreaming = true; \
+         }).observe(document.getElementById('messages'), { subtree: true, childList: true }); true",
+    );
+    page.click("#input");
+    page.type_text("Show me Markdown");
+    page.press_enter();
+    page.wait_for(
+        &format!("(r => r && !r.streaming && r.meta)({LAST_REPLY})"),
+        "the canned reply",
+        Duration::from_secs(30),
+    );
+    let sent = page.eval("window.__sent");
+    assert_eq!(sent.as_array().unwrap().len(), 1, "{sent}");
+    let sent = &sent[0];
+    assert_eq!(
+        sent["messages"],
+        json!([
+            { "role": "system", "content": "Answer like a pirate." },
+            { "role": "user", "content": "Show me Markdown" },
+        ]),
+        "the system prompt first"
+    );
+    assert_eq!(sent["max_tokens"], 20);
+    // The server takes that request as the page built it.
+    let mut plain = sent.clone();
+    plain["stream"] = json!(false);
+    let (status, answer) = post_json(&server.addr, "/v1/chat/completions", &plain, Some(KEY));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() <= 20, "{answer}");
+
+    // The reply is drawn as Markdown, during the stream already; markup in it stays text.
+    assert_eq!(page.eval(LAST_REPLY)["text"], json!(MARKDOWN_REPLY), "the source is kept");
+    assert_eq!(page.eval("window.__drawnWhileStreaming"), json!(true), "drawn as it streamed");
+    let r = page.eval(RENDERED);
+    assert_eq!(strings(&r["pre"]), ["fn main() {\n    println!(\"<b>hi</b>\");\n}"], "{r}");
+    assert_eq!(strings(&r["strong"]), ["bold", "strong"], "{r}");
+    assert_eq!(strings(&r["em"]), ["italic"], "{r}");
+    assert_eq!(strings(&r["code"]), ["inline <code>"], "{r}");
+    assert_eq!(strings(&r["h2"]), ["Plan"], "{r}");
+    assert_eq!(r["bullets"], 2, "{r}");
+    assert_eq!(strings(&r["nested"]), ["nested item"], "{r}");
+    assert_eq!(strings(&r["numbered"]), ["one", "two"], "{r}");
+    assert_eq!(strings(&r["quote"]), ["quoted"], "{r}");
+    assert_eq!(strings(&r["cells"]), ["a", "b", "1", "2"], "{r}");
+    assert_eq!(
+        r["links"],
+        json!([[
+            "https://example.com/docs",
+            "good link",
+            "noopener noreferrer nofollow",
+            "_blank"
+        ]]),
+        "only the http(s) link is a link"
+    );
+    assert_eq!(r["dangerous"], 0, "no element of the reply's HTML: {r}");
+    assert_eq!(r["handlers"], 0, "no event-handler attribute: {r}");
+    let text = r["text"].as_str().unwrap();
+    for literal in [
+        "<img src=x onerror=\"window.__xss=1\">",
+        "<script>window.__xss=2</script>",
+        "A bad link and a good link.",
+    ] {
+        assert!(text.contains(literal), "{literal:?} shown as text: {text}");
+    }
+    assert!(!text.contains("**") && !text.contains("```"), "{text}");
+    // Clicking the text of the javascript: link runs nothing either.
+    page.click("#messages .link-off");
+    assert_eq!(page.eval("typeof window.__xss"), json!("undefined"), "nothing ran");
+    page.screenshot(&artefacts().join("page-markdown.png"));
+
+    // Copy: the message's Markdown through the Clipboard API; without it, through a
+    // selection; where that fails too, the message is left selected.
+    page.eval(
+        "Object.defineProperty(navigator, 'clipboard', { configurable: true, value: \
+         { writeText: (t) => { window.__copied = t; return Promise.resolve(); } } }); true",
+    );
+    page.click("#messages .msg.assistant .copy");
+    page.wait_for("window.__copied", "the copy", Duration::from_secs(5));
+    assert_eq!(page.eval("window.__copied"), json!(MARKDOWN_REPLY), "the Markdown source");
+    assert_eq!(
+        page.eval("document.querySelector('#messages .msg.assistant .copy').textContent"),
+        json!("Copied")
+    );
+    page.eval(
+        "Object.defineProperty(navigator, 'clipboard', { configurable: true, value: undefined }); \
+         document.execCommand = (c) => { window.__exec = [c, document.querySelector('textarea.offscreen').value]; return true; }; true",
+    );
+    page.click("#messages .msg.user .copy");
+    page.wait_for("window.__exec", "the copy without the Clipboard API", Duration::from_secs(5));
+    assert_eq!(page.eval("window.__exec"), json!(["copy", "Show me Markdown"]));
+    page.eval("document.execCommand = () => false; true");
+    page.click("#messages .msg.user .copy");
+    page.wait_for(
+        "document.querySelector('#messages .msg.user .copy').textContent.startsWith('Selected')",
+        "the message selected",
+        Duration::from_secs(5),
+    );
+    assert_eq!(page.eval("window.getSelection().toString()"), json!("Show me Markdown"));
+
+    // Conversations: a new one starts empty, with its own system prompt; both stay in the
+    // list, across a reload, and either can be shown again.
+    assert_eq!(page.eval(CONVERSATIONS), json!([["Show me Markdown", true]]));
+    page.click("#new-chat");
+    assert_eq!(page.eval("document.querySelectorAll('.msg').length"), json!(0));
+    assert_eq!(page.eval("document.getElementById('system').value"), json!(""));
+    page.click("#input");
+    page.type_text("Second question");
+    page.press_enter();
+    page.wait_for(
+        &format!(
+            "(r => r && !r.streaming && r.text === 'Reply to: Second question')({LAST_REPLY})"
+        ),
+        "the second conversation's reply",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        page.eval("window.__sent[1].messages"),
+        json!([{ "role": "user", "content": "Second question" }]),
+        "a conversation of its own, without the other's system prompt"
+    );
+    assert_eq!(
+        page.eval(CONVERSATIONS),
+        json!([["Second question", true], ["Show me Markdown", false]])
+    );
+    page.call("Page.reload", json!({}));
+    page.wait_for(
+        &format!("{loaded} && document.querySelectorAll('.msg').length === 2"),
+        "the page again, with the conversation shown before",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        page.eval(CONVERSATIONS),
+        json!([["Second question", true], ["Show me Markdown", false]])
+    );
+    page.click("#conversations li:nth-child(2) .open");
+    assert_eq!(
+        page.eval(CONVERSATIONS),
+        json!([["Second question", false], ["Show me Markdown", true]])
+    );
+    assert_eq!(page.eval(LAST_REPLY)["text"], json!(MARKDOWN_REPLY));
+    assert_eq!(
+        page.eval("document.getElementById('system').value"),
+        json!("Answer like a pirate.")
+    );
+    let r = page.eval(RENDERED);
+    assert_eq!(strings(&r["strong"]), ["bold", "strong"], "drawn again from storage: {r}");
+    assert_eq!((r["dangerous"].clone(), r["xss"].clone()), (json!(0), json!("undefined")));
+    page.screenshot(&artefacts().join("page-conversations.png"));
+
+    // On a phone-sized screen: the list and the controls fold away, the Markdown (a code
+    // block, a table) fits the screen.
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true }),
+    );
+    page.call("Page.reload", json!({}));
+    page.wait_for(
+        &format!("{loaded} && document.querySelectorAll('.msg').length === 2"),
+        "the page on a phone",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        page.eval(
+            "[document.getElementById('history').open, document.getElementById('controls').open]"
+        ),
+        json!([false, false])
+    );
+    let width = page.eval("document.documentElement.scrollWidth");
+    assert!(width.as_f64().unwrap() <= 390.0, "the page is {width} px wide on a 390 px screen");
+    page.screenshot(&artefacts().join("page-phone-markdown.png"));
+    page.click("#history summary");
+    page.screenshot(&artefacts().join("page-phone-conversations.png"));
+    page.call("Emulation.clearDeviceMetricsOverride", json!({}));
+
+    // Deleting takes two clicks; what is deleted is gone after a reload too.
+    page.click("#conversations li:nth-child(1) .delete");
+    assert_eq!(
+        page.eval("document.querySelector('#conversations li:nth-child(1) .delete').textContent"),
+        json!("Delete?")
+    );
+    assert_eq!(page.eval("document.querySelectorAll('#conversations li').length"), json!(2));
+    page.click("#conversations li:nth-child(1) .delete");
+    assert_eq!(page.eval(CONVERSATIONS), json!([["Show me Markdown", true]]));
+    page.call("Page.reload", json!({}));
+    page.wait_for(
+        &format!("{loaded} && document.querySelectorAll('.msg').length === 2"),
+        "the page after deleting",
+        Duration::from_secs(30),
+    );
+    assert_eq!(page.eval(CONVERSATIONS), json!([["Show me Markdown", true]]));
+    let kept =
+        page.eval("JSON.parse(localStorage.getItem('mood.conversations')).conversations.length");
+    assert_eq!(kept, json!(1));
+    // Deleting the last one leaves a new, empty conversation.
+    page.click("#conversations li:nth-child(1) .delete");
+    page.click("#conversations li:nth-child(1) .delete");
+    assert_eq!(page.eval(CONVERSATIONS), json!([["New conversation", true]]));
+    assert_eq!(page.eval("document.querySelectorAll('.msg').length"), json!(0));
 }
 
 #[test]

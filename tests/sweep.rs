@@ -1,10 +1,17 @@
 //! `mood sweep` end to end: every generation kept and, re-scored in a plain llama.cpp
 //! context, giving the table; kill and resume giving the uninterrupted table; print figures
-//! of the documented size and resolution; bad input refused before any work is lost.
+//! of the documented size and resolution, each point labelled with its weight and the axes
+//! with their unit; bad input refused before any work is lost.
 
 mod common;
 
 use common::*;
+use mood::apps::plot;
+use mood::apps::sweep::stats::Row;
+use plotters_backend::text_anchor::{HPos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingBackend, DrawingErrorKind,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,6 +37,11 @@ fn sweep_command(recipe: &Path, input: &Path, out: &Path, extra: &[&str]) -> Com
     let mut c = Command::new(env!("CARGO_BIN_EXE_mood"));
     c.arg("sweep").arg("-r").arg(recipe).arg("-i").arg(input).arg("-o").arg(out);
     c.args(["--threads", "2"]).args(extra);
+    // One strategy for every process, as in the other tests: the tables of different runs are
+    // compared number for number, and strategies round differently.
+    if !extra.contains(&"--strategy") {
+        c.args(["--strategy", "threads"]);
+    }
     c
 }
 
@@ -215,6 +227,236 @@ fn check_figure(out: &Path, experts: usize, pareto: &[bool]) {
     let on = pareto.iter().filter(|&&p| p).count();
     assert_eq!(filled, pairs * on + 1, "{circles:?}");
     assert_eq!(circles.len(), pairs * (2 * on + (pareto.len() - on)) + 3, "{circles:?}");
+}
+
+/// What a figure draws, recorded by a plotters backend: every text with its position and
+/// whether that is its top-left corner, and every circle's centre and radius.
+#[derive(Default)]
+struct Drawn {
+    texts: Vec<(String, (i32, i32), bool)>,
+    circles: Vec<((i32, i32), u32)>,
+}
+
+struct Recorder<'a> {
+    size: (u32, u32),
+    drawn: &'a mut Drawn,
+}
+
+impl DrawingBackend for Recorder<'_> {
+    type ErrorType = std::io::Error;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.size
+    }
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<std::io::Error>> {
+        Ok(())
+    }
+    fn present(&mut self) -> Result<(), DrawingErrorKind<std::io::Error>> {
+        Ok(())
+    }
+    fn draw_pixel(
+        &mut self,
+        _: BackendCoord,
+        _: BackendColor,
+    ) -> Result<(), DrawingErrorKind<std::io::Error>> {
+        Ok(())
+    }
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        _: &S,
+        _: bool,
+    ) -> Result<(), DrawingErrorKind<std::io::Error>> {
+        self.drawn.circles.push((center, radius));
+        Ok(())
+    }
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<std::io::Error>> {
+        let a = style.anchor();
+        let top_left = matches!((a.h_pos, a.v_pos), (HPos::Left, VPos::Top));
+        self.drawn.texts.push((text.to_string(), pos, top_left));
+        Ok(())
+    }
+    fn estimate_text_size<S: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &S,
+    ) -> Result<(u32, u32), DrawingErrorKind<std::io::Error>> {
+        let l = plot::canvas::layout(text, style.size() as f32);
+        Ok((l.width.ceil() as u32, (l.ascent - l.descent).ceil() as u32))
+    }
+}
+
+/// A table row at `weights` with mean rewards `rewards` (± 0.4).
+fn row(weights: &[f64], rewards: &[f64], pareto: bool) -> Row {
+    Row {
+        weights: weights.to_vec(),
+        rewards: rewards.iter().map(|&r| Some(r)).collect(),
+        rewards_se: vec![Some(0.4); rewards.len()],
+        mean_tokens: Some(48.0),
+        generations: 6,
+        errors: 0,
+        pareto,
+    }
+}
+
+/// Draws the figure of `rows` on the recorder, and writes it as `target/tmp/sweep/NAME.png`
+/// and `.svg` to look at.
+fn record(name: &str, rows: &[Row], experts: &[&str]) -> Drawn {
+    let experts: Vec<String> = experts.iter().map(|e| e.to_string()).collect();
+    let caption = ["model m.gguf".to_string()];
+    let figure = plot::Figure { rows, experts: &experts, caption: &caption };
+    let mut drawn = Drawn::default();
+    let size = plot::size_pixels(experts.len());
+    plot::draw_on(Recorder { size, drawn: &mut drawn }, &figure).unwrap();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sweep");
+    std::fs::create_dir_all(&dir).unwrap();
+    plot::pareto(&figure, &dir.join(name)).unwrap();
+    drawn
+}
+
+/// The box of a weight label as drawn (anchored at its top left) in the 6.5 pt labels'
+/// size at 300 dpi.
+fn label_box(text: &str, (x, y): (i32, i32)) -> [f64; 4] {
+    let l = plot::canvas::layout(text, (6.5 * 300.0 / 72.0) as f32);
+    let (x, y) = (f64::from(x), f64::from(y));
+    [x, y, x + f64::from(l.width), y + f64::from(l.ascent - l.descent)]
+}
+
+/// How far the box `b` is from the point `p`, in pixels.
+fn distance(b: &[f64; 4], p: (i32, i32)) -> f64 {
+    let (x, y) = (f64::from(p.0), f64::from(p.1));
+    let dx = x - x.clamp(b[0], b[2]);
+    let dy = y - y.clamp(b[1], b[3]);
+    (dx * dx + dy * dy).sqrt()
+}
+
+#[test]
+fn the_figure_labels_each_point_with_its_weight_and_its_axes_with_units() {
+    // Two experts on a (w, 1 − w) grid: each point is labelled with the poet's weight, beside
+    // its own marker; the axes say their unit.
+    let rows = [
+        row(&[0.15, 0.85], &[-9.0, 10.0], true),
+        row(&[0.45, 0.55], &[1.0, 3.0], true),
+        row(&[0.65, 0.35], &[3.5, 0.2], false),
+        row(&[0.85, 0.15], &[12.0, -1.0], true),
+    ];
+    let drawn = record("labels-two", &rows, &["poet", "scientist"]);
+    let texts: Vec<&str> = drawn.texts.iter().map(|t| t.0.as_str()).collect();
+    for title in ["poet: mean implicit reward (nats)", "scientist: mean implicit reward (nats)"] {
+        assert!(texts.contains(&title), "the axis title {title:?} in {texts:?}");
+    }
+    assert!(texts.contains(&"weight of poet"), "the legend says what the labels are: {texts:?}");
+    // The markers of the panel (the legend's are in the side column, right of the panel),
+    // one centre per point, left to right as the poet's reward grows with the rows.
+    let panel = (plot::PANEL_INCHES.0 * plot::DPI) as i32;
+    let mut centres: Vec<(i32, i32)> =
+        drawn.circles.iter().map(|c| c.0).filter(|c| c.0 < panel).collect();
+    centres.sort();
+    centres.dedup();
+    assert_eq!(centres.len(), rows.len(), "{centres:?}");
+    let radius = drawn.circles.iter().map(|c| c.1).max().unwrap();
+    for (i, want) in ["0.15", "0.45", "0.65", "0.85"].iter().enumerate() {
+        let at: Vec<_> = drawn.texts.iter().filter(|t| t.0 == *want).collect();
+        assert_eq!(at.len(), 1, "the label {want:?} once: {texts:?}");
+        let (_, pos, top_left) = at[0];
+        assert!(top_left, "{want:?} is anchored at its top left");
+        let b = label_box(want, *pos);
+        let nearest = (0..centres.len())
+            .min_by(|&a, &c| distance(&b, centres[a]).total_cmp(&distance(&b, centres[c])))
+            .unwrap();
+        assert_eq!(nearest, i, "{want:?} at {pos:?} is beside its own point: {centres:?}");
+        let gap = distance(&b, centres[i]);
+        assert!(
+            gap >= f64::from(radius) && gap < 2.0 * f64::from(radius),
+            "{want:?} beside the marker, not on it: {gap} px from its centre"
+        );
+    }
+
+    // Weights that the first one does not fix are given whole, two decimals at most.
+    let free = [
+        row(&[0.5, 0.8], &[0.0, 0.0], true),
+        row(&[-0.5, 1.5], &[0.0, 0.0], true),
+        row(&[1.0 / 3.0, 2.0 / 3.0], &[0.0, 0.0], true),
+    ];
+    assert_eq!(plot::weight_labels(&free), ["0.5,0.8", "\u{2212}0.5,1.5", "0.33,0.67"]);
+
+    // Three experts: every panel labels its points with the whole weight vector, and no two
+    // labels of the figure overlap each other or a marker.
+    let simplex = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0],
+        [0.5, 0.0, 0.5],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let rows: Vec<Row> = simplex
+        .iter()
+        .map(|w| row(w, &[8.0 * w[0] - 3.0, 6.0 * w[1] - 2.0, 5.0 * w[2] - 1.0], true))
+        .collect();
+    let drawn = record("labels-three", &rows, &["poet", "scientist", "pirate"]);
+    let texts: Vec<&str> = drawn.texts.iter().map(|t| t.0.as_str()).collect();
+    assert!(texts.contains(&"pirate: mean implicit reward (nats)"), "{texts:?}");
+    let want = ["1,0,0", "0.5,0.5,0", "0.5,0,0.5", "0,1,0", "0,0.5,0.5", "0,0,1"];
+    let labels: Vec<_> = drawn.texts.iter().filter(|t| want.contains(&t.0.as_str())).collect();
+    for w in want {
+        assert_eq!(labels.iter().filter(|t| t.0 == w).count(), 3, "{w:?} in each of 3 panels");
+    }
+    let boxes: Vec<[f64; 4]> = labels.iter().map(|t| label_box(&t.0, t.1)).collect();
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            // Apart by the gap between a marker and its label (1.2 pt), less rounding.
+            let gap = 4.0;
+            let apart = a[2] + gap <= b[0]
+                || b[2] + gap <= a[0]
+                || a[3] + gap <= b[1]
+                || b[3] + gap <= a[1];
+            assert!(apart, "labels too close: {a:?} {b:?}");
+        }
+        for &(c, r) in &drawn.circles {
+            assert!(distance(a, c) >= f64::from(r) - 1.0, "a label on a marker: {a:?} {c:?}");
+        }
+    }
+}
+
+#[test]
+fn crowded_points_keep_their_labels_apart() {
+    // Forty weight vectors whose points nearly coincide: the labels drawn stay clear of each
+    // other and of every marker, inside the panel; those with no free spot are left out.
+    let rows: Vec<Row> = (0..40)
+        .map(|i| {
+            let w = f64::from(i) / 39.0;
+            row(&[w, 1.0 - w], &[w, 1.0 - w + 0.05 * f64::from(i % 3)], true)
+        })
+        .collect();
+    let labels = plot::weight_labels(&rows);
+    let drawn = record("labels-crowded", &rows, &["poet", "scientist"]);
+    let panel = (plot::PANEL_INCHES.0 * plot::DPI) as i32;
+    let shown: Vec<_> =
+        drawn.texts.iter().filter(|t| t.1 .0 < panel && labels.contains(&t.0)).collect();
+    assert!(shown.len() >= 8 && shown.len() < rows.len(), "{} labels shown", shown.len());
+    let boxes: Vec<[f64; 4]> = shown.iter().map(|t| label_box(&t.0, t.1)).collect();
+    for (i, a) in boxes.iter().enumerate() {
+        assert!(a[0] >= 0.0 && a[2] <= f64::from(panel), "{a:?}");
+        for b in &boxes[i + 1..] {
+            // Apart by the gap between a marker and its label (1.2 pt), less rounding.
+            let gap = 4.0;
+            let apart = a[2] + gap <= b[0]
+                || b[2] + gap <= a[0]
+                || a[3] + gap <= b[1]
+                || b[3] + gap <= a[1];
+            assert!(apart, "labels too close: {a:?} {b:?}");
+        }
+        for &(c, r) in &drawn.circles {
+            assert!(distance(a, c) >= f64::from(r) - 1.0, "a label on a marker: {a:?} {c:?}");
+        }
+    }
 }
 
 #[test]

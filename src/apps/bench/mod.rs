@@ -266,8 +266,8 @@ pub fn run(plan: &Plan, progress: &mut dyn FnMut(&str)) -> Result<Report> {
     let mut warnings = warnings(plan.rounds.max(1), threads, &single, &r#mod);
     if !auto.steady {
         warnings.push(format!(
-            "auto's step times disagreed when measured twice: it runs {} now but did not \
-             remember the choice",
+            "auto's step times disagreed when measured twice: it runs {} (the least work \
+             per step) and did not remember the choice",
             auto.strategy
         ));
     }

@@ -10,8 +10,12 @@
 //! is the weight, read on the colour bar: the first expert's weight for two experts, and
 //! for three or more the x-axis expert's share w_x / (w_x + w_y) of the pair's weight
 //! (grey where that is not a share: a negative weight or both zero); then every pair of
-//! experts has a panel, three to a row. A caption line names the model, recipe,
-//! divergence, β, prompts and tokens.
+//! experts has a panel, three to a row. Each point carries its weight as a small label
+//! beside it ([`weight_labels`]); a label that finds no free spot around its point, clear of
+//! the markers and of the labels placed before it, is left out. The axes are in nats: an
+//! implicit reward β·log(π_i(y)/π_ref(y)) is a sum over the generation's tokens of natural
+//! log-probabilities. A caption line names the model, recipe, divergence, β, prompts and
+//! tokens.
 
 pub mod canvas;
 mod scales;
@@ -68,20 +72,157 @@ pub fn pareto(figure: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf)> {
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
     let raster = Raster::new(png.clone(), size, DPI)?;
-    render(Canvas::new(size, raster), figure)
+    draw_on(Canvas::new(size, raster), figure)
         .map_err(|e| anyhow!("cannot write {}: {e}", png.display()))?;
-    render(Canvas::new(size, Svg::new(svg.clone(), size, DPI)), figure)
+    draw_on(Canvas::new(size, Svg::new(svg.clone(), size, DPI)), figure)
         .map_err(|e| anyhow!("cannot write {}: {e}", svg.display()))?;
     Ok((png, svg))
 }
 
 type DrawResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn render<S: canvas::Surface>(canvas: Canvas<S>, figure: &Figure) -> DrawResult<()> {
-    let root = canvas.into_drawing_area();
-    draw(&root, figure)?;
-    root.present()?;
-    Ok(())
+/// Draws `figure` on a plotters backend of [`size_pixels`]: [`pareto`] draws the PNG and the
+/// SVG through it, and another backend (one that records what is drawn, say) takes the same
+/// drawing.
+pub fn draw_on<DB: DrawingBackend>(backend: DB, figure: &Figure) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let root = backend.into_drawing_area();
+    let drawn: DrawResult<()> = draw(&root, figure).and_then(|()| Ok(root.present()?));
+    drawn.map_err(|e| anyhow!("{e}"))
+}
+
+/// The title of expert `name`'s axis. Its values are means over prompts of implicit rewards
+/// β·log(π_i(y)/π_ref(y)), each a sum over a generation's tokens of natural
+/// log-probabilities: nats.
+pub fn axis_title(name: &str) -> String {
+    format!("{name}: mean implicit reward (nats)")
+}
+
+/// A weight as a label: at most two decimals, no trailing zeros, a true minus sign.
+fn weight_text(w: f64) -> String {
+    let s = format!("{w:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.replace('-', "\u{2212}")
+    }
+}
+
+/// Whether the labels show the first expert's weight alone: two experts whose weights sum
+/// to 1 in every row, where that weight (the colour bar's) determines the other.
+fn first_weight_only(rows: &[Row]) -> bool {
+    rows.iter().all(|r| r.weights.len() == 2 && (r.weights[0] + r.weights[1] - 1.0).abs() < 1e-9)
+}
+
+/// The label beside each row's point: the first expert's weight ("0.25") where that fixes
+/// the vector (two experts, weights summing to 1), the whole weight vector in recipe order
+/// otherwise ("0.2,0.6,0.2").
+pub fn weight_labels(rows: &[Row]) -> Vec<String> {
+    let first = first_weight_only(rows);
+    rows.iter()
+        .map(|r| {
+            if first {
+                weight_text(r.weights[0])
+            } else {
+                r.weights.iter().map(|&w| weight_text(w)).collect::<Vec<_>>().join(",")
+            }
+        })
+        .collect()
+}
+
+/// A box in pixels: left, top, right, bottom.
+type Rect = [f64; 4];
+
+fn overlaps(a: &Rect, b: &Rect) -> bool {
+    a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3]
+}
+
+/// Whether a circle of `radius` around `c` reaches into `r`.
+fn circle_hits(r: &Rect, c: (f64, f64), radius: f64) -> bool {
+    let dx = c.0 - c.0.clamp(r[0], r[2]);
+    let dy = c.1 - c.1.clamp(r[1], r[3]);
+    dx * dx + dy * dy < radius * radius
+}
+
+/// Whether the segment from `a` to `b` crosses `r` (Liang–Barsky clipping).
+fn segment_hits(r: &Rect, a: (f64, f64), b: (f64, f64)) -> bool {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let (mut enter, mut leave) = (0.0f64, 1.0f64);
+    for (p, q) in [(-dx, a.0 - r[0]), (dx, r[2] - a.0), (-dy, a.1 - r[1]), (dy, r[3] - a.1)] {
+        if p == 0.0 {
+            if q < 0.0 {
+                return false;
+            }
+        } else if p < 0.0 {
+            enter = enter.max(q / p);
+        } else {
+            leave = leave.min(q / p);
+        }
+    }
+    enter <= leave
+}
+
+/// What labels are placed among, in pixels.
+struct Scene<'a> {
+    /// The points' centres.
+    points: &'a [(f64, f64)],
+    /// The markers' radius, and the gap left between a marker and its label.
+    radius: f64,
+    gap: f64,
+    /// The plotting area, which every label stays inside.
+    inside: Rect,
+    /// Lines a label should rather not cover (error bars, the front).
+    lines: &'a [[(f64, f64); 2]],
+}
+
+/// The top-left corner of each point's label of `sizes[i]` (width, height), or `None` where
+/// no spot is free. Labels are placed in `order`, each at the first of eight spots around its
+/// point (right, left, above, below, then the four corners) whose box stays inside the area
+/// and clear of every marker and, by `gap` at least, of the labels placed before it; a spot
+/// that also keeps off the lines is taken first.
+fn place_labels(scene: &Scene, sizes: &[(f64, f64)], order: &[usize]) -> Vec<Option<(f64, f64)>> {
+    let mut placed: Vec<Option<(f64, f64)>> = vec![None; scene.points.len()];
+    let mut boxes: Vec<Rect> = Vec::new();
+    let d = scene.radius + scene.gap;
+    let c = d * std::f64::consts::FRAC_1_SQRT_2;
+    for &i in order {
+        let ((x, y), (w, h)) = (scene.points[i], sizes[i]);
+        let spots = [
+            (x + d, y - h / 2.0),
+            (x - d - w, y - h / 2.0),
+            (x - w / 2.0, y - d - h),
+            (x - w / 2.0, y + d),
+            (x + c, y - c - h),
+            (x + c, y + c),
+            (x - c - w, y - c - h),
+            (x - c - w, y + c),
+        ];
+        let free = |r: &Rect| {
+            let [l, t, rr, b] = scene.inside;
+            // Labels keep the marker gap between each other too.
+            let grown = [r[0] - scene.gap, r[1] - scene.gap, r[2] + scene.gap, r[3] + scene.gap];
+            r[0] >= l
+                && r[1] >= t
+                && r[2] <= rr
+                && r[3] <= b
+                && !scene.points.iter().any(|&p| circle_hits(r, p, scene.radius))
+                && !boxes.iter().any(|o| overlaps(&grown, o))
+        };
+        let boxed = |(l, t): (f64, f64)| [l, t, l + w, t + h];
+        let clear = |r: &Rect| !scene.lines.iter().any(|s| segment_hits(r, s[0], s[1]));
+        let spot = spots
+            .iter()
+            .find(|&&s| free(&boxed(s)) && clear(&boxed(s)))
+            .or_else(|| spots.iter().find(|&&s| free(&boxed(s))));
+        if let Some(&s) = spot {
+            boxes.push(boxed(s));
+            placed[i] = Some(s);
+        }
+    }
+    placed
 }
 
 /// Points per inch, and pixels per point at the figure's resolution.
@@ -129,6 +270,7 @@ struct Point {
     sy: f64,
     pareto: bool,
     colour: RGBColor,
+    label: String,
 }
 
 /// Marker radii and line widths, in points.
@@ -139,6 +281,9 @@ const OUTLINE_PT: f64 = 0.6;
 const BAR_PT: f64 = 0.7;
 const CAP_PT: f64 = 1.8;
 const FRONT_PT: f64 = 1.1;
+/// The weight labels' type size, and their gap from the marker's edge, in points.
+const LABEL_PT: f64 = 6.5;
+const LABEL_GAP_PT: f64 = 1.2;
 
 fn draw_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -150,10 +295,12 @@ fn draw_panel<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
+    let labels = weight_labels(figure.rows);
     let points: Vec<Point> = figure
         .rows
         .iter()
-        .filter_map(|r| {
+        .zip(labels)
+        .filter_map(|(r, label)| {
             Some(Point {
                 x: r.rewards[a]?,
                 y: r.rewards[b]?,
@@ -161,6 +308,7 @@ where
                 sy: r.rewards_se[b].unwrap_or(0.0),
                 pareto: r.pareto,
                 colour: shade.colour(&r.weights, a, b),
+                label,
             })
         })
         .collect();
@@ -186,8 +334,8 @@ where
         .y_label_formatter(&yf)
         .label_style(font(8.0))
         .axis_desc_style(font(9.0))
-        .x_desc(format!("{}: mean implicit reward", figure.experts[a]))
-        .y_desc(format!("{}: mean implicit reward", figure.experts[b]))
+        .x_desc(axis_title(&figure.experts[a]))
+        .y_desc(axis_title(&figure.experts[b]))
         .set_all_tick_mark_size(pt(3.0))
         .draw()?;
     if points.is_empty() {
@@ -232,7 +380,10 @@ where
         points.iter().zip(&on_front).filter(|(_, &f)| f).map(|(p, _)| (p.x, p.y)).collect();
     front.sort_by(|p, q| p.0.total_cmp(&q.0).then(q.1.total_cmp(&p.1)));
     if front.len() > 1 {
-        chart.draw_series(LineSeries::new(front, INK.stroke_width(pt(FRONT_PT) as u32)))?;
+        chart.draw_series(LineSeries::new(
+            front.iter().copied(),
+            INK.stroke_width(pt(FRONT_PT) as u32),
+        ))?;
     }
     for p in points.iter().filter(|p| !p.pareto) {
         chart.draw_series([Circle::new(
@@ -246,6 +397,60 @@ where
             Circle::new((p.x, p.y), pt(MARKER_PT), p.colour.filled()),
             Circle::new((p.x, p.y), pt(MARKER_PT), INK.stroke_width(pt(OUTLINE_PT) as u32)),
         ])?;
+    }
+    draw_labels(&chart, &points, &front)
+}
+
+/// Each point's weight label beside it (see [`place_labels`]): the Pareto set's first, left
+/// to right, then the dominated points'.
+fn draw_labels<DB: DrawingBackend>(
+    chart: &ChartContext<DB, Cartesian2d<Axis, Axis>>,
+    points: &[Point],
+    front: &[(f64, f64)],
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    let pixel = |x: f64, y: f64| {
+        let (px, py) = chart.backend_coord(&(x, y));
+        (f64::from(px), f64::from(py))
+    };
+    let centres: Vec<(f64, f64)> = points.iter().map(|p| pixel(p.x, p.y)).collect();
+    let mut lines: Vec<[(f64, f64); 2]> =
+        front.windows(2).map(|s| [pixel(s[0].0, s[0].1), pixel(s[1].0, s[1].1)]).collect();
+    for p in points {
+        lines.push([pixel(p.x - p.sx, p.y), pixel(p.x + p.sx, p.y)]);
+        lines.push([pixel(p.x, p.y - p.sy), pixel(p.x, p.y + p.sy)]);
+    }
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    let inside = [f64::from(xs.start), f64::from(ys.start), f64::from(xs.end), f64::from(ys.end)];
+    let em = (LABEL_PT * PX_PER_PT) as f32;
+    let sizes: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| {
+            let l = canvas::layout(&p.label, em);
+            (f64::from(l.width), f64::from(l.ascent - l.descent))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..points.len()).collect();
+    order.sort_by(|&i, &j| {
+        points[j].pareto.cmp(&points[i].pareto).then(points[i].x.total_cmp(&points[j].x))
+    });
+    let scene = Scene {
+        points: &centres,
+        radius: f64::from(pt(MARKER_PT)),
+        gap: f64::from(pt(LABEL_GAP_PT)),
+        inside,
+        lines: &lines,
+    };
+    let style = font(LABEL_PT).color(&MUTED).pos(Pos::new(HPos::Left, VPos::Top));
+    for (i, spot) in place_labels(&scene, &sizes, &order).into_iter().enumerate() {
+        let Some((left, top)) = spot else { continue };
+        let (p, c) = (&points[i], centres[i]);
+        let offset = ((left - c.0).round() as i32, (top - c.1).round() as i32);
+        chart.plotting_area().draw(
+            &(EmptyElement::at((p.x, p.y)) + Text::new(p.label.clone(), offset, style.clone())),
+        )?;
     }
     Ok(())
 }
@@ -265,7 +470,13 @@ where
     let (x, text_x, row) = (pt(10.0), pt(22.0), pt(13.0));
     let top = pt(18.0);
     let front = if experts > 2 { "front of the pair" } else { "front" };
-    let labels = ["Pareto set", "dominated", front, "±1 std. error"];
+    // What the small numbers beside the points are.
+    let weights = if first_weight_only(figure.rows) {
+        format!("weight of {}", figure.experts[0])
+    } else {
+        "weight vector".to_string()
+    };
+    let labels = ["Pareto set", "dominated", front, "±1 std. error", &weights];
     let label_style = font(8.0).pos(Pos::new(HPos::Left, VPos::Center));
     for (i, label) in labels.iter().enumerate() {
         let y = top + i as i32 * row;
@@ -286,6 +497,11 @@ where
             2 => area.draw(&PathElement::new(
                 vec![(x - pt(7.0), y), (x + pt(7.0), y)],
                 INK.stroke_width(pt(FRONT_PT) as u32),
+            ))?,
+            4 => area.draw(&Text::new(
+                "0.3",
+                (x, y),
+                font(LABEL_PT).color(&MUTED).pos(Pos::new(HPos::Center, VPos::Center)),
             ))?,
             _ => {
                 let style = sample.mix(0.75).stroke_width(pt(BAR_PT) as u32);

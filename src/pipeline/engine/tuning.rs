@@ -9,8 +9,9 @@
 //!
 //! A measurement taken while something else used the cores is not one to keep: when a
 //! candidate's step times spread by more than [`STEADY_SPREAD`] (interquartile range over
-//! median), every candidate is measured again; if they still spread, the best is used for
-//! this process but not written to the cache file, so a later process measures afresh.
+//! median), every candidate is measured again; if they still spread, noise would choose,
+//! so `auto` runs the strategy that does the least work ([`least_work`]) and writes nothing
+//! to the cache file: a later process measures afresh.
 
 use super::strategy::{SessionOptions, Strategy};
 use super::Engine;
@@ -76,6 +77,17 @@ fn median(times: &[f64]) -> f64 {
     }
 }
 
+/// The strategy that does the least work per step among `candidates`: `mixed` (one output
+/// layer for all policies), else `batched` (one pass per model file), else `threads`. What
+/// `auto` runs when the machine is too busy to tell them apart: the same choice in every
+/// process, where timing noise would pick one at random.
+pub fn least_work(candidates: &[Strategy]) -> Strategy {
+    [Strategy::Mixed, Strategy::Batched]
+        .into_iter()
+        .find(|s| candidates.contains(s))
+        .unwrap_or(Strategy::Threads)
+}
+
 /// Whether every candidate's step times held still.
 pub fn steady(times: &[(Strategy, Vec<f64>)]) -> bool {
     times.iter().all(|(_, t)| !t.is_empty() && spread(t) <= STEADY_SPREAD)
@@ -130,9 +142,13 @@ impl Engine {
             }
         }
         let step_ms: Vec<(Strategy, f64)> = times.iter().map(|(s, t)| (*s, median(t))).collect();
-        let best =
-            step_ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(Strategy::Threads, |b| b.0);
-        let found = Measurement { strategy: best, step_ms, cached: false, steady: steady(&times) };
+        let steady = steady(&times);
+        let best = if steady {
+            step_ms.iter().min_by(|a, b| a.1.total_cmp(&b.1)).map_or(Strategy::Threads, |b| b.0)
+        } else {
+            least_work(&candidates)
+        };
+        let found = Measurement { strategy: best, step_ms, cached: false, steady };
         if let (Some(file), true) = (&memory.file, found.steady) {
             write_cache(file, &key, &found);
         }
@@ -328,5 +344,9 @@ mod tests {
         assert!(steady(&[(Strategy::Threads, calm.clone()), (Strategy::Mixed, one_slow)]));
         assert!(!steady(&[(Strategy::Threads, calm.clone()), (Strategy::Mixed, busy)]));
         assert!(!steady(&[(Strategy::Threads, calm), (Strategy::Mixed, Vec::new())]));
+        let all = [Strategy::Threads, Strategy::Batched, Strategy::Mixed];
+        assert_eq!(least_work(&all), Strategy::Mixed);
+        assert_eq!(least_work(&all[..2]), Strategy::Batched);
+        assert_eq!(least_work(&all[..1]), Strategy::Threads);
     }
 }
