@@ -1,7 +1,7 @@
 //! The OpenAI-compatible answers: whole responses, stream chunks, usage and log-probabilities
 //! in OpenAI's shapes for chat and for text completions, with mood's own fields beside them.
 
-use super::request::Kind;
+use super::error::Kind;
 use crate::pipeline::decode::{FinishReason, Generation};
 use crate::pipeline::logprobs::{Alternative, TokenLogprob};
 use crate::pipeline::recipe::Recipe;

@@ -15,7 +15,7 @@
 //!
 //! Strict mode refuses every field mood does not read, as mood always did.
 
-use super::request::{ApiError, Kind};
+use super::error::{ApiError, Kind};
 use crate::pipeline::settings::Overrides;
 use serde_json::{json, Map, Value};
 
@@ -413,7 +413,7 @@ pub fn shown(name: &str) -> String {
     out
 }
 
-/// The names of dropped fields as one line: `metadata, user` (at most [`NAMES_REPORTED`]
+/// The names of dropped fields as one line: `metadata, user` (at most `NAMES_REPORTED`
 /// names, then how many more).
 pub fn report(names: &[String]) -> String {
     let mut parts: Vec<String> = names.iter().take(NAMES_REPORTED).map(|n| shown(n)).collect();

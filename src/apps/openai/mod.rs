@@ -3,5 +3,6 @@
 //! OpenAI's JSON. The server speaks them over HTTP; batch files carry them line by line.
 
 pub mod answer;
+pub mod error;
 pub mod fields;
 pub mod request;
