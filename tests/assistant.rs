@@ -210,21 +210,6 @@ fn gemma_and_smollm2_cannot_be_combined_and_the_error_says_why() {
     assert!(err.contains("cannot be combined") && err.contains("vocabulary types differ"), "{err}");
 }
 
-/// `mood ARGS…` with `input` on stdin: stdout, stderr, and the exit code.
-fn run_with_input(args: &[&str], input: &str) -> (String, String, Option<i32>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
-    (text(out.stdout), text(out.stderr), out.status.code())
-}
-
 #[test]
 fn an_instruct_model_gets_its_own_template_by_default() {
     let model = assistant_model();
@@ -234,7 +219,7 @@ fn an_instruct_model_gets_its_own_template_by_default() {
     let chat = |extra: &[&str]| {
         let args: Vec<&str> =
             ["chat", "-m", m].iter().chain(&greedy).chain(extra).copied().collect();
-        let (out, err, code) = run_with_input(&args, &format!("{question}\n"));
+        let (out, err, code) = mood_with_input(&args, &format!("{question}\n"));
         assert_eq!(code, Some(0), "{err}");
         (out.trim().to_string(), err)
     };
@@ -251,19 +236,19 @@ fn an_instruct_model_gets_its_own_template_by_default() {
 
     // generate: the question as text to continue ends at once; stderr says so and points
     // to --chat, which answers it as one user turn (the same reply as the chat's).
-    let (out, err, code) = run_with_input(&["generate", "-m", m, "-p", question, "-n", "64"], "");
+    let (out, err, code) = mood_with_input(&["generate", "-m", m, "-p", question, "-n", "64"], "");
     assert_eq!(code, Some(0), "{err}");
     assert!(out.trim().is_empty(), "{out:?}");
     assert!(err.contains("no text") && err.contains("--chat"), "{err}");
     let args: Vec<&str> =
         ["generate", "-m", m, "--chat", "-p", question].iter().chain(&greedy).copied().collect();
-    let (out, err, code) = run_with_input(&args, "");
+    let (out, err, code) = mood_with_input(&args, "");
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.trim(), by_default);
     assert!(!err.contains("no text"), "{err}");
     // --template and --system belong to --chat.
     let (_, err, code) =
-        run_with_input(&["generate", "-m", m, "-p", question, "--system", "Be brief."], "");
+        mood_with_input(&["generate", "-m", m, "-p", question, "--system", "Be brief."], "");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--chat"), "{err}");
 }

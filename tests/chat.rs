@@ -9,21 +9,11 @@ use std::process::{Command, Stdio};
 
 fn chat(args: &[&str], input: &str) -> (String, String, Option<i32>) {
     let demo = demo_recipe();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
-        .args(["chat", "-r", demo.to_str().unwrap(), "-n", "24"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.code(),
-    )
+    let all: Vec<&str> = ["chat", "-r", demo.to_str().unwrap(), "-n", "24"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    mood_with_input(&all, input)
 }
 
 #[test]

@@ -56,6 +56,22 @@ pub fn mood(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mood")).args(args).output().expect("run mood")
 }
 
+/// `mood ARGS…` with `input` on stdin: stdout, stderr, and the exit code.
+pub fn mood_with_input(args: &[&str], input: &str) -> (String, String, Option<i32>) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mood"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mood");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (text(out.stdout), text(out.stderr), out.status.code())
+}
+
 /// `mood generate --recipe models/demo.toml ARGS… --json`, parsed. Unless ARGS choose a
 /// strategy, each policy decodes in a context of its own (`--strategy threads`), as the
 /// independent llama.cpp loops the tests compare with do: batching several sequences moves
