@@ -302,6 +302,9 @@ fn in_a_terminal_lines_are_edited_with_history() {
     let command = format!("{} chat -r {} -n 4", env!("CARGO_BIN_EXE_mood"), demo.display());
     let mut child = Command::new("script")
         .args(["-qec", &command, "/dev/null"])
+        // A terminal that can edit lines, whatever the environment running the tests says
+        // (on a `dumb` one rustyline reads plain lines, as it should).
+        .env("TERM", "xterm-256color")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
