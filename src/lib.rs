@@ -41,6 +41,8 @@ pub mod apps;
 #[doc(hidden)]
 pub mod input;
 #[doc(hidden)]
+pub mod output;
+#[doc(hidden)]
 pub mod pipeline;
 
 pub use api::{

@@ -409,20 +409,7 @@ fn the_figure_labels_each_point_with_its_weight_and_its_axes_with_units() {
         assert_eq!(labels.iter().filter(|t| t.0 == w).count(), 3, "{w:?} in each of 3 panels");
     }
     let boxes: Vec<[f64; 4]> = labels.iter().map(|t| label_box(&t.0, t.1)).collect();
-    for (i, a) in boxes.iter().enumerate() {
-        for b in &boxes[i + 1..] {
-            // Apart by the gap between a marker and its label (1.2 pt), less rounding.
-            let gap = 4.0;
-            let apart = a[2] + gap <= b[0]
-                || b[2] + gap <= a[0]
-                || a[3] + gap <= b[1]
-                || b[3] + gap <= a[1];
-            assert!(apart, "labels too close: {a:?} {b:?}");
-        }
-        for &(c, r) in &drawn.circles {
-            assert!(distance(a, c) >= f64::from(r) - 1.0, "a label on a marker: {a:?} {c:?}");
-        }
-    }
+    assert_clear(&boxes, &drawn.circles);
 }
 
 #[test]
@@ -442,10 +429,17 @@ fn crowded_points_keep_their_labels_apart() {
         drawn.texts.iter().filter(|t| t.1 .0 < panel && labels.contains(&t.0)).collect();
     assert!(shown.len() >= 8 && shown.len() < rows.len(), "{} labels shown", shown.len());
     let boxes: Vec<[f64; 4]> = shown.iter().map(|t| label_box(&t.0, t.1)).collect();
-    for (i, a) in boxes.iter().enumerate() {
+    for a in &boxes {
         assert!(a[0] >= 0.0 && a[2] <= f64::from(panel), "{a:?}");
+    }
+    assert_clear(&boxes, &drawn.circles);
+}
+
+/// Every label box stands apart from the others by the gap between a marker and its label
+/// (1.2 pt, less rounding) and off every marker.
+fn assert_clear(boxes: &[[f64; 4]], circles: &[((i32, i32), u32)]) {
+    for (i, a) in boxes.iter().enumerate() {
         for b in &boxes[i + 1..] {
-            // Apart by the gap between a marker and its label (1.2 pt), less rounding.
             let gap = 4.0;
             let apart = a[2] + gap <= b[0]
                 || b[2] + gap <= a[0]
@@ -453,7 +447,7 @@ fn crowded_points_keep_their_labels_apart() {
                 || b[3] + gap <= a[1];
             assert!(apart, "labels too close: {a:?} {b:?}");
         }
-        for &(c, r) in &drawn.circles {
+        for &(c, r) in circles {
             assert!(distance(a, c) >= f64::from(r) - 1.0, "a label on a marker: {a:?} {c:?}");
         }
     }

@@ -2,6 +2,7 @@
 //! keeps what the policies' caches already hold (only the new turn is decoded), and decodes
 //! the reply. Weights, divergence and temperature can change between turns.
 
+use crate::output::write_whole;
 use crate::pipeline::decode::{Decoder, Event, Flow, Generation, Request};
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -243,12 +244,12 @@ impl<'e> Chat<'e> {
                     temperature: Some(self.settings.sampling.temperature),
                     messages: self.messages.clone(),
                 };
-                write_whole(&path, &(serde_json::to_string_pretty(&saved)? + "\n"))?;
+                write_whole(&path, (serde_json::to_string_pretty(&saved)? + "\n").as_bytes())?;
                 Ok(format!("saved {} messages to {}", self.messages.len(), path.display()))
             }
             Input::Load(path) => self.load(&path),
             Input::SaveRecipe(path) => {
-                write_whole(&path, &self.recipe_now()?.to_toml()?)?;
+                write_whole(&path, self.recipe_now()?.to_toml()?.as_bytes())?;
                 Ok(format!(
                     "saved the recipe to {}; use it with --recipe {}",
                     path.display(),
@@ -420,20 +421,6 @@ impl<'e> Chat<'e> {
         let generation = outcome.unwrap_or_else(|| bail!("the reply produced no result"))?;
         Ok(Reply { reused_tokens: generation.cached_tokens, generation: *generation })
     }
-}
-
-/// Writes `text` to `path` whole or not at all (a temporary file renamed into place), so an
-/// interrupted save never leaves half a file where a good one was.
-fn write_whole(path: &std::path::Path, text: &str) -> Result<()> {
-    let name =
-        path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
 }
 
 #[cfg(test)]

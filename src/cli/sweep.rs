@@ -6,6 +6,7 @@ use super::SweepArgs;
 use anyhow::{bail, Context, Result};
 use mood::apps::plot;
 use mood::apps::sweep::{self, files, input, stats, weights, Plan, GENERATIONS};
+use mood::output::write_whole;
 use std::io::Write;
 use std::time::Instant;
 
@@ -159,12 +160,12 @@ fn write_outputs(args: &SweepArgs, plan: &Plan) -> Result<()> {
         eprintln!("mood sweep: {errors} generations failed; their errors are in {GENERATIONS}");
     }
     let names: Vec<String> = plan.recipe.experts.iter().map(|e| e.name.clone()).collect();
-    write(&dir.join("sweep.csv"), stats::csv(&names, &table.rows).as_bytes())?;
+    write_whole(&dir.join("sweep.csv"), stats::csv(&names, &table.rows).as_bytes())?;
     let mut jsonl = Vec::new();
     for r in &table.rows {
         writeln!(jsonl, "{}", serde_json::to_string(r)?)?;
     }
-    write(&dir.join("sweep.jsonl"), &jsonl)?;
+    write_whole(&dir.join("sweep.jsonl"), &jsonl)?;
     let recipe_name = args.policies.recipe.as_ref().map_or_else(
         || "from flags".to_string(),
         |p| p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
@@ -179,12 +180,4 @@ fn write_outputs(args: &SweepArgs, plan: &Plan) -> Result<()> {
         dir.display()
     );
     Ok(())
-}
-
-/// Writes a file whole: to a temporary name first, then renamed, so that a kill leaves
-/// either the old file or the new one.
-fn write(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -24,6 +24,17 @@ impl Drop for Server {
     }
 }
 
+/// The address a server prints on the first line of its stderr once it listens.
+pub fn listening_address(err: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    line.split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string()
+}
+
 /// Starts `mood serve -r RECIPE --port 0 ARGS…` with extra environment variables and waits
 /// until it listens.
 pub fn serve_env(recipe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
@@ -35,14 +46,7 @@ pub fn serve_env(recipe: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         .spawn()
         .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_string();
+    let addr = listening_address(&mut err);
     // Keep draining stderr so the server never blocks on it.
     std::thread::spawn(move || {
         let mut sink = String::new();
