@@ -7,7 +7,10 @@ They are identical except for the text of one word token, TOKEN_DIFF, so that co
 must fail the vocabulary check with a message naming that token. Against the default model
 they differ in vocabulary size. tiny-c.gguf is tiny-a.gguf declaring a final logit
 soft-capping (its logits are then not linear in the hidden state, which output mixing must
-notice). tiny-cycle.gguf continues short cycles of words (see write_cycle). Usage: models/make-fixtures.py [OUT_DIR]
+notice). tiny-cycle.gguf continues short cycles of words (see write_cycle).
+tiny-bytes-spm.gguf and tiny-bytes-bpe.gguf are two models with different vocabularies over the
+same small alphabet {a, b, c, space}, for MOD over bytes (see write_bytes_models).
+Usage: models/make-fixtures.py [OUT_DIR]
 """
 
 import os
@@ -16,7 +19,7 @@ import sys
 import numpy as np
 import gguf
 
-from llama_gguf import llama_writer, spm_vocabulary
+from llama_gguf import bpe_llama_writer, bpe_vocabulary, llama_writer, spm_vocabulary
 
 TOKEN_DIFF = 290
 N_EMBD, N_FF, N_HEAD, N_CTX = 64, 128, 4, 512
@@ -129,6 +132,92 @@ def write_cycle(path):
     w.close()
 
 
+# The pieces of the two byte-level fixtures over the alphabet {a, b, c, space}. SentencePiece
+# ("llama" tokenizer): 3 control tokens, the 256 byte tokens, then these (▁ is the space).
+BYTES_SPM_PIECES = ["a", "b", "c", "▁", "ab", "bc", "▁a", "abc", "ca", "bca", "a▁"]
+# GPT-2 byte-level BPE: the 256 byte symbols (Ġ is the space), the results of these merges in
+# rank order, then an end-of-text token and a control token that is not an end.
+BYTES_BPE_MERGES = ["b a", "c b", "Ġ c", "a a", "c a", "b ca", "ca b", "Ġ a", "Ġa b", "ba a"]
+BYTES_BPE_SPECIALS = ["<|endoftext|>", "<|pad|>"]
+
+
+def bytes_weights(rng, n_vocab, favoured, eog, rare=()):
+    """Random F32 weights (tiny-a's shapes, 1 layer) that keep a model's text mostly within
+    the alphabet: embedding dimension 0 is a constant channel, through which the output matrix
+    puts the logit of every token not `favoured` (bytes outside the alphabet) far below, and
+    those of the `rare` tokens and of the end `eog` somewhat below. The output matrix is scaled
+    up (0.5) so that the next-token distributions are peaked but far from one-hot: several
+    tokenizations of a text carry mass. Attention and feed-forward outputs are small beside
+    the embedding, so the model is nearly a bigram model but still depends on the context."""
+    embd = (rng.standard_normal((n_vocab, N_EMBD)) * 0.3).astype(np.float32)
+    embd[:, 0] = 1.0
+    output = (rng.standard_normal((n_vocab, N_EMBD)) * 0.5).astype(np.float32)
+    output[:, 0] = -6.0
+    output[favoured, 0] = 0.0
+    output[eog, 0] = -0.3
+    output[list(rare), 0] = -0.8
+    tensors = {"token_embd.weight": embd, "output_norm.weight": np.ones(N_EMBD, dtype=np.float32)}
+    tensors["output.weight"] = output
+    tensors["blk.0.attn_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    for name, scale, shape in (
+        ("attn_q", 0.2, (N_EMBD, N_EMBD)),
+        ("attn_k", 0.2, (N_EMBD, N_EMBD)),
+        ("attn_v", 0.2, (N_EMBD, N_EMBD)),
+        ("attn_output", 0.03, (N_EMBD, N_EMBD)),
+    ):
+        tensors[f"blk.0.{name}.weight"] = (rng.standard_normal(shape) * scale).astype(np.float32)
+    tensors["blk.0.ffn_norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    for name, scale, shape in (
+        ("ffn_gate", 0.2, (N_FF, N_EMBD)),
+        ("ffn_up", 0.2, (N_FF, N_EMBD)),
+        ("ffn_down", 0.015, (N_EMBD, N_FF)),
+    ):
+        tensors[f"blk.0.{name}.weight"] = (rng.standard_normal(shape) * scale).astype(np.float32)
+    return tensors
+
+
+def finish(w, tensors):
+    for name, value in tensors.items():
+        w.add_tensor(name, value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_bytes_models(out):
+    """tiny-bytes-spm.gguf and tiny-bytes-bpe.gguf: random-weight F32 models (shapes of tiny-a)
+    whose vocabularies differ but spell the same alphabet {a, b, c, space}, so that combining
+    them goes over bytes. Each has a token for every byte (SentencePiece byte tokens, GPT-2
+    byte symbols), hence many tokenizations of every text; their weights favour the alphabet's
+    pieces, the end and the control tokens (whose mass the byte view must renormalise away);
+    the SentencePiece byte tokens of the alphabet are rare beside the pieces that spell the
+    same bytes (see bytes_weights)."""
+    shape = dict(n_ctx=N_CTX, n_embd=N_EMBD, n_layer=1, n_ff=N_FF, n_head=N_HEAD)
+    shape["file_type"] = gguf.LlamaFileType.ALL_F32
+    alphabet = [ord(c) for c in "abc "]
+
+    tokens, scores, types = spm_vocabulary(BYTES_SPM_PIECES)
+    favoured = [0, 1, 2] + list(range(259, len(tokens)))
+    rare = [3 + b for b in alphabet]
+    path = os.path.join(out, "tiny-bytes-spm.gguf")
+    w = llama_writer(path, "mood-tiny-bytes-spm", (tokens, scores, types), **shape)
+    finish(w, bytes_weights(np.random.default_rng(2024), len(tokens), favoured, 2, rare))
+    print(f"make-fixtures: wrote {path}")
+
+    tokens, types, merges = bpe_vocabulary(BYTES_BPE_MERGES, BYTES_BPE_SPECIALS)
+    eos = len(tokens) - 2
+    favoured = alphabet + list(range(256, len(tokens)))
+    path = os.path.join(out, "tiny-bytes-bpe.gguf")
+    # GPT-2's conventions: no BOS added, <|endoftext|> is both BOS and EOS.
+    vocab = (tokens, types, merges)
+    w = bpe_llama_writer(
+        path, "mood-tiny-bytes-bpe", vocab, bos=eos, eos=eos, add_bos=False, pre="gpt-2", **shape
+    )
+    finish(w, bytes_weights(np.random.default_rng(2025), len(tokens), favoured, eos))
+    print(f"make-fixtures: wrote {path}")
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "fixtures")
     os.makedirs(out, exist_ok=True)
@@ -139,6 +228,7 @@ def main():
     path = os.path.join(out, "tiny-cycle.gguf")
     write_cycle(path)
     print(f"make-fixtures: wrote {path}")
+    write_bytes_models(out)
 
 
 if __name__ == "__main__":

@@ -189,10 +189,13 @@ fn serve_answers_with_the_assistant_recipe() {
 }
 
 #[test]
-fn gemma_and_smollm2_cannot_be_combined_and_the_error_says_why() {
+fn gemma_and_smollm2_over_tokens_are_refused_and_the_error_says_why() {
+    // By default they are combined over bytes (tests/bytes_cli.rs); over tokens they cannot be.
     let (gemma, smol) = (default_model(), assistant_model());
     let out = mood(&[
         "generate",
+        "--unit",
+        "tokens",
         "-m",
         gemma.to_str().unwrap(),
         "--expert",

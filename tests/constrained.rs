@@ -67,6 +67,7 @@ fn settings(temperature: f64, seed: u64, constraint: Option<ConstraintSpec>) -> 
             ..SamplingParams::default()
         },
         plausibility: 0.0,
+        byte_tolerance: mood::pipeline::bytes::DEFAULT_TOLERANCE,
         constraint,
         logprobs: None,
         draft_max: 0,

@@ -47,6 +47,7 @@ fn defaults() -> Settings {
         stops: vec![],
         sampling: SamplingParams { repeat_penalty: 1.0, ..SamplingParams::default() },
         plausibility: 1e-4,
+        byte_tolerance: mood::pipeline::bytes::DEFAULT_TOLERANCE,
         constraint: None,
         logprobs: None,
         draft_max: 0,

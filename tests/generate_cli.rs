@@ -106,10 +106,12 @@ fn max_tokens_and_context_limit_end_with_length() {
 }
 
 #[test]
-fn incompatible_vocabularies_are_refused_naming_files_and_token() {
+fn incompatible_vocabularies_are_refused_over_tokens_naming_files_and_token() {
     let (a, b) = (tiny("a"), tiny("b"));
     let out = mood(&[
         "generate",
+        "--unit",
+        "tokens",
         "--expert",
         a.to_str().unwrap(),
         "--expert",
@@ -129,6 +131,8 @@ fn incompatible_vocabularies_are_refused_naming_files_and_token() {
     let g = default_model();
     let out = mood(&[
         "generate",
+        "--unit",
+        "tokens",
         "--expert",
         g.to_str().unwrap(),
         "--expert",

@@ -405,7 +405,17 @@ mod with_servers {
             ),
         )
         .unwrap();
-        let out = mood(&["generate", "-r", recipe.to_str().unwrap(), "-p", "Hi", "-n", "2"]);
+        let out = mood(&[
+            "generate",
+            "--unit",
+            "tokens",
+            "-r",
+            recipe.to_str().unwrap(),
+            "-p",
+            "Hi",
+            "-n",
+            "2",
+        ]);
         assert_one_line_error(
             &out,
             &["gemma-3-270m-q4_k_m.gguf", "smollm2-135m-instruct-q4_1.gguf"],

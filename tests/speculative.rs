@@ -11,6 +11,7 @@ mod common;
 use common::*;
 use mood::pipeline::combine::Combiner;
 use mood::pipeline::decode::{decode_all, generate, Generation, Request};
+use mood::pipeline::draft::EXPLORE_DRAFT;
 use mood::pipeline::engine::{Engine, SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
 use mood::pipeline::sample::{Rng, SamplingParams};
@@ -51,6 +52,7 @@ fn settings(temperature: f64, seed: u64, draft_max: usize, max_tokens: usize) ->
             ..SamplingParams::default()
         },
         plausibility: 0.0,
+        byte_tolerance: mood::pipeline::bytes::DEFAULT_TOLERANCE,
         constraint: None,
         logprobs: None,
         draft_max,
@@ -270,6 +272,7 @@ fn on_the_default_model_every_token_is_the_mod_argmax() {
         now = contexts.iter_mut().map(|c| c.feed(t)).collect();
     }
     eprintln!("{compared} steps compared, {near_ties} near-ties skipped: {:?}", g.text);
+    eprintln!("{} of {} draft tokens accepted", g.timings.accepted, g.timings.drafted);
     assert!(compared >= 25 && near_ties * 4 <= compared, "{compared} compared, {near_ties} ties");
 }
 
@@ -313,7 +316,7 @@ fn a_draft_model_drafts_and_the_output_stays_the_same() {
     engine.load_draft_model(&tiny("cycle"), 0).unwrap();
     assert!(engine.has_draft_model());
     assert_eq!(engine.n_models(), plain_engine.n_models());
-    let mut accepted = 0;
+    let (mut runs, mut drafted, mut accepted) = (0, 0, 0);
     for (i, prompt) in PROMPTS.iter().enumerate() {
         for (temperature, seed) in [(0.0, 0), (1.0, i as u64), (1.0, 50 + i as u64)] {
             for strategy in [Strategy::Threads, Strategy::Mixed] {
@@ -330,11 +333,17 @@ fn a_draft_model_drafts_and_the_output_stays_the_same() {
                     plain.tokens, fast.tokens,
                     "T={temperature} seed {seed} {strategy:?} {prompt:?}"
                 );
+                runs += 1;
+                drafted += fast.timings.drafted;
                 accepted += fast.timings.accepted;
             }
         }
     }
-    assert!(accepted > 50, "the draft model hardly drafted: {accepted} accepted");
+    eprintln!("{accepted} of {drafted} draft tokens accepted over {runs} runs");
+    // A draft model as dear as a policy (here the reference itself) seldom pays, and the
+    // measured costs say so; but every run tries a short draft at its first step.
+    assert!(drafted >= runs * EXPLORE_DRAFT, "the draft model hardly drafted: {drafted}");
+    assert!(accepted > 10, "the draft model's tokens were hardly taken: {accepted} of {drafted}");
     // A draft model of another vocabulary is refused, naming it.
     let mut other = engine_of(&recipe);
     let err = other.load_draft_model(&tiny("b"), 0).unwrap_err();

@@ -142,6 +142,8 @@ impl Mood {
             n_gpu_layers: options.n_gpu_layers,
             main_gpu: options.main_gpu,
             rpc: options.rpc.clone(),
+            // The library combines over tokens: policies must share a vocabulary.
+            unit: crate::pipeline::bytes::Unit::Tokens,
         };
         let mut engine = Engine::load(&policies, load)?;
         if let Some(path) = &options.draft_model {

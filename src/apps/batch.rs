@@ -417,6 +417,7 @@ mod tests {
             max_tokens: 16,
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            byte_tolerance: crate::pipeline::bytes::DEFAULT_TOLERANCE,
             draft_max: 0,
             ..Settings::default()
         }

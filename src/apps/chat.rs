@@ -3,6 +3,8 @@
 //! the reply. Weights, divergence and temperature can change between turns.
 
 use crate::output::write_whole;
+use crate::pipeline::bytes::Unit;
+use crate::pipeline::decode::bytes::ByteDecoder;
 use crate::pipeline::decode::{Decoder, Event, Flow, Generation, Request};
 use crate::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -126,6 +128,8 @@ pub struct Chat<'e> {
     messages: Vec<Message>,
     /// One lane, kept from turn to turn so that the caches hold the conversation so far.
     decoder: Decoder<'e>,
+    /// For policies combined over bytes, the byte decoder instead (its sessions kept too).
+    bytes: Option<ByteDecoder<'e>>,
 }
 
 /// One reply and how many prompt tokens every policy found already cached.
@@ -154,8 +158,16 @@ impl<'e> Chat<'e> {
         // need: a policy's cache does not depend on the weights, so after `/weights` or
         // `/divergence` the policies keep the conversation and only one that joins late
         // decodes it.
+        let all: Vec<usize> = (0..engine.policies().len()).collect();
         let mut decoder = Decoder::new(engine, 1, options);
-        decoder.prepare(&(0..engine.policies().len()).collect::<Vec<_>>())?;
+        let mut bytes = None;
+        if engine.unit() == Unit::Bytes {
+            let mut b = ByteDecoder::new(engine, options);
+            b.prepare(&all)?;
+            bytes = Some(b);
+        } else {
+            decoder.prepare(&all)?;
+        }
         Ok(Self {
             engine,
             recipe,
@@ -163,6 +175,7 @@ impl<'e> Chat<'e> {
             template: template.to_string(),
             messages: Vec::new(),
             decoder,
+            bytes,
         })
     }
 
@@ -395,14 +408,22 @@ impl<'e> Chat<'e> {
         on_text: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<Reply> {
-        let request = Request::new(
-            self.recipe.clone(),
-            self.settings.clone(),
-            self.engine.chat_tokens(&self.messages, &self.template, None)?,
-            true,
-        );
-        self.decoder.submit(0, request)?;
+        let prompts = self.engine.chat_tokens(&self.messages, &self.template, None)?;
         cancel.store(false, Ordering::SeqCst);
+        if let Some(bytes) = self.bytes.as_mut() {
+            let generation =
+                bytes.generate(&self.recipe, prompts, &self.settings, true, &mut |text| {
+                    on_text(text);
+                    if cancel.swap(false, Ordering::SeqCst) {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    }
+                })?;
+            return Ok(Reply { reused_tokens: generation.cached_tokens, generation });
+        }
+        let request = Request::new(self.recipe.clone(), self.settings.clone(), prompts, true);
+        self.decoder.submit(0, request)?;
         let mut outcome = None;
         self.decoder.run(&mut |_, event| {
             match event {

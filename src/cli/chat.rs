@@ -79,12 +79,15 @@ pub fn run(args: ChatArgs) -> Result<()> {
 
 /// The line after a reply: `[42 tokens, 61.3 tok/s, eog, first text after 0.21 s,
 /// 118 prompt tokens reused, 35 decoded]` (reused: the fewest any policy found in its cache;
-/// decoded: summed over the policies), with the seed when the reply was sampled.
+/// decoded: summed over the policies), with the seed when the reply was sampled; bytes and
+/// bytes/s for policies combined over bytes.
 fn figures(r: &Reply, first: Option<Duration>, temperature: f64) -> String {
     let g = &r.generation;
+    // Policies combined over bytes count bytes.
+    let (unit, rate) = if g.bytes.is_some() { ("bytes", "bytes/s") } else { ("tokens", "tok/s") };
     let mut parts = vec![
-        format!("{} tokens", g.tokens.len()),
-        format!("{:.1} tok/s", g.timings.tokens_per_second),
+        format!("{} {unit}", g.tokens.len()),
+        format!("{:.1} {rate}", g.timings.tokens_per_second),
         g.finish_reason.name().to_string(),
     ];
     if let Some(t) = first {

@@ -4,6 +4,7 @@
 use super::wiring::{build_recipe, constraint, load_engine, session_options, settings};
 use super::GenerateArgs;
 use anyhow::{bail, Context, Result};
+use mood::pipeline::bytes::Unit;
 use mood::pipeline::decode::{self, FinishReason, Generation};
 use mood::pipeline::engine::chat::{Message, TRANSCRIPT_STOP};
 use mood::pipeline::engine::Engine;
@@ -49,8 +50,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     } else {
         engine.prompt_tokens(&prompt)?
     };
-    let generation =
-        decode::generate_tokens(&engine, &recipe, prompts, &settings, options, &mut print)?;
+    let generation = if engine.unit() == Unit::Bytes {
+        decode::bytes::generate_bytes(&engine, &recipe, prompts, &settings, options, &mut print)?
+    } else {
+        decode::generate_tokens(&engine, &recipe, prompts, &settings, options, &mut print)?
+    };
     if generation.tokens.len() <= 1 && generation.text.trim().is_empty() {
         eprintln!("{}", empty_note(&generation, args.chat, &engine));
     }

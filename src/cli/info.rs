@@ -84,8 +84,15 @@ pub fn run(args: InfoArgs) -> Result<()> {
     }
     for c in &compat {
         match &c.reason {
-            None => writeln!(out, "\n{} and {} can be combined", c.first, c.second)?,
-            Some(why) => writeln!(out, "\n{why}")?,
+            None => writeln!(out, "\n{} and {} are combined over tokens", c.first, c.second)?,
+            Some(why) => {
+                let detail = why.split_once("cannot be combined: ").map_or(why.as_str(), |x| x.1);
+                writeln!(
+                    out,
+                    "\n{} and {} are combined over bytes (over tokens they cannot be: {detail})",
+                    c.first, c.second
+                )?
+            }
         }
     }
     Ok(())

@@ -13,9 +13,10 @@ mod wiring;
 
 use clap::{Args, Parser, Subcommand};
 use mood::apps::shard::Shard;
+use mood::pipeline::bytes::Unit;
 use mood::pipeline::engine::Strategy;
 use std::path::PathBuf;
-use values::{parse_counts, parse_shard, parse_strategy, parse_top_logprobs, Counts};
+use values::{parse_counts, parse_shard, parse_strategy, parse_top_logprobs, parse_unit, Counts};
 
 /// Multi-objective decoding (MOD) on GGUF models: steer a language model between several
 /// objectives at decode time, with one weight per objective.
@@ -465,6 +466,13 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = mood::pipeline::combine::DEFAULT_PLAUSIBILITY, value_name = "TAU")]
     pub plausibility: f64,
 
+    /// For policies combined over bytes: the share of each policy's probability of the text
+    /// that following fewer tokenizations may drop at one byte (larger is faster; 0 drops
+    /// nothing but what exceeds the 8 tokenizations followed per policy, reported as
+    /// `most_dropped` in --json).
+    #[arg(long, default_value_t = mood::pipeline::bytes::DEFAULT_TOLERANCE, value_name = "T")]
+    pub byte_tolerance: f64,
+
     /// Seed for sampling, below 2^53; the same seed gives the same output [default: a fresh
     /// seed per generation, reported with the output].
     #[arg(long)]
@@ -539,6 +547,13 @@ pub struct RunArgs {
     /// --draft-max tokens, and every policy checks them in one pass. The output is the same.
     #[arg(long, visible_alias = "model-draft", value_name = "FILE")]
     pub draft_model: Option<PathBuf>,
+
+    /// What the policies' next-step distributions are combined over: tokens, bytes (each
+    /// policy's distribution of the next byte, exact over its tokenizations: policies may
+    /// have different vocabularies), or auto (tokens where the vocabularies agree, bytes
+    /// where they differ).
+    #[arg(long, default_value = "auto", value_name = "UNIT", value_parser = parse_unit)]
+    pub unit: Unit,
 }
 
 #[derive(Args, Debug)]

@@ -1,13 +1,18 @@
-//! Flag values that clap parses into types: a strategy, a list of strategies, a list of
+//! Flag values that clap parses into types: a strategy, a unit, a list of strategies, a list of
 //! counts, a shard, a number of alternatives. A bad value is clap's usage error (exit 2)
 //! naming the flag.
 
 use mood::apps::shard::Shard;
+use mood::pipeline::bytes::Unit;
 use mood::pipeline::engine::Strategy;
 use mood::pipeline::logprobs::MAX_TOP_LOGPROBS;
 
 pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
     s.trim().parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
+pub fn parse_unit(s: &str) -> Result<Unit, String> {
+    Unit::parse(s.trim()).ok_or_else(|| format!("unknown unit '{s}': use tokens, bytes or auto"))
 }
 
 pub fn parse_shard(s: &str) -> Result<Shard, String> {

@@ -33,6 +33,7 @@ pub fn settings(
         stops: stops.to_vec(),
         sampling: params,
         plausibility: sampling.plausibility,
+        byte_tolerance: sampling.byte_tolerance,
         constraint: None,
         logprobs: None,
         draft_max: sampling.draft_max,
@@ -175,7 +176,12 @@ fn parse_bias(text: &str) -> Result<(u32, f32)> {
 }
 
 pub fn load_options(args: &RunArgs) -> LoadOptions {
-    LoadOptions { n_gpu_layers: args.n_gpu_layers, main_gpu: args.main_gpu, rpc: args.rpc.clone() }
+    LoadOptions {
+        n_gpu_layers: args.n_gpu_layers,
+        main_gpu: args.main_gpu,
+        rpc: args.rpc.clone(),
+        unit: args.unit,
+    }
 }
 
 /// Prints a warning for each RPC server address that is not loopback or private.

@@ -21,6 +21,10 @@ pub struct Settings {
     /// Plausibility threshold τ for sampling (`docs/mod.md` §1.4); 0 = the whole
     /// vocabulary.
     pub plausibility: f64,
+    /// MOD over bytes: the share of each policy's probability of the text that pruning may
+    /// drop at one byte (see [`crate::pipeline::bytes::ByteView`]); 0 = nothing beyond the
+    /// tokenizations a view follows at most.
+    pub byte_tolerance: f64,
     /// What the output must follow (a grammar, a JSON schema); `None`: free text.
     pub constraint: Option<ConstraintSpec>,
     /// Report each generated token's log-probabilities with this many alternatives;
@@ -41,6 +45,7 @@ impl Default for Settings {
             stops: Vec::new(),
             sampling: SamplingParams::default(),
             plausibility: super::combine::DEFAULT_PLAUSIBILITY,
+            byte_tolerance: super::bytes::DEFAULT_TOLERANCE,
             constraint: None,
             logprobs: None,
             draft_max: super::draft::DEFAULT_DRAFT_MAX,
@@ -82,6 +87,15 @@ impl Settings {
             return Err(invalid(
                 "plausibility",
                 format!("must be in [0, 1) (0 = the whole vocabulary), got {}", self.plausibility),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.byte_tolerance) {
+            return Err(invalid(
+                "byte_tolerance",
+                format!(
+                    "must be in [0, 1) (0 = drop only beyond the tokenizations followed), got {}",
+                    self.byte_tolerance
+                ),
             ));
         }
         if let Some(n) = self.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
@@ -420,6 +434,7 @@ mod tests {
             stops: vec!["x".into()],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            byte_tolerance: crate::pipeline::bytes::DEFAULT_TOLERANCE,
             constraint: None,
             logprobs: None,
             draft_max: 0,

@@ -6,8 +6,11 @@
 //! engine failure fails the requests it hit, and a panic inside a step — the last resort — fails
 //! the requests in flight, rebuilds the decoder and keeps serving. A lost RPC server fails only
 //! the requests that need its policies, with [`Event::Unavailable`]. [`Health`] tells `/health`
-//! whether the thread can serve.
+//! whether the thread can serve. Policies combined over bytes are served one request at a
+//! time by a byte decoder.
 
+use crate::pipeline::bytes::Unit;
+use crate::pipeline::decode::bytes::ByteDecoder;
 use crate::pipeline::decode::{Decoder, Event as DecoderEvent, Flow, Generation, Request};
 use crate::pipeline::engine::rpc::ServerLost;
 use crate::pipeline::engine::{Engine, SessionOptions};
@@ -112,6 +115,9 @@ pub fn run(
     health: &Health,
     ready: Sender<anyhow::Result<()>>,
 ) {
+    if engine.unit() == Unit::Bytes {
+        return run_bytes(engine, options, initial, queue, health, ready);
+    }
     let mut watchdog = Watchdog { health, finished: false };
     let start = |d: &mut Decoder| d.prepare(initial);
     let mut decoder = Decoder::new(engine, lanes, options);
@@ -217,5 +223,57 @@ pub fn run(
         health.set_load(&decoder);
     }
     health.set_load(&decoder);
+    watchdog.finished = true;
+}
+
+/// [`run`] for policies combined over bytes: one request at a time (the byte decoder runs
+/// one generation), each streaming its text as it goes; a client gone stops its request.
+fn run_bytes(
+    engine: &Engine,
+    options: SessionOptions,
+    initial: &[usize],
+    queue: Receiver<Job>,
+    health: &Health,
+    ready: Sender<anyhow::Result<()>>,
+) {
+    let mut watchdog = Watchdog { health, finished: false };
+    let mut decoder = ByteDecoder::new(engine, options);
+    if let Err(e) = decoder.prepare(initial) {
+        health.set(Some(format!("{e:#}")));
+        let _ = ready.send(Err(e));
+        watchdog.finished = true;
+        return;
+    }
+    if ready.send(Ok(())).is_err() {
+        watchdog.finished = true;
+        return;
+    }
+    while let Ok(Job { request: r, events: tx }) = queue.recv() {
+        if let Err(e) = ByteDecoder::check(engine, &r.recipe, &r.settings) {
+            let _ = tx.send(Event::Invalid(format!("{e:#}")));
+            continue;
+        }
+        health.active.store(1, Ordering::Relaxed);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            decoder.generate(&r.recipe, r.prompts, &r.settings, r.reuse_cache, &mut |text| {
+                let gone = tx.is_closed()
+                    || (!text.is_empty() && tx.send(Event::Text(text.into(), None)).is_err());
+                if gone {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
+            })
+        }));
+        let _ = tx.send(match outcome {
+            Ok(Ok(g)) => Event::Done(Box::new(g)),
+            Ok(Err(e)) => Event::Failed(format!("{e:#}")),
+            Err(_) => {
+                decoder = ByteDecoder::new(engine, options);
+                Event::Failed("an internal error stopped this request; the server goes on".into())
+            }
+        });
+        health.active.store(0, Ordering::Relaxed);
+    }
     watchdog.finished = true;
 }

@@ -279,6 +279,7 @@ mod tests {
             stops: vec![],
             sampling: SamplingParams::default(),
             plausibility: 1e-4,
+            byte_tolerance: crate::pipeline::bytes::DEFAULT_TOLERANCE,
             constraint: None,
             logprobs: None,
             draft_max: 0,
@@ -314,6 +315,7 @@ mod tests {
             logprobs: vec![],
             policies: vec![],
             timings,
+            bytes: None,
         }
     }
 

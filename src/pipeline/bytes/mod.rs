@@ -26,7 +26,7 @@ pub const OUTCOMES: usize = 257;
 
 /// Default share of the text's probability that pruning may drop at each byte (see
 /// [`ByteView`]).
-pub const DEFAULT_TOLERANCE: f64 = 1e-4;
+pub const DEFAULT_TOLERANCE: f64 = 1e-3;
 /// Default number of tokenizations followed per policy.
 pub const DEFAULT_MAX_NODES: usize = 8;
 
@@ -58,18 +58,12 @@ impl Unit {
 }
 
 /// Which bytes may come next for the text to stay valid UTF-8, and whether it may end here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Utf8 {
     /// Continuation bytes still due, and the range the next one must lie in.
     due: u8,
     lo: u8,
     hi: u8,
-}
-
-impl Default for Utf8 {
-    fn default() -> Self {
-        Self { due: 0, lo: 0, hi: 0 }
-    }
 }
 
 impl Utf8 {

@@ -36,6 +36,8 @@ pub struct ByteMod {
     compact: Vec<f32>,
     /// Scores of every outcome (−∞ for those not combined).
     scores: Vec<f32>,
+    /// Each policy's log-probabilities of every outcome at the last choice.
+    last: Vec<[f64; OUTCOMES]>,
     /// The largest share of a policy's text probability pruning dropped at one byte.
     pub most_dropped: f64,
 }
@@ -55,6 +57,7 @@ impl ByteMod {
             dists,
             compact: Vec::with_capacity(OUTCOMES),
             scores: vec![0.0; OUTCOMES],
+            last: Vec::new(),
             most_dropped: 0.0,
         }
     }
@@ -90,29 +93,28 @@ impl ByteMod {
         // Only the outcomes every policy finds possible and UTF-8 allows are combined: one a
         // policy finds impossible cannot be taken (its view could not follow), and left in
         // it would still bound the normaliser of a divergence with a pole.
-        let mut lp = [[0.0f64; OUTCOMES]; 1];
         let mut possible = [true; OUTCOMES];
         for (o, ok) in possible.iter_mut().enumerate() {
             *ok = self.utf8.allows(o);
         }
-        let mut all = Vec::with_capacity(self.views.len());
-        for view in &self.views {
-            view.distribution(&mut lp[0]);
-            for (ok, &l) in possible.iter_mut().zip(&lp[0]) {
+        let all = &mut self.last;
+        all.resize(self.views.len(), [0.0; OUTCOMES]);
+        for (view, lp) in self.views.iter().zip(all.iter_mut()) {
+            view.distribution(lp);
+            for (ok, &l) in possible.iter_mut().zip(lp.iter()) {
                 *ok &= l > f64::NEG_INFINITY;
             }
-            all.push(lp[0]);
         }
         self.kept.clear();
         self.kept.extend((0..OUTCOMES).filter(|&o| possible[o]));
-        for (dist, lp) in self.dists.iter_mut().zip(&all) {
+        for (dist, lp) in self.dists.iter_mut().zip(all.iter()) {
             dist.clear();
             dist.extend(self.kept.iter().map(|&o| lp[o] as f32));
         }
         self.compact.resize(self.kept.len(), 0.0);
         if !self.kept.is_empty() {
             let inputs: Vec<&[f32]> = self.dists.iter().map(|d| &d[..]).collect();
-            self.combiner.combine_whole(&inputs, self.greedy, &mut self.compact);
+            self.combiner.combine(&inputs, self.greedy, &mut self.compact);
         }
         self.scores.fill(f32::NEG_INFINITY);
         for (&o, &s) in self.kept.iter().zip(&self.compact) {
@@ -123,6 +125,33 @@ impl ByteMod {
             Some(o) if o as usize == END => Ok(Choice::End),
             Some(o) => Ok(Choice::Byte(o as u8)),
         }
+    }
+
+    /// The log-probabilities of the last choice: of the outcome `chosen` and of the `top`
+    /// likeliest outcomes (best first) in the combined distribution — normalised over the
+    /// outcomes combined, the MOD distribution even where greedy decoding picked by eq. 6 —
+    /// and of `chosen` in each policy's own.
+    pub fn logprobs(&mut self, chosen: usize, top: usize) -> (f32, Vec<(usize, f32)>, Vec<f32>) {
+        let mut normalised = vec![f32::NEG_INFINITY; self.kept.len()];
+        if !self.kept.is_empty() {
+            let inputs: Vec<&[f32]> = self.dists.iter().map(|d| &d[..]).collect();
+            self.combiner.combine_whole(&inputs, false, &mut normalised);
+        }
+        let max = normalised.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = normalised.iter().map(|&s| f64::from(s - max).exp()).sum();
+        let log_z = f64::from(max) + sum.ln();
+        let mut all: Vec<(usize, f32)> = self
+            .kept
+            .iter()
+            .zip(&normalised)
+            .map(|(&o, &s)| (o, (f64::from(s) - log_z) as f32))
+            .filter(|(_, l)| l.is_finite())
+            .collect();
+        let lp_chosen = all.iter().find(|(o, _)| *o == chosen).map_or(f32::NEG_INFINITY, |x| x.1);
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(top);
+        let policies = self.last.iter().map(|lp| lp[chosen] as f32).collect();
+        (lp_chosen, all, policies)
     }
 
     /// Gives `byte` to every view.

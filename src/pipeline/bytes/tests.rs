@@ -76,19 +76,19 @@ impl Toy {
         }
         let probs = self.probs(path);
         let mut total = 0.0;
-        for t in 0..self.pieces.len() {
+        for (t, &pt) in probs.iter().enumerate() {
             let piece = self.pieces[t].clone();
-            if piece.is_empty() || probs[t] == 0.0 {
+            if piece.is_empty() || pt == 0.0 {
                 continue;
             }
             let rest = &c[pos..];
             if piece.len() >= rest.len() {
                 if piece.starts_with(rest) {
-                    total += p * probs[t];
+                    total += p * pt;
                 }
             } else if rest.starts_with(&piece) {
                 path.push(t as u32);
-                total += self.covering(path, pos + piece.len(), p * probs[t], c);
+                total += self.covering(path, pos + piece.len(), p * pt, c);
                 path.pop();
             }
         }
@@ -102,11 +102,11 @@ impl Toy {
             return p * probs[self.eog as usize];
         }
         let mut total = 0.0;
-        for t in 0..self.pieces.len() {
+        for (t, &pt) in probs.iter().enumerate() {
             let piece = self.pieces[t].clone();
-            if !piece.is_empty() && c[pos..].starts_with(&piece) && probs[t] > 0.0 {
+            if !piece.is_empty() && c[pos..].starts_with(&piece) && pt > 0.0 {
                 path.push(t as u32);
-                total += self.exactly(path, pos + piece.len(), p * probs[t], c);
+                total += self.exactly(path, pos + piece.len(), p * pt, c);
                 path.pop();
             }
         }
@@ -245,7 +245,7 @@ fn pruning_drops_at_most_the_tolerance_and_the_next_byte_is_that_close() {
 #[test]
 fn at_most_the_nodes_asked_for_are_followed() {
     let mut rng = Rng::new(5);
-    for mut toy in toys() {
+    for toy in toys() {
         let mut view = ByteView::new(toy.byte_vocab(), 0.0, 2);
         let mut text = Vec::new();
         for _ in 0..12 {

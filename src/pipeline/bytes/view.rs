@@ -219,7 +219,7 @@ impl ByteView {
             self.nodes.push(b);
         }
         let total: f64 = mass.iter().sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             self.text.pop();
             return Err(Impossible);
         }

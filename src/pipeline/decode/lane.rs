@@ -12,6 +12,17 @@
 //! distribution p and accepting when the draw equals the draft token d accepts d with
 //! probability p(d) and otherwise yields a draw from p without d, renormalised — the
 //! speculative-sampling rule for a draft that is one token for sure.
+//!
+//! Whether the next pass carries a draft, and how long, is decided here from what was
+//! measured (see the draft module for the rule): the lane looks its latest tokens up in its
+//! prompt and output (free: no model runs) and drafts at most what the lookup found, within
+//! the request's maximum, the pass's and the context's room and the tokens still wanted; of
+//! that, it drafts the length that promises the most tokens per second given the request's
+//! acceptance rate so far and the session's measured cost of passes of each width — nothing
+//! when no length beats plain steps, except a short draft now and then to keep both
+//! measures current. With a draft model the length is chosen first, counting the model's
+//! measured time per proposed token, and the model proposes only when a draft is chosen; its
+//! time is measured here.
 
 use super::stream::{Next, Stream};
 use super::{Event, FinishReason, Flow, Sink};
@@ -19,6 +30,7 @@ use crate::pipeline::draft;
 use crate::pipeline::engine::{Drafter, Session};
 use anyhow::Result;
 use llama_cpp_2::token::LlamaToken;
+use std::time::Instant;
 
 /// A request in a lane.
 pub(super) struct Lane<'e> {
@@ -41,6 +53,8 @@ pub(super) struct Pass<'p, 'e> {
     pub(super) session: &'p mut Session,
     /// The draft model's context; prompt lookup drafts without one.
     pub(super) drafter: Option<&'p mut Drafter<'e>>,
+    /// What the session's passes cost by width, and the draft model per proposed token.
+    pub(super) costs: &'p mut draft::PassCosts,
     pub(super) lane: usize,
     pub(super) n_vocab: usize,
 }
@@ -104,27 +118,31 @@ impl Lane<'_> {
             *drop = draft.len() - i;
             feed.push(LlamaToken(token as i32));
             // Guess what follows, within the pass's and the context's room and the tokens
-            // still wanted.
+            // still wanted, as long as it pays (see the module documentation).
             let wanted = stream.max_tokens - stream.tokens.len() - 1;
             let room = pass.session.tokens_per_step().min(free) - 1;
-            let n = stream
-                .speculation
-                .length
-                .take()
-                .min(stream.speculation.draft_max)
-                .min(room)
-                .min(wanted);
+            let limit = stream.speculation.draft_max.min(room).min(wanted);
+            let (spec, costs) = (&mut stream.speculation, &mut *pass.costs);
             let mut next_draft = draft;
             next_draft.clear();
             match pass.drafter.as_mut() {
-                // A draft model that fails costs this step its draft, nothing more.
                 Some(d) => {
-                    if d.propose(pass.lane, &stream.speculation.lookup, n, &mut next_draft).is_err()
-                    {
-                        next_draft.clear();
+                    let n = spec.choice.take(limit, costs);
+                    if n > 0 {
+                        let started = Instant::now();
+                        match d.propose(pass.lane, &spec.lookup, n, &mut next_draft) {
+                            Ok(()) => costs
+                                .record_proposal(next_draft.len(), started.elapsed().as_secs_f64()),
+                            // A draft model that fails costs this step its draft, nothing more.
+                            Err(_) => next_draft.clear(),
+                        }
                     }
                 }
-                None => draft::lookup(&stream.speculation.lookup, n, &mut next_draft),
+                None => {
+                    draft::lookup(&spec.lookup, limit, &mut next_draft);
+                    let n = spec.choice.take(next_draft.len(), costs);
+                    next_draft.truncate(n);
+                }
             }
             feed.extend(next_draft.iter().map(|&t| LlamaToken(t as i32)));
             stream.speculation.draft = next_draft;

@@ -8,17 +8,26 @@
 //! context. A request ends at an end-of-generation token, a stop string, its token limit,
 //! a full context, or when the caller stops it.
 //!
+//! With speculation a lane also feeds a draft after its token and takes several tokens from
+//! one pass (see the lane module). Each pass is timed and filed under its width, the most
+//! tokens it fed one lane, in a table of what passes cost on this session: the lanes draft
+//! only where the measured costs and their acceptance rates say it pays (see the draft
+//! module). The table lives as long as the session.
+//!
 //! `generate` (one prompt), a conversation, a JSONL batch and the HTTP server are thin
 //! drivers: they build [`Request`]s and react to events.
 
+pub mod bytes;
 mod lane;
 mod stream;
 
+use super::bytes::Unit;
 use super::divergence::Divergence;
+use super::draft::PassCosts;
 use super::engine::{Drafter, Engine, Grammar, LaneFill, Session, SessionOptions};
 use super::logprobs::{Alternative, TokenLogprob};
 use super::recipe::Recipe;
-use super::settings::Settings;
+use super::settings::{Settings, MAX_DRAFT};
 use anyhow::{anyhow, Result};
 use lane::{Advanced, Lane, Pass};
 use llama_cpp_2::token::LlamaToken;
@@ -103,6 +112,8 @@ pub struct Generation {
     /// The policies this generation ran, in the order of [`TokenLogprob::policies`].
     pub policies: Vec<String>,
     pub timings: Timings,
+    /// For MOD over bytes (then `tokens` are the bytes): what it took.
+    pub bytes: Option<bytes::ByteFigures>,
 }
 
 impl Generation {
@@ -125,6 +136,18 @@ impl Generation {
         });
         if !self.logprobs.is_empty() {
             v["logprobs"] = self.logprobs.iter().map(|t| self.logprob_json(t)).collect();
+        }
+        if let Some(b) = &self.bytes {
+            v["unit"] = json!("bytes");
+            let per_policy = |list: &[(String, f64)]| -> Map<String, Value> {
+                list.iter().map(|(n, x)| (n.clone(), json!(x))).collect()
+            };
+            v["bytes"] = json!({
+                "bytes_per_second": b.bytes_per_second,
+                "passes_per_byte": per_policy(&b.passes_per_byte),
+                "runs_per_byte": per_policy(&b.runs_per_byte),
+                "most_dropped": b.most_dropped,
+            });
         }
         v
     }
@@ -233,6 +256,9 @@ struct Running<'e> {
     session: Session,
     /// The draft model's context, when the engine has a draft model.
     drafter: Option<Drafter<'e>>,
+    /// What this session's passes cost by width (measured in [`Decoder::step`]) and the
+    /// draft model per proposed token: what speculation weighs its drafts against.
+    costs: PassCosts,
 }
 
 impl<'e> Decoder<'e> {
@@ -310,6 +336,7 @@ impl<'e> Decoder<'e> {
             let mut pass = Pass {
                 session: &mut running.session,
                 drafter: running.drafter.as_mut(),
+                costs: &mut running.costs,
                 lane,
                 n_vocab,
             };
@@ -332,10 +359,15 @@ impl<'e> Decoder<'e> {
                 sink(tag, Event::Done(Box::new(ended.stream.finish(strategy, contexts))))?;
             }
         }
-        if self.feeds.iter().any(|f| !f.is_empty()) {
+        // The pass's width: the most tokens fed to one lane (1 + its draft).
+        let width = self.feeds.iter().map(Vec::len).max().unwrap_or(0);
+        if width > 0 {
             let started = Instant::now();
             let result = running.session.feed(&self.feeds, &self.drops);
             let elapsed = started.elapsed().as_secs_f64();
+            if result.is_ok() {
+                running.costs.record_pass(width, elapsed);
+            }
             if let Err(e) = result {
                 let lost = self.engine.lost();
                 if lost.is_empty() {
@@ -464,7 +496,7 @@ impl<'e> Decoder<'e> {
         let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
         let (lanes, o) = (self.lanes.len(), self.options);
         let drafter = self.engine.open_drafter(lanes, o.ctx_size, o.threads)?;
-        Ok(Running { members, session, drafter })
+        Ok(Running { members, session, drafter, costs: PassCosts::new(MAX_DRAFT + 1) })
     }
 
     /// Opens a session with the policies the old one held and every waiting request needs.
@@ -539,7 +571,8 @@ fn slots_of(session: &[usize], members: &[usize]) -> Vec<usize> {
 /// Decodes `requests` with up to `lanes` at once (each with its own recipe and settings) on
 /// a session of their own; `done(index, outcome)` receives each outcome as soon as it is
 /// known, in finishing order. A bad request reports its error and the others go on; an
-/// error returned by `done` ends the run.
+/// error returned by `done` ends the run. Policies combined over bytes decode the requests
+/// one after another.
 pub fn decode_all(
     engine: &Engine,
     requests: Vec<Request>,
@@ -547,6 +580,16 @@ pub fn decode_all(
     options: SessionOptions,
     done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
 ) -> Result<()> {
+    if engine.unit() == Unit::Bytes {
+        let mut decoder = bytes::ByteDecoder::new(engine, options);
+        for (i, r) in requests.into_iter().enumerate() {
+            let Request { recipe, settings, prompts, reuse_cache, .. } = r;
+            let outcome =
+                decoder.generate(&recipe, prompts, &settings, reuse_cache, &mut |_| Flow::Continue);
+            done(i, outcome)?;
+        }
+        return Ok(());
+    }
     let lanes = lanes.clamp(1, requests.len().max(1));
     let mut decoder = Decoder::new(engine, lanes, options);
     for (i, request) in requests.into_iter().enumerate() {

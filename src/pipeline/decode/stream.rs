@@ -6,7 +6,7 @@ use crate::error::invalid;
 use crate::pipeline::combine::Combiner;
 use crate::pipeline::constraint::Constraint;
 use crate::pipeline::divergence::Divergence;
-use crate::pipeline::draft::DraftLength;
+use crate::pipeline::draft::DraftChoice;
 use crate::pipeline::engine::{Engine, Grammar};
 use crate::pipeline::logprobs::{self, Alternative, TokenLogprob};
 use crate::pipeline::sample::{allowed_window, fresh_seed, NoToken, Sampler};
@@ -85,12 +85,13 @@ pub(super) struct Clock {
 }
 
 /// Speculation: the draft fed after the lane's last token (checked at the next step), the
-/// most tokens a draft may have and how long the next one may be, the tokens looked up (a
-/// prompt, then the output), and the draft tokens proposed and accepted so far.
+/// most tokens a draft may have, what decides each draft's length (the request's acceptance
+/// rate, see [`DraftChoice`]), the tokens looked up (a prompt, then the output), and the draft
+/// tokens proposed and accepted so far.
 pub(super) struct Speculation {
     pub(super) draft: Vec<u32>,
     pub(super) draft_max: usize,
-    pub(super) length: DraftLength,
+    pub(super) choice: DraftChoice,
     pub(super) lookup: Vec<u32>,
     drafted: usize,
     accepted: usize,
@@ -179,7 +180,7 @@ impl<'e> Stream<'e> {
             speculation: Speculation {
                 draft: Vec::new(),
                 draft_max: settings.draft_max,
-                length: DraftLength::new(settings.draft_max),
+                choice: DraftChoice::new(),
                 lookup,
                 drafted: 0,
                 accepted: 0,
@@ -191,7 +192,7 @@ impl<'e> Stream<'e> {
     pub(super) fn speculated(&mut self, drafted: usize, accepted: usize) {
         self.speculation.drafted += drafted;
         self.speculation.accepted += accepted;
-        self.speculation.length.update(drafted, accepted);
+        self.speculation.choice.update(drafted, accepted);
     }
 
     /// Each term's coefficient on its raw logits, in order (reverse KL's linear form).
@@ -365,6 +366,7 @@ impl<'e> Stream<'e> {
                 passes: self.clock.passes,
             },
             tokens: self.tokens,
+            bytes: None,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct Compatibility {
     pub second: String,
     pub compatible: bool,
     pub reason: Option<String>,
+    /// What a recipe of both is combined over by default: "tokens", or "bytes" when the
+    /// vocabularies differ.
+    pub unit: &'static str,
 }
 
 pub fn build_info() -> Result<BuildInfo> {
@@ -133,6 +136,7 @@ pub fn inspect(paths: &[&Path]) -> Result<(Vec<ModelInfo>, Vec<Compatibility>)> 
                 first: paths[0].display().to_string(),
                 second: p.display().to_string(),
                 compatible: r.is_ok(),
+                unit: if r.is_ok() { "tokens" } else { "bytes" },
                 reason: r.err().map(|e| e.to_string()),
             }
         })

@@ -4,6 +4,7 @@
 use super::vocab::{self, VocabView};
 use super::{gguf, rpc, AdapterUse, Engine, LoadedAdapter, LoadedModel};
 use crate::error::{invalid, tagged, Tag, Tagged};
+use crate::pipeline::bytes::Unit;
 use crate::pipeline::recipe::Policy;
 use anyhow::{anyhow, bail, Context, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -72,6 +73,9 @@ pub struct LoadOptions {
     pub main_gpu: i32,
     /// RPC servers (`HOST:PORT`) for policies that do not set `rpc` themselves.
     pub rpc: Vec<String>,
+    /// What the policies' distributions are combined over; with `Auto`, bytes where the
+    /// vocabularies differ.
+    pub unit: Unit,
 }
 
 /// Layers offloaded to a policy's devices when nothing says how many: all of them (llama.cpp
@@ -169,15 +173,30 @@ impl Engine {
             policy_model.push(index);
         }
         let views: Vec<ModelVocab> = models.iter().map(ModelVocab::new).collect();
+        let mut vocab_difference = None;
         for other in &views[1..] {
-            vocab::check_compatible(&views[0], other).map_err(|e| {
-                let files = Tag::Vocabulary(views[0].model.path.clone(), other.model.path.clone());
-                tagged(files, format!("{e:#}"))
-            })?;
+            if let Err(e) = vocab::check_compatible(&views[0], other) {
+                if options.unit == Unit::Tokens {
+                    let files =
+                        Tag::Vocabulary(views[0].model.path.clone(), other.model.path.clone());
+                    return Err(tagged(
+                        files,
+                        format!("{e:#} over tokens; combine them over bytes (--unit bytes)"),
+                    ));
+                }
+                vocab_difference = Some(format!("{e:#}"));
+                break;
+            }
         }
         let n_common = views.iter().map(|v| v.n_tokens()).min().unwrap_or(0);
         drop(views);
+        let unit = if vocab_difference.is_some() || options.unit == Unit::Bytes {
+            Unit::Bytes
+        } else {
+            Unit::Tokens
+        };
         let (adapters, policy_adapter) = load_adapters(policies, &policy_model, &mut models)?;
+        let n_models = models.len();
         Ok(Self {
             adapters,
             models,
@@ -185,6 +204,9 @@ impl Engine {
             policy_adapter,
             policies: policies.to_vec(),
             n_common,
+            unit,
+            vocab_difference,
+            byte_vocabs: (0..n_models).map(|_| OnceLock::new()).collect(),
             draft: None,
             strategy_memory: Default::default(),
         })

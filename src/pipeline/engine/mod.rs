@@ -64,13 +64,14 @@ fn available_memory() -> Option<u64> {
 }
 
 use crate::error::invalid;
+use crate::pipeline::bytes::{ByteVocab, Unit};
 use crate::pipeline::recipe::Policy;
 use anyhow::Result;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use session::MemberSpec;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// One loaded GGUF file, on this machine or split over RPC servers.
 struct LoadedModel {
@@ -105,6 +106,12 @@ pub struct Engine {
     policy_adapter: Vec<Option<AdapterUse>>,
     policies: Vec<Policy>,
     n_common: usize,
+    /// What distributions are combined over, and why not tokens when the vocabularies
+    /// differ (the first difference found).
+    unit: Unit,
+    vocab_difference: Option<String>,
+    /// Each model's vocabulary as byte strings, made when the byte path first needs it.
+    byte_vocabs: Vec<OnceLock<Arc<ByteVocab>>>,
     /// The draft model for speculation, in `models` (see [`Engine::load_draft_model`]).
     draft: Option<usize>,
     /// What `auto` measured, and where it keeps it (see `tuning`).
@@ -276,6 +283,49 @@ impl Engine {
         );
     }
 
+    /// What the policies' distributions are combined over: [`Unit::Tokens`] or
+    /// [`Unit::Bytes`] (see [`crate::pipeline::bytes`]).
+    pub fn unit(&self) -> Unit {
+        self.unit
+    }
+
+    /// Why the policies' vocabularies cannot be combined token by token (`None`: they can).
+    pub fn vocab_difference(&self) -> Option<&str> {
+        self.vocab_difference.as_deref()
+    }
+
+    /// Policy `p`'s vocabulary as byte strings: each token's bytes as llama.cpp renders it
+    /// without special tokens (SentencePiece's `▁` a space, byte tokens their byte, byte-level
+    /// BPE's symbols their bytes; control tokens nothing).
+    pub fn byte_vocab(&self, p: usize) -> Arc<ByteVocab> {
+        let m = self.policy_model[p];
+        let make = || {
+            let vocab = self.models[m].model.vocab();
+            let n = vocab.n_tokens().max(0) as u32;
+            let mut pieces = Vec::with_capacity(n as usize);
+            for t in 0..n {
+                let mut piece = Vec::new();
+                vocab.token_to_piece_into(LlamaToken(t as i32), &mut piece, false, None);
+                pieces.push(piece);
+            }
+            Arc::new(ByteVocab::new(pieces, |t| vocab.is_eog(LlamaToken(t as i32))))
+        };
+        Arc::clone(self.byte_vocabs[m].get_or_init(make))
+    }
+
+    /// A session of policy `p` alone with `lanes` lanes: the byte path follows one
+    /// tokenization per lane. `options.strategy` must be concrete.
+    pub fn open_policy_session(
+        &self,
+        p: usize,
+        lanes: usize,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let options = SessionOptions { ctx_size: self.context_size(options.ctx_size), ..options };
+        self.check_session(&[p], lanes, &options)?;
+        self.start_session(&[p], lanes, options)
+    }
+
     /// Opens a session in which the policies `members` (indices into [`Engine::policies`])
     /// decode side by side, in `lanes` independent streams (prompts decoded side by side,
     /// each lane with its own tokens). `Strategy::Auto` becomes the strategy measured fastest
@@ -286,6 +336,12 @@ impl Engine {
         lanes: usize,
         options: SessionOptions,
     ) -> Result<Session> {
+        if let Some(why) = &self.vocab_difference {
+            return Err(invalid(
+                "unit",
+                format!("these policies are combined over bytes ({why}); this works over tokens"),
+            ));
+        }
         let options = SessionOptions { ctx_size: self.context_size(options.ctx_size), ..options };
         if options.ctx_size < MIN_CTX {
             return Err(invalid(
