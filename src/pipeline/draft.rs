@@ -297,7 +297,7 @@ impl DraftChoice {
         if d == 0 {
             available.min(EXPLORE_DRAFT)
         } else {
-            d
+            available.min(2 * d)
         }
     }
 
