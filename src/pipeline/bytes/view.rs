@@ -25,6 +25,7 @@
 
 use super::vocab::ByteVocab;
 use super::{END, OUTCOMES};
+use crate::pipeline::combine::{exp_f32, max_f32};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -47,22 +48,45 @@ struct NextToken {
 impl NextToken {
     fn new(vocab: &ByteVocab, logits: &[f32]) -> Self {
         let logit = |t: u32| logits.get(t as usize).copied().unwrap_or(f32::NEG_INFINITY);
-        let text = (0..vocab.n_text()).map(|r| logit(vocab.token_at(r)));
-        let eog = vocab.eog().iter().map(|&t| logit(t));
-        let max = text.clone().chain(eog.clone()).fold(f32::NEG_INFINITY, f32::max);
-        let weight = |l: f32| if max.is_finite() { f64::from(l - max).exp() } else { 0.0 };
-        let total: f64 = text.clone().chain(eog.clone()).map(weight).sum();
-        let scale = if total > 0.0 { 1.0 / total } else { 0.0 };
-        let prob: Vec<f32> = text.map(|l| (weight(l) * scale) as f32).collect();
+        // One gather into rank order; then the softmax over the text tokens and the end of
+        // generation (a model's vocabulary of 262k tokens makes this the host's main cost
+        // per tokenization, so the exponentials are the vectorised ones).
+        let mut prob: Vec<f32> = (0..vocab.n_text()).map(|r| logit(vocab.token_at(r))).collect();
+        let eog: Vec<f32> = vocab.eog().iter().map(|&t| logit(t)).collect();
+        let max = max_f32(&prob).max(max_f32(&eog));
+        if !max.is_finite() {
+            // Nothing possible (or a NaN): every probability 0.
+            let cum = vec![0.0; prob.len() + 1];
+            prob.fill(0.0);
+            return Self { prob, cum, end: 0.0 };
+        }
+        let weights = |x: &mut [f32]| -> f64 {
+            let mut total = 0.0f64;
+            for chunk in x.chunks_mut(256) {
+                let mut sum = 0.0f32;
+                for v in chunk.iter_mut() {
+                    let d = *v - max;
+                    // Below e^-87 (and for −∞) the weight is 0, as f32 would round it.
+                    *v = if d > -87.0 { exp_f32(d) } else { 0.0 };
+                    sum += *v;
+                }
+                total += f64::from(sum);
+            }
+            total
+        };
+        let mut eog = eog;
+        let (text_total, eog_total) = (weights(&mut prob), weights(&mut eog));
+        let scale = 1.0 / (text_total + eog_total);
         let mut cum = Vec::with_capacity(prob.len() + 1);
         let mut acc = 0.0f64;
         cum.push(0.0);
-        for &p in &prob {
-            acc += f64::from(p);
+        for p in prob.iter_mut() {
+            let scaled = f64::from(*p) * scale;
+            *p = scaled as f32;
+            acc += scaled;
             cum.push(acc);
         }
-        let end = eog.map(weight).sum::<f64>() * scale;
-        Self { prob, cum, end }
+        Self { prob, cum, end: eog_total * scale }
     }
 
     /// The mass of the tokens of ranks `run`.

@@ -266,7 +266,7 @@ pub fn weighted_sum(coeffs: &[f32], inputs: &[&[f32]], out: &mut [f32]) {
 /// exponent bits. Only float and integer arithmetic, no branches or float-to-int
 /// conversions. Inputs below −87 give ≈ 1e-38 instead of 0.
 #[inline(always)]
-fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
