@@ -2,7 +2,8 @@
 //! Instruct, different tokenizers) at weights (0.5, 0.5), next to each model decoding alone
 //! over its own tokens, in the same process, greedy, the same prompt, threads and byte
 //! budget; bytes of text per second of decode time, median of alternating rounds. Also each
-//! model alone through the byte path, and the passes per byte. Needs the default and the
+//! model alone through the byte path (weights (1, 0) and (0, 1)), the pair with its models
+//! side by side rather than taking turns, and the passes per byte. Needs the default and the
 //! assistant models (models/setup.sh). `cargo bench --bench bytes -- ROUNDS BYTES`.
 
 use mood::pipeline::bytes::Unit;
@@ -18,6 +19,7 @@ fn main() {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
     let budget: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
+    mood::silence_llama_log();
     let pair = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/pair.toml");
     let recipe = Recipe::load(&pair).unwrap_or_else(|e| fail(e));
     let policies: Vec<_> = recipe.policies().cloned().collect();
@@ -73,13 +75,22 @@ fn main() {
             .unwrap_or_else(|e| fail(e));
             record(format!("{name} alone, tokens"), g);
         }
-        for weights in [vec![1.0, 0.0], vec![0.0, 1.0], vec![0.5, 0.5]] {
+        // The policies taking turns on the threads (what `auto` runs), and, for the pair,
+        // side by side on their shares of the threads (`--strategy threads`).
+        let turns = SessionOptions { strategy: Strategy::Auto, ..options };
+        let runs = [
+            (vec![1.0, 0.0], turns, ""),
+            (vec![0.0, 1.0], turns, ""),
+            (vec![0.5, 0.5], turns, ""),
+            (vec![0.5, 0.5], options, ", side by side"),
+        ];
+        for (weights, how, label) in runs {
             let mut r = recipe.clone();
             r.set_weights(weights.clone()).unwrap_or_else(|e| fail(e));
             let prompts = both.prompt_tokens(PROMPT).unwrap_or_else(|e| fail(e));
-            let g = generate_bytes(&both, &r, prompts, &greedy(budget), options, &mut |_| {})
+            let g = generate_bytes(&both, &r, prompts, &greedy(budget), how, &mut |_| {})
                 .unwrap_or_else(|e| fail(e));
-            record(format!("pair {weights:?}, bytes"), g);
+            record(format!("pair {weights:?}, bytes{label}"), g);
         }
     }
     let median = |v: &[f64]| {
@@ -96,7 +107,7 @@ fn main() {
     for (name, speeds, extra) in &rows {
         let m = median(speeds);
         println!(
-            "{name:<28} {m:>7.1} B/s  {:>5.2}× the slower model alone  {}",
+            "{name:<40} {m:>7.1} B/s  {:>5.2}× the slower model alone  {}",
             m / slowest_alone,
             extra.join(" ")
         );

@@ -163,7 +163,7 @@ impl<'e> Chat<'e> {
         let mut bytes = None;
         if engine.unit() == Unit::Bytes {
             let mut b = ByteDecoder::new(engine, options);
-            b.prepare(&all)?;
+            b.prepare()?;
             bytes = Some(b);
         } else {
             decoder.prepare(&all)?;

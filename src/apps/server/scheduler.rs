@@ -116,7 +116,7 @@ pub fn run(
     ready: Sender<anyhow::Result<()>>,
 ) {
     if engine.unit() == Unit::Bytes {
-        return run_bytes(engine, options, initial, queue, health, ready);
+        return run_bytes(engine, options, queue, health, ready);
     }
     let mut watchdog = Watchdog { health, finished: false };
     let start = |d: &mut Decoder| d.prepare(initial);
@@ -231,14 +231,13 @@ pub fn run(
 fn run_bytes(
     engine: &Engine,
     options: SessionOptions,
-    initial: &[usize],
     queue: Receiver<Job>,
     health: &Health,
     ready: Sender<anyhow::Result<()>>,
 ) {
     let mut watchdog = Watchdog { health, finished: false };
     let mut decoder = ByteDecoder::new(engine, options);
-    if let Err(e) = decoder.prepare(initial) {
+    if let Err(e) = decoder.prepare() {
         health.set(Some(format!("{e:#}")));
         let _ = ready.send(Err(e));
         watchdog.finished = true;

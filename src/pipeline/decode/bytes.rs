@@ -2,12 +2,13 @@
 //! bytes`) are combined through their next-byte distributions (see
 //! [`crate::pipeline::bytes`]).
 //!
-//! Each policy has a session of its own whose lanes hold the tokenizations its byte view
+//! One session holds every policy; a policy's lanes hold the tokenizations its byte view
 //! follows: a new tokenization is the prompt and its tokens, prefilled with the longest
-//! start any lane holds kept (a branch copies its parent's cache and decodes one token).
-//! Every policy's new tokenizations go in one pass per policy; a policy whose tokenizations
-//! all end past the next byte is not run at all. Then the views' distributions are
-//! combined, a byte drawn, and every view takes it.
+//! start any of the policy's lanes holds kept (a branch copies its parent's cache and
+//! decodes one token). Every policy's new tokenizations go in one pass per policy, all
+//! policies in one session call; a policy whose tokenizations all end past the next byte is
+//! not run at all. Then the views' distributions are combined, a byte drawn, and every view
+//! takes it.
 //!
 //! Units: `max_tokens` counts bytes, a generation's `tokens` are its bytes, and its
 //! log-probabilities are per byte (an alternative's `token` is a byte, or 256 for the end).
@@ -18,7 +19,7 @@ use crate::pipeline::bytes::{
     ByteMod, ByteView, Choice, NodeId, StepError, DEFAULT_MAX_NODES, END,
 };
 use crate::pipeline::combine::Combiner;
-use crate::pipeline::engine::{Engine, LaneFill, Prefilled, Session, SessionOptions, Strategy};
+use crate::pipeline::engine::{Engine, LaneFill, Session, SessionOptions, Strategy};
 use crate::pipeline::logprobs::{Alternative, TokenLogprob};
 use crate::pipeline::recipe::Recipe;
 use crate::pipeline::sample::{fresh_seed, Sampler, SamplingParams};
@@ -71,110 +72,130 @@ fn check_settings(settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// One policy's session, kept from generation to generation (its lanes' caches hold what
-/// they decoded: a conversation's next turn decodes only what is new), and which lane holds
-/// each tokenization of the current generation.
-struct Runner {
-    policy: usize,
-    session: Session,
-    lanes: HashMap<NodeId, usize>,
+/// Which lane holds each tokenization of one policy in the current generation, and what
+/// running it cost.
+#[derive(Default)]
+struct Lanes {
+    held: HashMap<NodeId, usize>,
     free: Vec<usize>,
     passes: usize,
     runs: usize,
 }
 
-impl Runner {
-    /// Runs the policy on the tokenizations term `k` of `m` wants. Returns the fewest tokens
-    /// a new tokenization found cached and the tokens decoded, or `None` when one does not
-    /// fit the context.
-    fn run(
-        &mut self,
-        m: &mut ByteMod,
-        k: usize,
-        prompt: &[LlamaToken],
-        n_ctx: usize,
-        reuse: bool,
-    ) -> Result<Option<Prefilled>> {
-        for id in m.take_released(k) {
-            if let Some(lane) = self.lanes.remove(&id) {
-                self.free.push(lane);
-            }
-        }
-        let wanted = m.wanted(k);
-        if wanted.is_empty() {
-            return Ok(Some(Prefilled { reused: 0, decoded: 0 }));
-        }
-        let mut fills = Vec::with_capacity(wanted.len());
-        for w in &wanted {
-            if prompt.len() + w.tokens.len() >= n_ctx {
-                return Ok(None);
-            }
-            let lane = self
-                .free
-                .pop()
-                .ok_or_else(|| anyhow!("internal: more tokenizations than lanes"))?;
-            self.lanes.insert(w.id, lane);
-            let mut tokens = prompt.to_vec();
-            tokens.extend(w.tokens.iter().map(|&t| LlamaToken(t as i32)));
-            fills.push(LaneFill { lane, prompts: vec![Some(tokens)], reuse, mix: None });
-        }
-        let filled = self.session.prefill_lanes(fills)?;
-        for w in &wanted {
-            let lane = self.lanes[&w.id];
-            m.supply(k, w.id, self.session.logits_in(0, lane));
-        }
-        self.passes += 1;
-        self.runs += wanted.len();
-        Ok(Some(Prefilled {
-            reused: filled.iter().map(|f| f.reused).min().unwrap_or(0),
-            decoded: filled.iter().map(|f| f.decoded).sum(),
-        }))
-    }
+/// The tokens a step decodes: the fewest a new tokenization found cached, and those decoded.
+#[derive(Default)]
+struct Ran {
+    reused: Option<usize>,
+    decoded: usize,
 }
 
-/// Decodes over bytes, one generation after another, keeping each policy's session.
+/// Runs every term's policy on the tokenizations its view wants, all in one session call
+/// (the policies take turns on the threads; a policy with nothing wanted is not run).
+/// `policy[k]` is term `k`'s policy, which is also its member index in the session. Returns
+/// `None` when a tokenization does not fit the context.
+fn run(
+    session: &mut Session,
+    lanes: &mut [Lanes],
+    m: &mut ByteMod,
+    policy: &[usize],
+    prompts: &[Vec<LlamaToken>],
+    n_ctx: usize,
+    reuse: bool,
+) -> Result<Option<Ran>> {
+    let mut fills: Vec<LaneFill> = Vec::new();
+    let mut wanted = Vec::with_capacity(policy.len());
+    for (k, &p) in policy.iter().enumerate() {
+        let own = &mut lanes[k];
+        for id in m.take_released(k) {
+            if let Some(lane) = own.held.remove(&id) {
+                own.free.push(lane);
+            }
+        }
+        let want = m.wanted(k);
+        for w in &want {
+            if prompts[p].len() + w.tokens.len() >= n_ctx {
+                return Ok(None);
+            }
+            let lane =
+                own.free.pop().ok_or_else(|| anyhow!("internal: more tokenizations than lanes"))?;
+            own.held.insert(w.id, lane);
+            let mut tokens = prompts[p].clone();
+            tokens.extend(w.tokens.iter().map(|&t| LlamaToken(t as i32)));
+            let fill = match fills.iter_mut().position(|f| f.lane == lane) {
+                Some(i) => &mut fills[i],
+                None => {
+                    let none = vec![None; prompts.len()];
+                    fills.push(LaneFill { lane, prompts: none, reuse, mix: None });
+                    fills.last_mut().expect("just pushed")
+                }
+            };
+            fill.prompts[p] = Some(tokens);
+        }
+        if !want.is_empty() {
+            own.passes += 1;
+            own.runs += want.len();
+        }
+        wanted.push(want);
+    }
+    if fills.is_empty() {
+        return Ok(Some(Ran::default()));
+    }
+    let filled = session.prefill_lanes(fills)?;
+    for (k, want) in wanted.iter().enumerate() {
+        for w in want {
+            let lane = lanes[k].held[&w.id];
+            m.supply(k, w.id, session.logits_in(policy[k], lane));
+        }
+    }
+    Ok(Some(Ran {
+        reused: filled.iter().map(|f| f.reused).min(),
+        decoded: filled.iter().map(|f| f.decoded).sum(),
+    }))
+}
+
+/// Decodes over bytes, one generation after another, keeping one session of every policy
+/// (its lanes' caches hold what they decoded: a conversation's next turn decodes only what
+/// is new).
 pub struct ByteDecoder<'e> {
     engine: &'e Engine,
     options: SessionOptions,
-    runners: Vec<Runner>,
+    /// The policies take turns on the threads (else side by side; see [`ByteDecoder::new`]).
+    turns: bool,
+    session: Option<Session>,
 }
 
 impl<'e> ByteDecoder<'e> {
-    /// A decoder whose sessions open as generations need them.
+    /// A decoder whose session opens when a generation needs it. The policies take turns on
+    /// all the threads, one pass after another (a policy's tokenizations all in one pass),
+    /// unless `options.strategy` is `threads`: then each model runs side by side with the
+    /// others on its share of the threads. Which is faster depends on the machine and the
+    /// models (on a 2-core Xeon, turns: 66 bytes/s against 56 for the default pair), and
+    /// `auto` takes turns, since the policies seldom all need a pass for the same byte.
     pub fn new(engine: &'e Engine, options: SessionOptions) -> Self {
-        // One cache shared by the lanes (`mixed` sessions have one): a branch then shares its
-        // parent's cells instead of copying them.
+        let turns = options.strategy != Strategy::Threads;
+        // One cache shared by a policy's lanes (`mixed` sessions have one): a branch then
+        // shares its parent's cells instead of copying them.
         let options = SessionOptions {
             strategy: Strategy::Mixed,
             ctx_size: engine.context_size(options.ctx_size),
             ..options
         };
-        Self { engine, options, runners: Vec::new() }
+        Self { engine, options, turns, session: None }
     }
 
-    /// Opens the sessions of `policies` now (a server finds out at start-up whether they
-    /// fit).
-    pub fn prepare(&mut self, policies: &[usize]) -> Result<()> {
-        for &p in policies {
-            self.runner(p)?;
-        }
+    /// Opens the session now (a server finds out at start-up whether it fits).
+    pub fn prepare(&mut self) -> Result<()> {
+        self.session()?;
         Ok(())
     }
 
-    fn runner(&mut self, p: usize) -> Result<usize> {
-        if let Some(i) = self.runners.iter().position(|r| r.policy == p) {
-            return Ok(i);
+    fn session(&mut self) -> Result<&mut Session> {
+        if self.session.is_none() {
+            let session =
+                self.engine.open_byte_session(DEFAULT_MAX_NODES, self.options, self.turns)?;
+            self.session = Some(session);
         }
-        let session = self.engine.open_policy_session(p, DEFAULT_MAX_NODES, self.options)?;
-        self.runners.push(Runner {
-            policy: p,
-            session,
-            lanes: HashMap::new(),
-            free: Vec::new(),
-            passes: 0,
-            runs: 0,
-        });
-        Ok(self.runners.len() - 1)
+        Ok(self.session.as_mut().expect("just opened"))
     }
 
     /// Checks a request's recipe and settings for the byte path: an error here is the
@@ -238,26 +259,17 @@ impl<'e> ByteDecoder<'e> {
             .collect();
         let mut m = ByteMod::new(views, combiner, sampler, greedy);
         let started = Instant::now();
-        let mut order = Vec::with_capacity(members.len());
-        for &p in &members {
-            let i = self.runner(p)?;
-            let r = &mut self.runners[i];
-            r.lanes.clear();
-            r.free = (0..DEFAULT_MAX_NODES).rev().collect();
-            r.passes = 0;
-            r.runs = 0;
-            order.push(i);
-        }
+        let mut lanes: Vec<Lanes> = members
+            .iter()
+            .map(|_| Lanes { free: (0..DEFAULT_MAX_NODES).rev().collect(), ..Lanes::default() })
+            .collect();
+        let session = self.session()?;
         // The prompts: each view's first tokenization (the empty one).
-        let (mut cached, mut prompt_decoded) = (usize::MAX, 0);
-        for (k, &i) in order.iter().enumerate() {
-            let r = &mut self.runners[i];
-            let filled = r.run(&mut m, k, &prompts[r.policy], n_ctx, reuse)?;
-            let filled = filled.ok_or_else(|| anyhow!("internal: a prompt checked to fit"))?;
-            cached = cached.min(filled.reused);
-            prompt_decoded += filled.decoded;
-            r.passes = 0;
-            r.runs = 0;
+        let filled = run(session, &mut lanes, &mut m, &members, &prompts, n_ctx, reuse)?
+            .ok_or_else(|| anyhow!("internal: a prompt checked to fit"))?;
+        let (cached, prompt_decoded) = (filled.reused.unwrap_or(0), filled.decoded);
+        for l in &mut lanes {
+            (l.passes, l.runs) = (0, 0);
         }
         let prompt_ms = started.elapsed().as_secs_f64() * 1e3;
         let decode_start = Instant::now();
@@ -270,13 +282,9 @@ impl<'e> ByteDecoder<'e> {
                 break FinishReason::Length;
             }
             let t = Instant::now();
-            let mut fits = true;
-            for (k, &i) in order.iter().enumerate() {
-                let r = &mut self.runners[i];
-                fits &= r.run(&mut m, k, &prompts[r.policy], n_ctx, true)?.is_some();
-            }
+            let fits = run(session, &mut lanes, &mut m, &members, &prompts, n_ctx, true)?;
             forward += t.elapsed().as_secs_f64();
-            if !fits {
+            if fits.is_none() {
                 break FinishReason::Length;
             }
             let t = Instant::now();
@@ -312,13 +320,15 @@ impl<'e> ByteDecoder<'e> {
         on_text(&rest);
         let decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
         let n = bytes.len().max(1) as f64;
-        let runners: Vec<&Runner> = order.iter().map(|&i| &self.runners[i]).collect();
-        let name = |r: &&Runner| engine.policies()[r.policy].name.clone();
+        let name = |k: usize| engine.policies()[members[k]].name.clone();
+        let each = |f: fn(&Lanes) -> usize| -> Vec<(String, f64)> {
+            lanes.iter().enumerate().map(|(k, l)| (name(k), f(l) as f64 / n)).collect()
+        };
         let per_second = bytes.len() as f64 / (decode_ms / 1e3).max(1e-9);
         let figures = ByteFigures {
             bytes_per_second: per_second,
-            passes_per_byte: runners.iter().map(|r| (name(r), r.passes as f64 / n)).collect(),
-            runs_per_byte: runners.iter().map(|r| (name(r), r.runs as f64 / n)).collect(),
+            passes_per_byte: each(|l| l.passes),
+            runs_per_byte: each(|l| l.runs),
             most_dropped: m.most_dropped,
         };
         Ok(Generation {
@@ -330,10 +340,10 @@ impl<'e> ByteDecoder<'e> {
                 .zip(&prompts)
                 .map(|(p, t)| (p.name.clone(), t.len()))
                 .collect(),
-            cached_tokens: if cached == usize::MAX { 0 } else { cached },
+            cached_tokens: cached,
             seed,
             logprobs,
-            policies: runners.iter().map(name).collect(),
+            policies: (0..members.len()).map(name).collect(),
             timings: Timings {
                 prompt_ms,
                 prompt_tokens_decoded: prompt_decoded,
@@ -342,14 +352,14 @@ impl<'e> ByteDecoder<'e> {
                 forward_ms: forward * 1e3,
                 combine_ms: combining * 1e3,
                 sample_ms: 0.0,
-                strategy: self.options.strategy.name(),
-                contexts: runners.len(),
-                policies: runners.len(),
+                strategy: if self.turns { "mixed" } else { "threads" },
+                contexts: members.len(),
+                policies: members.len(),
                 mixed: false,
                 unmixed_because: Some("MOD over bytes combines each policy's distribution"),
                 drafted: 0,
                 accepted: 0,
-                passes: runners.iter().map(|r| r.passes).max().unwrap_or(0),
+                passes: lanes.iter().map(|l| l.passes).max().unwrap_or(0),
             },
             tokens: bytes,
             bytes: Some(figures),

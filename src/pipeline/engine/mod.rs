@@ -313,17 +313,20 @@ impl Engine {
         Arc::clone(self.byte_vocabs[m].get_or_init(make))
     }
 
-    /// A session of policy `p` alone with `lanes` lanes: the byte path follows one
-    /// tokenization per lane. `options.strategy` must be concrete.
-    pub fn open_policy_session(
+    /// A session of every policy with `lanes` lanes each, for the byte path: a policy follows
+    /// one tokenization per lane. With `turns`, the policies take turns on all the threads
+    /// from one worker thread; without, each model runs on a worker of its own with its share
+    /// of the threads, side by side. `options.strategy` must be concrete.
+    pub fn open_byte_session(
         &self,
-        p: usize,
         lanes: usize,
         options: SessionOptions,
+        turns: bool,
     ) -> Result<Session> {
         let options = SessionOptions { ctx_size: self.context_size(options.ctx_size), ..options };
-        self.check_session(&[p], lanes, &options)?;
-        self.start_session(&[p], lanes, options)
+        let all: Vec<usize> = (0..self.policies.len()).collect();
+        self.check_session(&all, lanes, &options)?;
+        self.start_session(&all, lanes, options, turns)
     }
 
     /// Opens a session in which the policies `members` (indices into [`Engine::policies`])
@@ -354,7 +357,7 @@ impl Engine {
             Strategy::Auto => self.auto_strategy(members, lanes, options)?.strategy,
             s => s,
         };
-        self.start_session(members, lanes, SessionOptions { strategy, ..options })
+        self.start_session(members, lanes, SessionOptions { strategy, ..options }, false)
     }
 
     /// Starts a session with a concrete strategy (checked by the caller).
@@ -363,6 +366,7 @@ impl Engine {
         members: &[usize],
         lanes: usize,
         options: SessionOptions,
+        one_worker: bool,
     ) -> Result<Session> {
         let specs = members
             .iter()
@@ -378,7 +382,7 @@ impl Engine {
                 servers: self.models[self.policy_model[p]].servers.clone(),
             })
             .collect();
-        Session::start(specs, options, lanes)
+        Session::start(specs, options, lanes, one_worker)
     }
 
     fn model(&self, p: usize) -> &LlamaModel {

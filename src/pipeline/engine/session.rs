@@ -104,10 +104,17 @@ pub fn unmixed_reason(strategy: Strategy) -> Option<&'static str> {
 }
 
 impl Session {
+    /// Starts the session's workers. With `one_worker`, one worker drives every context
+    /// with all the threads, the contexts taking turns (the byte path, whose policies rarely
+    /// all need a pass at once): llama.cpp's threads then form one team, where a team per
+    /// worker, each as large as the cores, would make them wait for each other (OpenMP
+    /// stops spinning at its barriers when it manages more threads than there are cores,
+    /// and a pass then takes two to three times as long).
     pub(super) fn start(
         models: Vec<MemberSpec>,
         options: SessionOptions,
         lanes: usize,
+        one_worker: bool,
     ) -> Result<Self> {
         if models.is_empty() {
             bail!("a session needs at least one policy");
@@ -138,7 +145,7 @@ impl Session {
             }
             not_linear.push(group.iter().find_map(|&m| models[m].not_linear));
         }
-        let n_workers = groups.len().min(threads);
+        let n_workers = if one_worker { 1 } else { groups.len().min(threads) };
         let mut by_worker: Vec<Vec<Vec<usize>>> = vec![Vec::new(); n_workers];
         for (g, group) in groups.into_iter().enumerate() {
             by_worker[g % n_workers].push(group);

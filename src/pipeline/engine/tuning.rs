@@ -194,7 +194,7 @@ impl Engine {
         strategy: Strategy,
     ) -> Result<Vec<f64>> {
         let mut session =
-            self.start_session(members, lanes, SessionOptions { strategy, ..options })?;
+            self.start_session(members, lanes, SessionOptions { strategy, ..options }, false)?;
         let prompts: Vec<Option<Vec<LlamaToken>>> =
             members.iter().map(|&p| Some(self.tokenize(p, "The morning was"))).collect();
         let all: Vec<usize> = (0..members.len()).collect();
