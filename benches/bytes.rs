@@ -6,7 +6,7 @@
 //! side by side rather than taking turns, and the passes per byte. Needs the default and the
 //! assistant models (models/setup.sh). `cargo bench --bench bytes -- ROUNDS BYTES`.
 
-use mood::pipeline::bytes::Unit;
+use mood::pipeline::bytes::{Unit, DEFAULT_TOLERANCE};
 use mood::pipeline::decode::{self, bytes::generate_bytes, Generation};
 use mood::pipeline::engine::{Engine, LoadOptions, SessionOptions, Strategy};
 use mood::pipeline::recipe::Recipe;
@@ -78,17 +78,21 @@ fn main() {
         // The policies taking turns on the threads (what `auto` runs), and, for the pair,
         // side by side on their shares of the threads (`--strategy threads`).
         let turns = SessionOptions { strategy: Strategy::Auto, ..options };
+        // Also the pair with a looser pruning tolerance (`--byte-tolerance 0.01`).
+        let default = DEFAULT_TOLERANCE;
         let runs = [
-            (vec![1.0, 0.0], turns, ""),
-            (vec![0.0, 1.0], turns, ""),
-            (vec![0.5, 0.5], turns, ""),
-            (vec![0.5, 0.5], options, ", side by side"),
+            (vec![1.0, 0.0], turns, default, ""),
+            (vec![0.0, 1.0], turns, default, ""),
+            (vec![0.5, 0.5], turns, default, ""),
+            (vec![0.5, 0.5], options, default, ", side by side"),
+            (vec![0.5, 0.5], turns, 0.01, ", tolerance 0.01"),
         ];
-        for (weights, how, label) in runs {
+        for (weights, how, tolerance, label) in runs {
             let mut r = recipe.clone();
             r.set_weights(weights.clone()).unwrap_or_else(|e| fail(e));
             let prompts = both.prompt_tokens(PROMPT).unwrap_or_else(|e| fail(e));
-            let g = generate_bytes(&both, &r, prompts, &greedy(budget), how, &mut |_| {})
+            let settings = Settings { byte_tolerance: tolerance, ..greedy(budget) };
+            let g = generate_bytes(&both, &r, prompts, &settings, how, &mut |_| {})
                 .unwrap_or_else(|e| fail(e));
             record(format!("pair {weights:?}, bytes{label}"), g);
         }

@@ -54,6 +54,24 @@ fn a_pair_of_vocabularies_goes_over_bytes_and_says_so() {
 }
 
 #[test]
+fn the_policies_side_by_side_give_the_text_of_the_policies_taking_turns() {
+    // `auto` lets the policies take turns on the threads, `threads` runs them side by side
+    // on their shares: the same passes, so the same greedy text and passes per byte.
+    let run = |strategy: &str| {
+        let args = ["-p", "Rome was", "-n", "40", "--temp", "0", "--json", "--strategy", strategy];
+        let out = pair(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let (turns, side) = (run("auto"), run("threads"));
+    assert_eq!(turns["text"], side["text"]);
+    assert_eq!(turns["bytes"]["passes_per_byte"], side["bytes"]["passes_per_byte"]);
+    assert_eq!(turns["timings"]["strategy"], "mixed");
+    assert_eq!(side["timings"]["strategy"], "threads");
+    assert!(!turns["text"].as_str().unwrap().is_empty());
+}
+
+#[test]
 fn mood_info_says_which_unit_two_files_are_combined_over() {
     let (gemma, smol) = (default_model(), assistant_model());
     let out = mood(&["info", gemma.to_str().unwrap(), smol.to_str().unwrap()]);
