@@ -33,17 +33,13 @@
 //!   lookup found, the request's maximum and the room left) with the most tokens per second,
 //!   `E(d) / cost(d)`, and drafts only if that beats a plain step's `1 / cost(0)` by
 //!   [`MARGIN`]. Otherwise the step drafts nothing.
-//! * **Exploration** ([`DraftChoice`]): once [`EXPLORE_EVERY`] tokens have come since a
-//!   request's last exploration, its next step that has something to draft explores, so that
-//!   the acceptance rate and the costs stay current. With no draft chosen it tries a short
-//!   one ([`EXPLORE_DRAFT`] tokens at most). With a draft chosen it tries a longer one: twice
-//!   the longest draft measured so far until the longest allowed has been measured, then
-//!   twice the chosen one. Otherwise the estimates would keep drafts short for good wherever
-//!   they are wrong on the dear side — a width measured once at a bad moment (the machine
-//!   busy), or the widths past a jump in the cost (a CPU turning to other kernels for larger
-//!   batches makes a pass of 5 tokens cost as much as one of 17), which the straight lines
-//!   through narrower widths cannot foresee. A request's first chance to draft is an
-//!   exploration; at most one step in every [`EXPLORE_EVERY`] tokens explores.
+//! * **Exploration** ([`DraftChoice`]): [`EXPLORE_EVERY`] steps after its last exploration,
+//!   a request's next step that has something to draft explores: with no draft chosen it
+//!   tries a short one ([`EXPLORE_DRAFT`] tokens at most), with a draft chosen it tries one
+//!   twice as long (within what is available), so that the acceptance rate and the costs
+//!   stay current — a width measured once at a bad moment (the machine busy) would otherwise
+//!   look dear for good and never be tried again. A request's first chance to draft is an
+//!   exploration. It costs at most one wider pass in every [`EXPLORE_EVERY`] steps.
 //!
 //! Whatever the rule decides, the output is the same: it changes only how many passes it
 //! takes.
@@ -59,8 +55,7 @@ pub const NGRAM_MIN: usize = 4;
 /// are noisy, and a draft that only breaks even is not worth the risk.
 pub const MARGIN: f64 = 1.05;
 
-/// The tokens between a request's explorations (see the module documentation), and the most
-/// tokens of the short draft an exploration tries when no draft is chosen.
+/// Steps without a draft after which a short draft is tried anyway, and its most tokens.
 pub const EXPLORE_EVERY: usize = 32;
 pub const EXPLORE_DRAFT: usize = 2;
 
@@ -228,16 +223,6 @@ impl PassCosts {
         }
     }
 
-    /// Whether passes of `width` were measured.
-    pub fn is_measured(&self, width: usize) -> bool {
-        width.checked_sub(1).and_then(|i| self.by_width.get(i)).is_some_and(|r| r.len > 0)
-    }
-
-    /// The widest pass measured (0: none).
-    pub fn widest_measured(&self) -> usize {
-        self.by_width.iter().rposition(|r| r.len > 0).map_or(0, |i| i + 1)
-    }
-
     /// The estimated time of a step with a draft of `d`: the pass of width `1 + d`, and the
     /// draft model's time for `d` tokens once it has been measured.
     pub fn with_draft(&self, d: usize) -> f64 {
@@ -281,7 +266,7 @@ impl Acceptance {
 }
 
 /// How long a request's next draft is (see the module documentation): its acceptance rate,
-/// and the tokens since its last exploration.
+/// and the steps since its last exploration.
 #[derive(Debug, Clone)]
 pub struct DraftChoice {
     acceptance: Acceptance,
@@ -303,27 +288,22 @@ impl DraftChoice {
     /// The length of this step's draft when up to `available` tokens could be drafted (what
     /// the lookup found, or what a draft model may propose, within the limits); 0: none.
     pub fn take(&mut self, available: usize, costs: &PassCosts) -> usize {
-        // The step's own token (its accepted draft tokens were counted by `update`).
-        self.since_explored = self.since_explored.saturating_add(1);
         let d = best_length(self.acceptance.rate(), available, |d| costs.with_draft(d));
-        if available == 0 || self.since_explored < EXPLORE_EVERY {
+        if available == 0 || self.since_explored + 1 < EXPLORE_EVERY {
+            self.since_explored = self.since_explored.saturating_add(1);
             return d;
         }
         self.since_explored = 0;
         if d == 0 {
             available.min(EXPLORE_DRAFT)
-        } else if costs.is_measured(available + 1) {
-            available.min(2 * d)
         } else {
-            let widest = costs.widest_measured().saturating_sub(1);
-            available.min(2 * d.max(widest))
+            available.min(2 * d)
         }
     }
 
     /// Learns from a draft of `drafted` tokens of which the first `accepted` were taken.
     pub fn update(&mut self, drafted: usize, accepted: usize) {
         self.acceptance.record(drafted, accepted);
-        self.since_explored = self.since_explored.saturating_add(accepted);
     }
 
     /// The current acceptance rate.
@@ -605,8 +585,8 @@ mod tests {
                 lengths.push((step, d));
             }
         }
-        // The first chance explores; then every EXPLORE_EVERY tokens (one a step here, the
-        // drafts being rejected), at the first step with something to draft.
+        // The first chance explores; then every EXPLORE_EVERY steps, at the first step with
+        // something to draft.
         let steps: Vec<usize> = lengths.iter().map(|&(s, _)| s).collect();
         assert_eq!(steps[0], 0);
         for w in steps.windows(2) {
@@ -614,19 +594,6 @@ mod tests {
         }
         assert!(steps.len() >= 9, "{steps:?}");
         assert!(lengths.iter().all(|&(_, d)| d == EXPLORE_DRAFT));
-        // Accepted drafts count their tokens: EXPLORE_DRAFT + 1 tokens at each exploration.
-        let mut choice = DraftChoice::new();
-        let mut steps = Vec::new();
-        for step in 0..10 * EXPLORE_EVERY {
-            let d = choice.take(16, &costs);
-            choice.update(d, d);
-            if d > 0 {
-                assert_eq!(d, EXPLORE_DRAFT, "step {step}");
-                steps.push(step);
-            }
-        }
-        let gap = EXPLORE_EVERY - EXPLORE_DRAFT;
-        assert!(steps.windows(2).all(|w| w[1] - w[0] == gap), "{steps:?}");
         // Nothing to draft: no draft, however long it has been.
         let mut idle = DraftChoice::new();
         assert!((0..100).all(|_| idle.take(0, &costs) == 0));
@@ -694,68 +661,34 @@ mod tests {
         }
     }
 
-    /// Steps of a request whose drafts are all accepted, on a machine whose passes cost
-    /// `true_cost(width)` seconds except where `disturb(step, width)` says how much more;
-    /// returns the draft lengths.
-    fn accepted_run(
-        steps: usize,
-        true_cost: impl Fn(usize) -> f64,
-        mut disturb: impl FnMut(usize, usize) -> f64,
-    ) -> Vec<usize> {
+    #[test]
+    fn a_width_measured_at_a_bad_moment_is_tried_again() {
+        // Costs of a CPU, where one pass of width 5 happens to be measured at a busy moment
+        // (half again as dear); every draft is accepted.
+        let curve = [(1, 28.0), (3, 52.0), (5, 62.0), (9, 80.0), (17, 105.0)];
+        let true_cost = |w: usize| {
+            let i = curve.iter().rposition(|&(x, _)| x <= w).unwrap().min(curve.len() - 2);
+            let ((w0, c0), (w1, c1)) = (curve[i], curve[i + 1]);
+            (c0 + (c1 - c0) * (w - w0) as f64 / (w1 - w0) as f64) * 1e-3
+        };
         let mut costs = PassCosts::new(17);
         let mut choice = DraftChoice::new();
-        let mut lengths = Vec::new();
-        for step in 0..steps {
+        let (mut lengths, mut busy) = (Vec::new(), true);
+        for _ in 0..3 * EXPLORE_EVERY {
             let d = choice.take(16, &costs);
-            costs.record_pass(1 + d, true_cost(1 + d) * disturb(step, 1 + d));
+            let mut t = true_cost(1 + d);
+            if d == 4 && busy {
+                (t, busy) = (t * 1.5, false);
+            }
+            costs.record_pass(1 + d, t);
             choice.update(d, d);
             lengths.push(d);
         }
-        lengths
-    }
-
-    /// A cost curve through `points` (width, milliseconds), straight between them.
-    fn curve(points: &'static [(usize, f64)]) -> impl Fn(usize) -> f64 {
-        move |w| {
-            let i = points.iter().rposition(|&(x, _)| x <= w).unwrap().min(points.len() - 2);
-            let ((w0, c0), (w1, c1)) = (points[i], points[i + 1]);
-            (c0 + (c1 - c0) * (w - w0) as f64 / (w1 - w0) as f64) * 1e-3
-        }
-    }
-
-    #[test]
-    fn a_width_measured_at_a_bad_moment_is_tried_again() {
-        // A concave CPU curve; the first pass of width 5 is measured at a busy moment (half
-        // again as dear), which makes every wider draft look dear too.
-        let cpu = curve(&[(1, 28.0), (3, 52.0), (5, 62.0), (9, 80.0), (17, 105.0)]);
-        let mut busy = None;
-        let lengths = accepted_run(60, cpu, |step, w| {
-            if w == 5 && busy.is_none() {
-                busy = Some(step);
-                return 1.5;
-            }
-            1.0
-        });
-        let stuck = busy.expect("the case itself: width 5 was tried");
-        // Drafts stay short after it until an exploration, at most EXPLORE_EVERY tokens (and
-        // so steps) later, tries a longer one; then they grow to the longest and stay there.
-        let again = stuck + 1 + lengths[stuck + 1..].iter().position(|&d| d >= 4).unwrap();
-        assert!(again > stuck + 1 && again - stuck <= EXPLORE_EVERY, "{stuck} {lengths:?}");
-        assert!(lengths[40..].iter().all(|&d| d == 16), "{lengths:?}");
-    }
-
-    #[test]
-    fn widths_past_a_jump_in_the_cost_are_found() {
-        // A CPU whose kernels change past 4 tokens: a pass of 5 costs three plain steps and
-        // one of 17 hardly more. The straight line through widths 3 and 5 says wider drafts
-        // never pay; exploration finds that they do.
-        let jump = curve(&[(1, 28.0), (3, 48.0), (5, 88.0), (17, 100.0)]);
-        let lengths = accepted_run(60, jump, |_, _| 1.0);
-        assert!(lengths.iter().any(|&d| (3..=4).contains(&d)), "{lengths:?}");
-        assert!(lengths[20..].iter().all(|&d| d == 16), "{lengths:?}");
-        // Where the long pass really is dear, it is tried (once) and left.
-        let steep = curve(&[(1, 28.0), (3, 48.0), (5, 88.0), (9, 200.0), (17, 500.0)]);
-        let lengths = accepted_run(60, steep, |_, _| 1.0);
-        assert!(lengths.iter().filter(|&&d| d > 4).count() <= 3, "{lengths:?}");
+        // The bad measurement held the drafts short until an exploration measured that width
+        // again; then they grew to the longest.
+        assert!(!busy, "the case itself: width 5 was tried: {lengths:?}");
+        let stuck = lengths.iter().position(|&d| d == 4).unwrap();
+        assert!(lengths[stuck + 1..EXPLORE_EVERY].iter().all(|&d| d < 4), "{lengths:?}");
+        assert!(lengths[2 * EXPLORE_EVERY..].iter().all(|&d| d == 16), "{lengths:?}");
     }
 }
