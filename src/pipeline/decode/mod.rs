@@ -495,7 +495,7 @@ impl<'e> Decoder<'e> {
         members.retain(|m| !lost.contains(m));
         let session = self.engine.open_session(&members, self.lanes.len(), self.options)?;
         let (lanes, o) = (self.lanes.len(), self.options);
-        let drafter = self.engine.open_drafter(lanes, o.ctx_size, o.threads)?;
+        let drafter = self.engine.open_drafter(lanes, o.ctx_size)?;
         Ok(Running { members, session, drafter, costs: PassCosts::new(MAX_DRAFT + 1) })
     }
 
