@@ -39,7 +39,10 @@
 //!   twice as long (within what is available), so that the acceptance rate and the costs
 //!   stay current — a width measured once at a bad moment (the machine busy) would otherwise
 //!   look dear for good and never be tried again. A request's first chance to draft is an
-//!   exploration. It costs at most one wider pass in every [`EXPLORE_EVERY`] steps.
+//!   exploration. An exploration whose draft is not taken whole doubles the steps to the
+//!   next one, up to [`EXPLORE_MAX`] (text with nothing to look up pays for one wider pass
+//!   in that many steps, not in every [`EXPLORE_EVERY`]); one taken whole brings them back
+//!   to [`EXPLORE_EVERY`].
 //!
 //! Whatever the rule decides, the output is the same: it changes only how many passes it
 //! takes.
@@ -58,6 +61,8 @@ pub const MARGIN: f64 = 1.05;
 /// Steps without a draft after which a short draft is tried anyway, and its most tokens.
 pub const EXPLORE_EVERY: usize = 32;
 pub const EXPLORE_DRAFT: usize = 2;
+/// The most steps between explorations, after explorations that did not pay.
+pub const EXPLORE_MAX: usize = 8 * EXPLORE_EVERY;
 
 /// How much an earlier check of a draft token weighs against the next one (about the last
 /// 30 checks count), and the prior: half an acceptance in one check, a rate of one in two
@@ -271,6 +276,9 @@ impl Acceptance {
 pub struct DraftChoice {
     acceptance: Acceptance,
     since_explored: usize,
+    /// Steps between explorations, and whether the last draft was an exploration.
+    interval: usize,
+    exploring: bool,
 }
 
 impl Default for DraftChoice {
@@ -282,18 +290,25 @@ impl Default for DraftChoice {
 impl DraftChoice {
     /// A request that has not drafted yet: its first chance to draft is an exploration.
     pub fn new() -> Self {
-        Self { acceptance: Acceptance::default(), since_explored: EXPLORE_EVERY }
+        Self {
+            acceptance: Acceptance::default(),
+            since_explored: EXPLORE_EVERY,
+            interval: EXPLORE_EVERY,
+            exploring: false,
+        }
     }
 
     /// The length of this step's draft when up to `available` tokens could be drafted (what
     /// the lookup found, or what a draft model may propose, within the limits); 0: none.
     pub fn take(&mut self, available: usize, costs: &PassCosts) -> usize {
         let d = best_length(self.acceptance.rate(), available, |d| costs.with_draft(d));
-        if available == 0 || self.since_explored + 1 < EXPLORE_EVERY {
+        self.exploring = false;
+        if available == 0 || self.since_explored + 1 < self.interval {
             self.since_explored = self.since_explored.saturating_add(1);
             return d;
         }
         self.since_explored = 0;
+        self.exploring = true;
         if d == 0 {
             available.min(EXPLORE_DRAFT)
         } else {
@@ -304,6 +319,13 @@ impl DraftChoice {
     /// Learns from a draft of `drafted` tokens of which the first `accepted` were taken.
     pub fn update(&mut self, drafted: usize, accepted: usize) {
         self.acceptance.record(drafted, accepted);
+        if std::mem::take(&mut self.exploring) {
+            self.interval = if accepted >= drafted {
+                EXPLORE_EVERY
+            } else {
+                (2 * self.interval).min(EXPLORE_MAX)
+            };
+        }
     }
 
     /// The current acceptance rate.
@@ -575,7 +597,7 @@ mod tests {
         costs.record_pass(3, 0.03);
         let mut choice = DraftChoice::new();
         let mut lengths = Vec::new();
-        for step in 0..10 * EXPLORE_EVERY {
+        for step in 0..40 * EXPLORE_EVERY {
             // Every third step has nothing to draft at first, then the lookup always finds 16.
             let available = if step < 3 * EXPLORE_EVERY && step % 3 != 0 { 0 } else { 16 };
             let d = choice.take(available, &costs);
@@ -585,15 +607,33 @@ mod tests {
                 lengths.push((step, d));
             }
         }
-        // The first chance explores; then every EXPLORE_EVERY steps, at the first step with
+        // The first chance explores; then, each exploration having been rejected, after twice
+        // as many steps as the last time (up to EXPLORE_MAX), at the first step with
         // something to draft.
         let steps: Vec<usize> = lengths.iter().map(|&(s, _)| s).collect();
         assert_eq!(steps[0], 0);
+        let mut interval = EXPLORE_EVERY;
         for w in steps.windows(2) {
-            assert!((EXPLORE_EVERY..EXPLORE_EVERY + 3).contains(&(w[1] - w[0])), "{steps:?}");
+            interval = (2 * interval).min(EXPLORE_MAX);
+            assert!((interval..interval + 3).contains(&(w[1] - w[0])), "{steps:?}");
         }
-        assert!(steps.len() >= 9, "{steps:?}");
+        assert!(steps.len() >= 6, "the interval stops growing at EXPLORE_MAX: {steps:?}");
         assert!(lengths.iter().all(|&(_, d)| d == EXPLORE_DRAFT));
+        // An exploration taken whole brings the interval back to EXPLORE_EVERY.
+        let mut choice = DraftChoice::new();
+        let mut explored = Vec::new();
+        for step in 0..20 * EXPLORE_EVERY {
+            let d = choice.take(16, &costs);
+            if d > 0 {
+                // Rejected up to step 8·EXPLORE_EVERY, taken whole from then on.
+                let accepted = if step < 8 * EXPLORE_EVERY { 0 } else { d };
+                choice.update(d, accepted);
+                explored.push(step);
+            }
+        }
+        let gaps: Vec<usize> = explored.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().any(|&g| g > EXPLORE_EVERY), "{explored:?}");
+        assert!(gaps[gaps.len() - 3..].iter().all(|&g| g == EXPLORE_EVERY), "{explored:?}");
         // Nothing to draft: no draft, however long it has been.
         let mut idle = DraftChoice::new();
         assert!((0..100).all(|_| idle.take(0, &costs) == 0));
