@@ -6,6 +6,7 @@ mod chat;
 mod generate;
 mod info;
 pub mod llama_flags;
+mod quantize;
 mod serve;
 mod sweep;
 mod values;
@@ -56,6 +57,28 @@ pub enum Command {
     /// where each request may set its own weights and divergence, and a web page at / to chat
     /// and steer the replies with a slider per expert.
     Serve(ServeArgs),
+    /// Quantize a GGUF model (F32, F16 or BF16) to a smaller type with llama.cpp's quantizer,
+    /// as llama-quantize does: e.g. the random-weight bench models of models/ to Q4_K_M.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// The GGUF model to quantize.
+    #[arg(value_name = "INPUT")]
+    pub input: PathBuf,
+
+    /// The GGUF file to write (whole or not at all).
+    #[arg(value_name = "OUTPUT")]
+    pub output: PathBuf,
+
+    /// The type: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K_S, Q4_K_M, Q5_K_M, Q6_K, F16 or BF16 (any case).
+    #[arg(value_name = "TYPE", default_value = "Q4_K_M")]
+    pub r#type: String,
+
+    /// Threads to quantize with (default: every core).
+    #[arg(short, long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -684,6 +707,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Info(args) => info::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Batch(args) => batch::run_batch(args),
         Command::Score(args) => batch::run_score(args),
         Command::Sweep(args) => sweep::run(args),
