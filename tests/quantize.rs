@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mood-quantize-{}", std::process::id()));
@@ -19,7 +19,7 @@ fn stderr(out: &std::process::Output) -> String {
 }
 
 /// The top 20 next tokens after a prompt and their log-probabilities.
-fn next_token(model: &PathBuf) -> Vec<(u64, f64)> {
+fn next_token(model: &Path) -> Vec<(u64, f64)> {
     let path = model.to_str().unwrap();
     let args = ["generate", "-m", path, "-p", "the cat", "-n", "1", "--temp", "0"];
     let v = mood_json(&[&args[..], &["--json", "--logprobs", "20", "-t", "1"]].concat());
@@ -27,7 +27,7 @@ fn next_token(model: &PathBuf) -> Vec<(u64, f64)> {
     top.iter().map(|t| (t["token"].as_u64().unwrap(), t["logprob"].as_f64().unwrap())).collect()
 }
 
-fn quantization(model: &PathBuf) -> Value {
+fn quantization(model: &Path) -> Value {
     let v = mood_json(&["info", model.to_str().unwrap(), "--json"]);
     v["models"][0]["quantization"].clone()
 }
