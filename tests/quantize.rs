@@ -80,6 +80,8 @@ fn bad_input_gets_one_line_and_leaves_no_file() {
     let out_path = scratch("bad.gguf");
     let output = out_path.to_str().unwrap();
     one_line(&mood(&["quantize", input, output, "q9_9"]), "Q4_K_M");
+    one_line(&mood(&["quantize", input, output, "-t", "0"]), "--threads");
+    one_line(&mood(&["quantize", input, output, "-t", "99999999999"]), "--threads");
     one_line(&mood(&["quantize", "/nonexistent/model.gguf", output]), "not found");
     let text = scratch("not-a-model.gguf");
     std::fs::write(&text, "hello").unwrap();

@@ -7,8 +7,11 @@ use mood::pipeline::engine::quantize;
 /// `mood quantize`: llama.cpp's quantizer with progress and the size written.
 pub fn run(args: QuantizeArgs) -> Result<()> {
     quantize::file_type(&args.r#type)?;
-    let threads =
-        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores);
+    if threads == 0 || threads > 4 * cores.max(64) {
+        anyhow::bail!("--threads {threads} is out of range; give 1 to {}", 4 * cores.max(64));
+    }
     eprintln!(
         "mood: quantizing {} to {} on {threads} threads…",
         args.input.display(),
