@@ -116,30 +116,15 @@ fn settings_that_name_tokens_are_refused_over_bytes_with_a_reason() {
 
 #[test]
 fn a_stop_string_ends_a_byte_level_generation() {
-    let full = mood_json(&[
-        "generate",
-        "-r",
-        pair_recipe().to_str().unwrap(),
-        "-p",
-        "The capital of France is",
-        "-n",
-        "40",
-        "--json",
-    ]);
+    let recipe = pair_recipe();
+    let run = |extra: &[&str]| {
+        let base = ["generate", "-r", recipe.to_str().unwrap(), "-p", "The capital of France is"];
+        mood_json(&[&base[..], &["-n", "40", "--json"], extra].concat())
+    };
+    let full = run(&[]);
     let text = full["text"].as_str().unwrap();
     let cut = text.find('.').expect("a sentence ends within 40 bytes");
-    let stopped = mood_json(&[
-        "generate",
-        "-r",
-        pair_recipe().to_str().unwrap(),
-        "-p",
-        "The capital of France is",
-        "-n",
-        "40",
-        "--json",
-        "--stop",
-        ".",
-    ]);
+    let stopped = run(&["--stop", "."]);
     assert_eq!(stopped["finish_reason"], "stop");
     assert_eq!(stopped["text"], &text[..cut]);
 }

@@ -83,6 +83,23 @@ struct Watchdog<'h> {
     finished: bool,
 }
 
+impl Watchdog<'_> {
+    /// Reports how the decoder's start went to the server waiting on `ready`; whether the
+    /// thread goes on (it started, and someone is still waiting).
+    fn started(&mut self, ready: &Sender<anyhow::Result<()>>, start: anyhow::Result<()>) -> bool {
+        let sent = match start {
+            Ok(()) => ready.send(Ok(())).is_ok(),
+            Err(e) => {
+                self.health.set(Some(format!("{e:#}")));
+                let _ = ready.send(Err(e));
+                false
+            }
+        };
+        self.finished = !sent;
+        sent
+    }
+}
+
 impl Drop for Watchdog<'_> {
     fn drop(&mut self) {
         if !self.finished {
@@ -121,14 +138,7 @@ pub fn run(
     let mut watchdog = Watchdog { health, finished: false };
     let start = |d: &mut Decoder| d.prepare(initial);
     let mut decoder = Decoder::new(engine, lanes, options);
-    if let Err(e) = start(&mut decoder) {
-        health.set(Some(format!("{e:#}")));
-        let _ = ready.send(Err(e));
-        watchdog.finished = true;
-        return;
-    }
-    if ready.send(Ok(())).is_err() {
-        watchdog.finished = true;
+    if !watchdog.started(&ready, start(&mut decoder)) {
         return;
     }
     let fault = failpoint();
@@ -237,14 +247,7 @@ fn run_bytes(
 ) {
     let mut watchdog = Watchdog { health, finished: false };
     let mut decoder = ByteDecoder::new(engine, options);
-    if let Err(e) = decoder.prepare() {
-        health.set(Some(format!("{e:#}")));
-        let _ = ready.send(Err(e));
-        watchdog.finished = true;
-        return;
-    }
-    if ready.send(Ok(())).is_err() {
-        watchdog.finished = true;
+    if !watchdog.started(&ready, decoder.prepare()) {
         return;
     }
     while let Ok(Job { request: r, events: tx }) = queue.recv() {

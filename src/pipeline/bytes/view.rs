@@ -52,7 +52,7 @@ impl NextToken {
         // generation (a model's vocabulary of 262k tokens makes this the host's main cost
         // per tokenization, so the exponentials are the vectorised ones).
         let mut prob: Vec<f32> = (0..vocab.n_text()).map(|r| logit(vocab.token_at(r))).collect();
-        let eog: Vec<f32> = vocab.eog().iter().map(|&t| logit(t)).collect();
+        let mut eog: Vec<f32> = vocab.eog().iter().map(|&t| logit(t)).collect();
         let max = max_f32(&prob).max(max_f32(&eog));
         if !max.is_finite() {
             // Nothing possible (or a NaN): every probability 0.
@@ -74,7 +74,6 @@ impl NextToken {
             }
             total
         };
-        let mut eog = eog;
         let (text_total, eog_total) = (weights(&mut prob), weights(&mut eog));
         let scale = 1.0 / (text_total + eog_total);
         let mut cum = Vec::with_capacity(prob.len() + 1);

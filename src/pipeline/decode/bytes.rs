@@ -367,7 +367,7 @@ impl<'e> ByteDecoder<'e> {
     }
 }
 
-/// Decodes one prompt with the recipe's policies combined over bytes, on sessions of its
+/// Decodes one prompt with the recipe's policies combined over bytes, on a session of its
 /// own. `on_text` receives the text as it becomes safe to print.
 pub fn generate_bytes(
     engine: &Engine,
