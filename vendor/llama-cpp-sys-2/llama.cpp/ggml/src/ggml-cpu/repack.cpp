@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <cassert>
+#include <type_traits>
 #include <cstdio>  // for GGML_ASSERT
 
 #include "repack.h"
@@ -4640,6 +4641,19 @@ template <typename BLOC_TYPE, int64_t INTER_SIZE, int64_t NB_COLS, ggml_type PAR
                                                              src0_ptr + src0_start * nb01, src1_ptr,
                                                              nrows - (nrows % 4), ncols);
         }
+#if (defined(__x86_64__) || defined(__i386__) || defined(_M_X64)) && defined(__AVX2__)
+        // mood: two or three rows left over from the 4-row blocks go through Q4_K's weights
+        // together, unpacking them once (the same results as a row at a time).
+        if constexpr (std::is_same_v<BLOC_TYPE, block_q4_K> && INTER_SIZE == 8 && NB_COLS == 8 && PARAM_TYPE == GGML_TYPE_Q8_K) {
+            if (nrows % 4 > 1) {
+                const int64_t first = nrows - (nrows % 4);
+                ggml_gemv_q4_K_8x8_q8_K_rows(ne00, (float *) (dst_ptr + (first * nb1)) + src0_start, nb1 / nb0,
+                                             src0_ptr + src0_start * nb01, src1_ptr + (src1_col_stride * first),
+                                             nrows % 4, ncols);
+                return;
+            }
+        }
+#endif
         for (int iter = nrows - (nrows % 4); iter < nrows; iter++) {
             gemv<BLOC_TYPE, INTER_SIZE, NB_COLS, PARAM_TYPE>(ne00, (float *) (dst_ptr + (iter * nb1)) + src0_start,
                                                              ne01, src0_ptr + src0_start * nb01,

@@ -1684,6 +1684,151 @@ void ggml_gemv_q4_K_8x8_q8_K(int n, float * GGML_RESTRICT s, size_t bs, const vo
 #endif
 }
 
+#if defined(__AVX2__)
+// mood: up to four rows of Q8_K activations against Q4_Kx8 weights in one sweep. Rows are
+// `nb` blocks apart in `vy`; row r's outputs go to s + r * bs. Each row's arithmetic is
+// ggml_gemv_q4_K_8x8_q8_K's, in the same order (so the results are the same bits); what the
+// rows share — loading the weights, splitting their nibbles, arranging them for the
+// products, unpacking their scales and mins — is done once per block for all rows instead
+// of once per row.
+void ggml_gemv_q4_K_8x8_q8_K_rows(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, const void * GGML_RESTRICT vy, int nr, int nc) {
+    const int qk = QK_K;
+    const int nb = n / qk;
+    static const uint32_t kmask1 = 0x3f3f3f3f;
+    static const uint32_t kmask2 = 0x0f0f0f0f;
+    static const uint32_t kmask3 = 0x03030303;
+
+    assert (n % qk == 0);
+    assert (nc % 8 == 0);
+    assert (nr >= 1 && nr <= 4);
+
+    __m128i deltamask = _mm_set_epi8(15, 14, 7, 6, 13, 12, 5, 4, 11, 10, 3, 2, 9, 8, 1, 0);
+    __m128i scalemask = _mm_set_epi8(7, 7, 3, 3, 6, 6, 2, 2, 5, 5, 1, 1, 4, 4, 0, 0);
+    __m256i finalpermutemask = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
+    const __m256i m4b = _mm256_set1_epi8(0x0F);
+
+    const block_q4_Kx8 * b_ptr_start = (const block_q4_Kx8 *)vx;
+    const block_q8_K * a_ptr_start = (const block_q8_K *)vy;
+
+    for (int64_t x = 0; x < nc / 8; x++) {
+        const block_q4_Kx8 * b_ptr = b_ptr_start + (x * nb);
+
+        __m256 acc_row[4];
+        __m256 acc_min_rows[4];
+        for (int r = 0; r < nr; r++) {
+            acc_row[r] = _mm256_setzero_ps();
+            acc_min_rows[r] = _mm256_setzero_ps();
+        }
+
+        for (int64_t b = 0; b < nb; b++) {
+            const __m256 col_scale_f32 = GGML_F32Cx8_REARRANGE_LOAD(b_ptr[b].d, deltamask);
+            const __m256 col_dmin_f32 = GGML_F32Cx8_LOAD(b_ptr[b].dmin);
+
+            __m256i iacc_b[4];
+            __m256i iacc_min_b[4];
+            __m256i q8s[4];
+            for (int r = 0; r < nr; r++) {
+                iacc_b[r] = _mm256_setzero_si256();
+                iacc_min_b[r] = _mm256_setzero_si256();
+                const __m256i q8sums = _mm256_loadu_si256((const __m256i *)(a_ptr_start[r * nb + b].bsums));
+                q8s[r] = _mm256_castsi128_si256(_mm_hadd_epi16(_mm256_castsi256_si128(q8sums), _mm256_extracti128_si256(q8sums, 1)));
+                q8s[r] = _mm256_permute2f128_si256(q8s[r], q8s[r], 0);
+            }
+
+            for (int sb = 0; sb < QK_K / 64; sb++) {
+                // The weights of two sub blocks of the eight interleaved Q4_K blocks: nibbles
+                // split, then each 32-bit lane pair arranged as the products take it.
+                __m256i rhs[16];
+                for (int q = 0; q < 4; q++) {
+                    const __m256i raw_0123 = _mm256_loadu_si256((const __m256i *)(b_ptr[b].qs + 64 * q + sb * 256));
+                    const __m256i raw_4567 = _mm256_loadu_si256((const __m256i *)(b_ptr[b].qs + 32 + 64 * q + sb * 256));
+                    for (int h = 0; h < 2; h++) {
+                        const __m256i v_0123 = h == 0 ? _mm256_and_si256(raw_0123, m4b) : _mm256_and_si256(_mm256_srli_epi16(raw_0123, 4), m4b);
+                        const __m256i v_4567 = h == 0 ? _mm256_and_si256(raw_4567, m4b) : _mm256_and_si256(_mm256_srli_epi16(raw_4567, 4), m4b);
+                        rhs[8 * h + 2 * q]     = _mm256_blend_epi32(v_0123, _mm256_shuffle_epi32(v_4567, 177), 170);
+                        rhs[8 * h + 2 * q + 1] = _mm256_blend_epi32(_mm256_shuffle_epi32(v_0123, 177), v_4567, 170);
+                    }
+                }
+
+                uint32_t utmp_0[4], utmp_1[4];
+                memcpy(utmp_0, b_ptr[b].scales + 24 * sb, 12);
+                utmp_0[3] = ((utmp_0[2] >> 4) & kmask2) | (((utmp_0[1] >> 6) & kmask3) << 4);
+                const uint32_t uaux_0 = utmp_0[1] & kmask1;
+                utmp_0[1] = (utmp_0[2] & kmask2) | (((utmp_0[0] >> 6) & kmask3) << 4);
+                utmp_0[2] = uaux_0;
+                utmp_0[0] &= kmask1;
+
+                memcpy(utmp_1, b_ptr[b].scales + 12 + sb * 24, 12);
+                utmp_1[3] = ((utmp_1[2] >> 4) & kmask2) | (((utmp_1[1] >> 6) & kmask3) << 4);
+                const uint32_t uaux_1 = utmp_1[1] & kmask1;
+                utmp_1[1] = (utmp_1[2] & kmask2) | (((utmp_1[0] >> 6) & kmask3) << 4);
+                utmp_1[2] = uaux_1;
+                utmp_1[0] &= kmask1;
+
+                const __m128i mins_and_scales_0 = _mm_set_epi32(utmp_0[3], utmp_0[2], utmp_0[1], utmp_0[0]);
+                const __m256i scales_0 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mins_and_scales_0, scalemask));
+                const __m128i mins_and_scales_1 = _mm_set_epi32(utmp_1[3], utmp_1[2], utmp_1[1], utmp_1[0]);
+                const __m256i scales_1 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(mins_and_scales_1, scalemask));
+                const __m256i mins_01 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(_mm_shuffle_epi32(mins_and_scales_0, 78), _mm_shuffle_epi32(mins_and_scales_1, 78)));
+
+                for (int r = 0; r < nr; r++) {
+                    const int8_t * qs = a_ptr_start[r * nb + b].qs + sb * 64;
+                    __m256i lhs_00 = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(qs)));
+                    __m256i lhs_01 = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(qs + 16)));
+                    __m256i lhs_10 = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(qs + 32)));
+                    __m256i lhs_11 = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(qs + 48)));
+                    lhs_00 = _mm256_permute2f128_si256(lhs_00, lhs_00, 0);
+                    lhs_01 = _mm256_permute2f128_si256(lhs_01, lhs_01, 0);
+                    lhs_10 = _mm256_permute2f128_si256(lhs_10, lhs_10, 0);
+                    lhs_11 = _mm256_permute2f128_si256(lhs_11, lhs_11, 0);
+
+                    __m256i iacc_0 = _mm256_setzero_si256();
+                    __m256i iacc_1 = _mm256_setzero_si256();
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[0], _mm256_shuffle_epi32(lhs_00, 0)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[1], _mm256_shuffle_epi32(lhs_00, 85)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[2], _mm256_shuffle_epi32(lhs_00, 170)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[3], _mm256_shuffle_epi32(lhs_00, 255)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[4], _mm256_shuffle_epi32(lhs_01, 0)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[5], _mm256_shuffle_epi32(lhs_01, 85)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[6], _mm256_shuffle_epi32(lhs_01, 170)));
+                    iacc_0 = _mm256_add_epi16(iacc_0, _mm256_maddubs_epi16(rhs[7], _mm256_shuffle_epi32(lhs_01, 255)));
+                    iacc_0 = _mm256_madd_epi16(iacc_0, scales_0);
+
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[8], _mm256_shuffle_epi32(lhs_10, 0)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[9], _mm256_shuffle_epi32(lhs_10, 85)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[10], _mm256_shuffle_epi32(lhs_10, 170)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[11], _mm256_shuffle_epi32(lhs_10, 255)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[12], _mm256_shuffle_epi32(lhs_11, 0)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[13], _mm256_shuffle_epi32(lhs_11, 85)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[14], _mm256_shuffle_epi32(lhs_11, 170)));
+                    iacc_1 = _mm256_add_epi16(iacc_1, _mm256_maddubs_epi16(rhs[15], _mm256_shuffle_epi32(lhs_11, 255)));
+                    iacc_1 = _mm256_madd_epi16(iacc_1, scales_1);
+
+                    const __m256i iacc_sb = _mm256_add_epi32(iacc_0, iacc_1);
+                    const __m256i q8s_sb = _mm256_shuffle_epi32(q8s[r], 0);
+                    const __m256i iacc_min_sb = _mm256_madd_epi16(q8s_sb, mins_01);
+                    q8s[r] = _mm256_bsrli_epi128(q8s[r], 4);
+
+                    iacc_b[r] = _mm256_add_epi32(iacc_b[r], iacc_sb);
+                    iacc_min_b[r] = _mm256_add_epi32(iacc_min_b[r], iacc_min_sb);
+                }
+            }
+
+            for (int r = 0; r < nr; r++) {
+                const __m256 row_scale_f32 = _mm256_set1_ps(a_ptr_start[r * nb + b].d);
+                acc_row[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc_b[r]), _mm256_mul_ps(col_scale_f32, row_scale_f32), acc_row[r]);
+                acc_min_rows[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc_min_b[r]), _mm256_mul_ps(col_dmin_f32, row_scale_f32), acc_min_rows[r]);
+            }
+        }
+
+        for (int r = 0; r < nr; r++) {
+            const __m256 out = _mm256_permutevar8x32_ps(acc_row[r], finalpermutemask);
+            _mm256_storeu_ps(s + r * bs + x * 8, _mm256_sub_ps(out, acc_min_rows[r]));
+        }
+    }
+}
+#endif // defined(__AVX2__)
+
 void ggml_gemv_iq4_nl_8x8_q8_0(int n, float * GGML_RESTRICT s, size_t bs, const void * GGML_RESTRICT vx, const void * GGML_RESTRICT vy, int nr, int nc) {
 #if defined(__AVX2__)
     __m256i signextendlut = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)kvalues_iq4nl));
