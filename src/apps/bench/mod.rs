@@ -8,6 +8,7 @@
 //! here. Peak memory is the
 //! process's peak resident set (Linux `VmHWM`), reset before each measurement.
 
+pub mod curve;
 mod verdict;
 
 pub use verdict::{spread, warnings, ROUND_SPREAD};

@@ -18,6 +18,7 @@
 //! tokens.
 
 pub mod canvas;
+pub mod curve;
 mod scales;
 mod surfaces;
 

@@ -10,6 +10,7 @@ mod gguf;
 mod grammar;
 pub mod info;
 mod load;
+pub mod passes;
 pub mod quantize;
 pub mod rpc;
 mod session;

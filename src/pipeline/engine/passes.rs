@@ -1,0 +1,156 @@
+//! What one llama.cpp forward pass costs by its width: the measured parameters of the cost
+//! model of K objectives (`apps::bench::curve`).
+//!
+//! For each width `w`, a context of `w` sequences shares a short prompt (decoded once, then
+//! copied with `seq_cp`); a pass feeds one token to each sequence at the same position and
+//! is taken back out of the cache afterwards, so every pass sees the same context. Each width is timed two ways: with every token's logits (what `batched` and
+//! `threads` compute) and with one row of logits (the output layer once, as `mixed` does), so
+//! that their difference is the output layer of `w − 1` rows. Widths alternate within each
+//! round, so that a noisy machine slows them alike; an unmeasured first round warms the caches
+//! and llama.cpp's graph allocations.
+
+use super::load::backend;
+use anyhow::{anyhow, bail, Context, Result};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use serde::Serialize;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Instant;
+
+/// The widest pass measured.
+pub const MAX_WIDTH: usize = 8;
+/// Prompt tokens the sequences share before the measured position.
+const PROMPT_TOKENS: usize = 64;
+const PROMPT: &str = "The harbour town woke slowly. Fishing boats rocked against the stone quay, \
+    gulls argued over the nets, and the baker opened her shutters to the smell of salt and \
+    bread. Everyone in town agreed that the ocean had been restless all week.";
+
+/// Median milliseconds per pass of each width from 1 on one model file.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassCosts {
+    pub threads: usize,
+    /// Index `w − 1`: a pass of `w` sequences with every token's logits.
+    pub every_row_ms: Vec<f64>,
+    /// Index `w − 1`: the same pass with one row of logits.
+    pub one_row_ms: Vec<f64>,
+}
+
+impl PassCosts {
+    /// A pass of `w` sequences with every row, or with one; the widest measured for a
+    /// wider `w`.
+    pub fn ms(&self, w: usize, every_row: bool) -> f64 {
+        let costs = if every_row { &self.every_row_ms } else { &self.one_row_ms };
+        costs[w.clamp(1, costs.len()) - 1]
+    }
+}
+
+/// Times passes of widths `1..=widest` (at most [`MAX_WIDTH`]) on `model` with `threads`
+/// threads, `rounds` rounds.
+///
+/// The passes run on a thread of their own that ends with the measurement: llama.cpp's
+/// OpenMP keeps a team of threads for each thread that computes, for as long as that thread
+/// lives, and once the teams together outnumber the cores every barrier sleeps instead of
+/// spinning, which would slow whatever decodes in this process afterwards.
+pub fn measure(model: &Path, threads: usize, widest: usize, rounds: usize) -> Result<PassCosts> {
+    if threads == 0 || rounds == 0 || widest == 0 || widest > MAX_WIDTH {
+        bail!("a pass measurement needs a thread, a round and widths from 1 to {MAX_WIDTH}");
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| measure_here(model, threads, widest, rounds))
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the pass measurement failed")))
+    })
+}
+
+fn measure_here(model: &Path, threads: usize, widest: usize, rounds: usize) -> Result<PassCosts> {
+    let backend = backend()?;
+    let shown = model.display();
+    let model = LlamaModel::load_from_file(backend, model, &LlamaModelParams::default())
+        .map_err(|e| anyhow!("cannot load {shown}: {e}"))?;
+    let threads = i32::try_from(threads).context("too many threads")?;
+    let mut prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, false);
+    prompt.truncate(PROMPT_TOKENS);
+    let Some(&token) = prompt.last() else { bail!("{shown}: the prompt has no tokens") };
+    let mut batch = LlamaBatch::new(PROMPT_TOKENS, MAX_WIDTH as i32);
+    // A context per width and kind, shaped as the engine shapes it: `w` sequences, one cache
+    // for all of them where the output is mixed, a cache per sequence otherwise.
+    let mut contexts = Vec::with_capacity(2 * widest);
+    for w in 1..=widest {
+        for every_row in [true, false] {
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new((w * 2 * PROMPT_TOKENS) as u32))
+                .with_n_batch(PROMPT_TOKENS as u32)
+                .with_n_ubatch(PROMPT_TOKENS as u32)
+                .with_n_seq_max(w as u32)
+                .with_swa_full(false)
+                .with_kv_unified(!every_row && w > 1)
+                .with_n_threads(threads)
+                .with_n_threads_batch(threads);
+            let mut ctx = model
+                .new_context(backend, params)
+                .map_err(|e| anyhow!("{shown}: context of {w}: {e}"))?;
+            batch.clear();
+            let last = prompt.len() - 1;
+            for (i, &t) in prompt.iter().enumerate() {
+                batch.add(t, i as i32, &[0], i == last)?;
+            }
+            ctx.decode(&mut batch).map_err(|e| anyhow!("{shown}: prompt: {e}"))?;
+            for s in 1..w as i32 {
+                ctx.copy_kv_cache_seq(0, s, None, None)?;
+            }
+            contexts.push((w, every_row, ctx));
+        }
+    }
+    let pos = prompt.len() as i32;
+    let mut every = vec![Vec::with_capacity(rounds); widest];
+    let mut one = vec![Vec::with_capacity(rounds); widest];
+    for round in 0..=rounds {
+        for (w, every_row, ctx) in &mut contexts {
+            let ms = pass(ctx, &mut batch, token, pos, *w, *every_row)
+                .with_context(|| format!("{shown}: a pass of {w}"))?;
+            if round > 0 {
+                let times = if *every_row { &mut every } else { &mut one };
+                times[*w - 1].push(ms);
+            }
+        }
+    }
+    Ok(PassCosts {
+        threads: threads as usize,
+        every_row_ms: every.iter_mut().map(|t| median(t)).collect(),
+        one_row_ms: one.iter_mut().map(|t| median(t)).collect(),
+    })
+}
+
+/// One pass of `w` sequences, a token each at `pos`, timed in milliseconds; the tokens are
+/// removed from the cache afterwards.
+fn pass(
+    ctx: &mut LlamaContext,
+    batch: &mut LlamaBatch,
+    token: LlamaToken,
+    pos: i32,
+    w: usize,
+    every_row: bool,
+) -> Result<f64> {
+    batch.clear();
+    for s in 0..w {
+        batch.add(token, pos, &[s as i32], every_row || s == 0)?;
+    }
+    let start = Instant::now();
+    ctx.decode(batch)?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    for s in 0..w {
+        ctx.clear_kv_cache_seq(Some(s as u32), Some(pos as u32), None)?;
+    }
+    Ok(ms)
+}
+
+/// The median (the upper one of an even count).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
