@@ -5,9 +5,9 @@
 //! for that strategy.
 
 use super::canvas::Canvas;
-use super::scales::{tick_format, viridis, Axis};
+use super::scales::{viridis, Axis};
 use super::surfaces::{Raster, Svg};
-use super::{draw_caption, font, pt, DrawResult, CAPTION_INCHES, DPI, GRID, INK, MUTED};
+use super::{draw_caption, font, framed_chart, pt, DrawResult, CAPTION_INCHES, DPI, INK, MUTED};
 use crate::apps::bench::curve::{Curve, CurvePoint};
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
@@ -94,31 +94,12 @@ where
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max);
     let k_max = curve.points.iter().map(|p| p.k).max().unwrap_or(8).max(2) as f64;
-    let (xa, xd) = Axis::new(0.5..k_max + 0.5, 9);
-    let (ya, yd) = Axis::new(0.0..(top * 1.08), 7);
-    let (xf, yf) = (tick_format(xd), tick_format(yd));
-    let mut chart = ChartBuilder::on(&plot)
-        .margin_top(pt(10.0))
-        .margin_right(pt(10.0))
-        .margin_left(pt(4.0))
-        .margin_bottom(pt(2.0))
-        .x_label_area_size(pt(30.0))
-        .y_label_area_size(pt(38.0))
-        .build_cartesian_2d(xa, ya)?;
-    chart
-        .configure_mesh()
-        .bold_line_style(GRID.stroke_width(pt(0.5) as u32))
-        .light_line_style(TRANSPARENT)
-        .max_light_lines(0)
-        .axis_style(MUTED.stroke_width(pt(0.6) as u32))
-        .x_label_formatter(&xf)
-        .y_label_formatter(&yf)
-        .label_style(font(8.0))
-        .axis_desc_style(font(9.0))
-        .x_desc("objectives K (prompted experts on one model file)")
-        .y_desc("decode speed ÷ the model alone")
-        .set_all_tick_mark_size(pt(3.0))
-        .draw()?;
+    let axes = (Axis::new(0.5..k_max + 0.5, 9), Axis::new(0.0..(top * 1.08), 7));
+    let titles = (
+        "objectives K (prompted experts on one model file)".to_string(),
+        "decode speed ÷ the model alone".to_string(),
+    );
+    let mut chart = framed_chart(&plot, axes, 10.0, 38.0, titles)?;
     for (i, name) in names.iter().enumerate() {
         let c = colour(i, names.len());
         let best = best_points(curve, name);
@@ -198,4 +179,63 @@ where
     ];
     draw_caption(&caption, &parts, w)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(model: &str, k: usize, strategy: &'static str, ratio: f64) -> CurvePoint {
+        CurvePoint {
+            model: model.into(),
+            k,
+            strategy,
+            tokens_per_second: 10.0 * ratio,
+            single_tokens_per_second: 10.0,
+            ratio,
+            predicted: ratio * 1.05,
+            error: 0.05,
+        }
+    }
+
+    fn curve() -> Curve {
+        Curve {
+            cpu: "test CPU".into(),
+            threads: 2,
+            rounds: 3,
+            max_tokens: 32,
+            points: vec![
+                point("a.gguf", 1, "alone", 1.0),
+                point("a.gguf", 2, "threads", 0.5),
+                point("a.gguf", 2, "mixed", 0.9),
+                point("a.gguf", 2, "batched", 0.7),
+                point("b.gguf", 4, "batched", 0.6),
+                point("b.gguf", 4, "mixed", 0.4),
+            ],
+            passes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_fastest_strategy_stands_for_each_k() {
+        let c = curve();
+        let best: Vec<(usize, &str)> =
+            best_points(&c, "a.gguf").iter().map(|p| (p.k, p.strategy)).collect();
+        assert_eq!(best, vec![(1, "alone"), (2, "mixed")]);
+        let best: Vec<&str> = best_points(&c, "b.gguf").iter().map(|p| p.strategy).collect();
+        assert_eq!(best, vec!["batched"]);
+        assert!(best_points(&c, "missing.gguf").is_empty());
+    }
+
+    #[test]
+    fn the_figure_is_written_as_png_and_svg() {
+        let dir = std::env::temp_dir().join(format!("mood-curve-figure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (png, svg) = cost_curve(&curve(), &dir.join("curve")).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg") || text.contains("<svg"), "{}", &text[..100]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -264,6 +264,45 @@ where
     Ok(())
 }
 
+/// A chart on `area` over the two axes (each with its tick decimals) in the figures' style:
+/// light grid at the ticks, muted axes, the axis titles; `right` and `y_labels` are the right
+/// margin and the width of the y tick labels' band, in points.
+fn framed_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    ((xa, xd), (ya, yd)): ((Axis, usize), (Axis, usize)),
+    right: f64,
+    y_labels: f64,
+    (x_title, y_title): (String, String),
+) -> DrawResult<ChartContext<'a, DB, Cartesian2d<Axis, Axis>>>
+where
+    DB::ErrorType: 'static,
+{
+    let (xf, yf) = (tick_format(xd), tick_format(yd));
+    let mut chart = ChartBuilder::on(area)
+        .margin_top(pt(10.0))
+        .margin_right(pt(right))
+        .margin_left(pt(4.0))
+        .margin_bottom(pt(2.0))
+        .x_label_area_size(pt(30.0))
+        .y_label_area_size(pt(y_labels))
+        .build_cartesian_2d(xa, ya)?;
+    chart
+        .configure_mesh()
+        .bold_line_style(GRID.stroke_width(pt(0.5) as u32))
+        .light_line_style(TRANSPARENT)
+        .max_light_lines(0)
+        .axis_style(MUTED.stroke_width(pt(0.6) as u32))
+        .x_label_formatter(&xf)
+        .y_label_formatter(&yf)
+        .label_style(font(8.0))
+        .axis_desc_style(font(9.0))
+        .x_desc(x_title)
+        .y_desc(y_title)
+        .set_all_tick_mark_size(pt(3.0))
+        .draw()?;
+    Ok(chart)
+}
+
 struct Point {
     x: f64,
     y: f64,
@@ -315,30 +354,8 @@ where
         .collect();
     let xr = range(points.iter().flat_map(|p| [p.x - p.sx, p.x + p.sx]));
     let yr = range(points.iter().flat_map(|p| [p.y - p.sy, p.y + p.sy]));
-    let ((xa, xd), (ya, yd)) = (Axis::new(xr, 7), Axis::new(yr, 7));
-    let (xf, yf) = (tick_format(xd), tick_format(yd));
-    let mut chart = ChartBuilder::on(area)
-        .margin_top(pt(10.0))
-        .margin_right(pt(12.0))
-        .margin_left(pt(4.0))
-        .margin_bottom(pt(2.0))
-        .x_label_area_size(pt(30.0))
-        .y_label_area_size(pt(42.0))
-        .build_cartesian_2d(xa, ya)?;
-    chart
-        .configure_mesh()
-        .bold_line_style(GRID.stroke_width(pt(0.5) as u32))
-        .light_line_style(TRANSPARENT)
-        .max_light_lines(0)
-        .axis_style(MUTED.stroke_width(pt(0.6) as u32))
-        .x_label_formatter(&xf)
-        .y_label_formatter(&yf)
-        .label_style(font(8.0))
-        .axis_desc_style(font(9.0))
-        .x_desc(axis_title(&figure.experts[a]))
-        .y_desc(axis_title(&figure.experts[b]))
-        .set_all_tick_mark_size(pt(3.0))
-        .draw()?;
+    let titles = (axis_title(&figure.experts[a]), axis_title(&figure.experts[b]));
+    let mut chart = framed_chart(area, (Axis::new(xr, 7), Axis::new(yr, 7)), 12.0, 42.0, titles)?;
     if points.is_empty() {
         let (w, h) = area.dim_in_pixel();
         area.draw(&Text::new(
