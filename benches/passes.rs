@@ -1,6 +1,8 @@
 //! What one llama.cpp forward pass costs by its width (`mood::pipeline::engine::passes`):
 //! passes of 1 to 8 sequences with one new token each, with every token's logits and with
-//! one row (the output layer once, as `mixed` runs it); medians in milliseconds.
+//! one row (the output layer once, as `mixed` runs it); medians in milliseconds. Then, with
+//! two threads or more, a one-token pass on half the threads alone and with another such pass
+//! running at the same time (as the `threads` strategy runs two contexts).
 //! `cargo bench --bench passes -- [ROUNDS] [THREADS] [MODEL.gguf …]` (default: 15 rounds,
 //! all cores, the default model).
 
@@ -33,5 +35,20 @@ fn main() {
             let cells: Vec<String> = row.iter().map(|m| format!("{m:.2}")).collect();
             println!("| {name} | {label} | {} |", cells.join(" | "));
         }
+    }
+    if threads < 2 {
+        return;
+    }
+    let half = threads / 2;
+    println!("\n| model | {half} thread(s), alone | {half} thread(s), 2 at once |\n|---|---|---|");
+    for path in &models {
+        let measured = passes::measure(path, half, 1, rounds)
+            .and_then(|alone| Ok((alone, passes::measure_alongside(path, half, 2, rounds)?)));
+        let (alone, both) = measured.unwrap_or_else(|e| {
+            eprintln!("passes bench: {e:#}");
+            std::process::exit(1);
+        });
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        println!("| {name} | {:.2} | {:.2} |", alone.ms(1, true), both.ms(1, true));
     }
 }

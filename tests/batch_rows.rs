@@ -98,6 +98,7 @@ fn pass_costs_cover_every_width_asked_and_refuse_impossible_ones() {
     let tiny = tiny("a");
     let costs = measure(&tiny, 1, 3, 2).unwrap();
     assert_eq!((costs.every_row_ms.len(), costs.one_row_ms.len(), costs.threads), (3, 3, 1));
+    assert_eq!(costs.alongside, 1);
     for ms in costs.every_row_ms.iter().chain(&costs.one_row_ms) {
         assert!(ms.is_finite() && *ms > 0.0, "{costs:?}");
     }
@@ -108,4 +109,21 @@ fn pass_costs_cover_every_width_asked_and_refuse_impossible_ones() {
     }
     let missing = measure(std::path::Path::new("/nonexistent/model.gguf"), 1, 1, 1).unwrap_err();
     assert!(format!("{missing:#}").contains("/nonexistent/model.gguf"), "{missing:#}");
+}
+
+#[test]
+fn passes_alongside_run_one_context_per_worker_and_refuse_impossible_ones() {
+    use mood::pipeline::engine::passes::measure_alongside;
+    backend();
+    let tiny = tiny("a");
+    let costs = measure_alongside(&tiny, 1, 3, 2).unwrap();
+    assert_eq!((costs.threads, costs.alongside), (1, 3));
+    assert_eq!((costs.every_row_ms.len(), costs.one_row_ms.len()), (1, 1));
+    assert!(costs.ms(1, true).is_finite() && costs.ms(1, true) > 0.0, "{costs:?}");
+    for (threads, workers, rounds) in [(0, 1, 1), (1, 0, 1), (1, 1, 0)] {
+        assert!(measure_alongside(&tiny, threads, workers, rounds).is_err());
+    }
+    let missing = measure_alongside(std::path::Path::new("/nonexistent/m.gguf"), 1, 2, 1);
+    let missing = missing.unwrap_err();
+    assert!(format!("{missing:#}").contains("/nonexistent/m.gguf"), "{missing:#}");
 }

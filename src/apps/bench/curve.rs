@@ -10,10 +10,11 @@
 //!   sampling;
 //! - `threads`: `W = min(K, T)` workers of `s = T / W` threads each run a context per
 //!   policy; each worker runs `⌈K / W⌉` one-token passes one after another, so
-//!   `⌈K / W⌉ · P_s(1)`, plus combining and sampling.
+//!   `⌈K / W⌉ · P_s(1 | W)`, plus combining and sampling, where `P_s(1 | W)` is a pass on `s`
+//!   threads while `W` such passes run at once (they share the memory bus and the caches).
 //!
 //! The combining and sampling times are the ones the runs measured; the passes are measured
-//! on their own. The ratio predicted is the single model's time over the strategy's.
+//! on their own (those of `threads` side by side, as that strategy runs them). The ratio predicted is the single model's time over the strategy's.
 
 use super::{Plan, Report};
 use crate::pipeline::divergence::Divergence;
@@ -81,31 +82,41 @@ pub struct Host {
     pub sample_ms: f64,
 }
 
-/// The threads each context gets under `threads` with `k` policies, and the passes each
-/// worker runs one after another.
-pub fn threads_split(k: usize, threads: usize) -> (usize, usize) {
-    let workers = k.min(threads).max(1);
-    ((threads / workers).max(1), k.div_ceil(workers))
+/// How the `threads` strategy spreads `k` policies over `threads` threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ThreadsSplit {
+    /// Workers passing at once, each with a context of its own.
+    pub workers: usize,
+    /// Threads per context.
+    pub share: usize,
+    /// One-token passes each worker runs one after another per step.
+    pub serial: usize,
 }
 
-/// Milliseconds per token the cost model gives `strategy` with `k` policies. `at` returns
-/// the pass costs measured with a given number of threads.
+/// The split of `k` policies over `threads` threads (see [`ThreadsSplit`]).
+pub fn threads_split(k: usize, threads: usize) -> ThreadsSplit {
+    let workers = k.min(threads).max(1);
+    ThreadsSplit { workers, share: (threads / workers).max(1), serial: k.div_ceil(workers) }
+}
+
+/// Milliseconds per token the cost model gives `strategy` with `k` policies. `at(t, n)`
+/// returns the pass costs measured on `t` threads with `n` such passes running at once.
 pub fn predicted_ms(
     strategy: Strategy,
     k: usize,
     threads: usize,
-    at: &dyn Fn(usize) -> Option<PassCosts>,
+    at: &dyn Fn(usize, usize) -> Option<PassCosts>,
     host: Host,
 ) -> Option<f64> {
-    let full = at(threads)?;
+    let full = at(threads, 1)?;
     let k = k.clamp(1, MAX_WIDTH);
     let forward = match strategy {
         _ if k == 1 => full.ms(1, true),
         Strategy::Mixed => full.ms(k, false),
         Strategy::Batched => full.ms(k, true),
         Strategy::Threads => {
-            let (share, serial) = threads_split(k, threads);
-            serial as f64 * at(share)?.ms(1, true)
+            let split = threads_split(k, threads);
+            split.serial as f64 * at(split.share, split.workers)?.ms(1, true)
         }
         Strategy::Auto => return None,
     };
@@ -165,23 +176,30 @@ pub fn run(plan: &CurvePlan, progress: &mut dyn FnMut(&str)) -> Result<Curve> {
     let cache = std::env::temp_dir().join(format!("mood-curve-{}.json", std::process::id()));
     for model in &plan.models {
         let name = super::short(model);
-        // Pass costs with every thread count a context gets.
-        let mut shares: Vec<usize> =
-            plan.counts.iter().map(|&k| threads_split(k, threads).0).collect();
-        shares.push(threads);
-        shares.sort_unstable();
-        shares.dedup();
-        let mut measured: BTreeMap<usize, PassCosts> = BTreeMap::new();
-        for &t in &shares {
-            let widest = if t == threads { MAX_WIDTH } else { 1 };
-            let costs = passes::measure(model, t, widest, plan.pass_rounds)?;
+        // Pass costs on all threads, every width; and one-token passes as `threads` runs them
+        // for each split of the counts (several at once, on a share of the threads each).
+        let mut splits: Vec<(usize, usize)> = plan
+            .counts
+            .iter()
+            .map(|&k| threads_split(k, threads))
+            .map(|s| (s.share, s.workers))
+            .filter(|&split| split != (threads, 1))
+            .collect();
+        splits.sort_unstable();
+        splits.dedup();
+        let mut measured: BTreeMap<(usize, usize), PassCosts> = BTreeMap::new();
+        let full = passes::measure(model, threads, MAX_WIDTH, plan.pass_rounds)?;
+        measured.insert((threads, 1), full);
+        for &(t, n) in &splits {
+            measured.insert((t, n), passes::measure_alongside(model, t, n, plan.pass_rounds)?);
+        }
+        for ((t, n), costs) in &measured {
             progress(&format!(
-                "{name}: passes on {t} thread(s): {}",
+                "{name}: passes on {t} thread(s), {n} at once: {}",
                 costs.every_row_ms.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" ")
             ));
-            measured.insert(t, costs);
         }
-        let at = |t: usize| measured.get(&t).cloned();
+        let at = |t: usize, n: usize| measured.get(&(t, n)).cloned();
         for &k in &plan.counts {
             let recipe = experts(model, k);
             let strategies = if k == 1 { vec![Strategy::Threads] } else { plan.strategies.clone() };
@@ -224,7 +242,7 @@ fn points_of(
     model: &str,
     k: usize,
     threads: usize,
-    at: &dyn Fn(usize) -> Option<PassCosts>,
+    at: &dyn Fn(usize, usize) -> Option<PassCosts>,
 ) -> Vec<CurvePoint> {
     let single = report.single.first().map_or(f64::NAN, |s| s.tokens_per_second);
     report
@@ -256,30 +274,46 @@ fn points_of(
 mod tests {
     use super::*;
 
-    fn costs(threads: usize, every: &[f64], one: &[f64]) -> PassCosts {
-        PassCosts { threads, every_row_ms: every.to_vec(), one_row_ms: one.to_vec() }
+    fn costs(threads: usize, alongside: usize, every: &[f64], one: &[f64]) -> PassCosts {
+        PassCosts { threads, alongside, every_row_ms: every.to_vec(), one_row_ms: one.to_vec() }
     }
 
     #[test]
     fn threads_split_shares_the_cores_and_queues_the_rest() {
-        assert_eq!(threads_split(1, 2), (2, 1));
-        assert_eq!(threads_split(2, 2), (1, 1));
-        assert_eq!(threads_split(4, 2), (1, 2));
-        assert_eq!(threads_split(8, 2), (1, 4));
-        assert_eq!(threads_split(2, 8), (4, 1));
-        assert_eq!(threads_split(3, 8), (2, 1));
-        assert_eq!(threads_split(8, 8), (1, 1));
+        let split = |k, t| {
+            let s = threads_split(k, t);
+            (s.workers, s.share, s.serial)
+        };
+        assert_eq!(split(1, 2), (1, 2, 1));
+        assert_eq!(split(2, 2), (2, 1, 1));
+        assert_eq!(split(4, 2), (2, 1, 2));
+        assert_eq!(split(8, 2), (2, 1, 4));
+        assert_eq!(split(2, 8), (2, 4, 1));
+        assert_eq!(split(3, 8), (3, 2, 1));
+        assert_eq!(split(4, 8), (4, 2, 1));
+        assert_eq!(split(8, 8), (8, 1, 1));
+        // Every split uses no more threads than there are, and runs every policy.
+        for t in 1..=16 {
+            for k in 1..=8 {
+                let s = threads_split(k, t);
+                assert!(s.workers * s.share <= t, "k={k} t={t}");
+                assert!(s.workers * s.serial >= k, "k={k} t={t}");
+                assert!((s.workers * (s.serial - 1)) < k, "k={k} t={t}");
+            }
+        }
     }
 
     #[test]
     fn predictions_follow_the_written_model() {
         let every: Vec<f64> = (1..=8).map(|w| 10.0 + 3.0 * w as f64).collect();
         let one: Vec<f64> = (1..=8).map(|w| 10.0 + 1.0 * w as f64).collect();
-        let full = costs(2, &every, &one);
-        let half = costs(1, &[20.0; 8], &[20.0; 8]);
-        let at = |t: usize| match t {
-            2 => Some(full.clone()),
-            1 => Some(half.clone()),
+        let full = costs(2, 1, &every, &one);
+        let half = costs(1, 2, &[20.0], &[20.0]);
+        let half_alone = costs(1, 1, &[15.0], &[15.0]);
+        let at = |t: usize, n: usize| match (t, n) {
+            (2, 1) => Some(full.clone()),
+            (1, 2) => Some(half.clone()),
+            (1, 1) => Some(half_alone.clone()),
             _ => None,
         };
         let host = Host { combine_ms: 0.5, sample_ms: 0.25 };
@@ -291,7 +325,8 @@ mod tests {
         assert_eq!(p(Strategy::Mixed, 4), 14.0 + 0.25);
         // Batched: every row, then the combiner.
         assert_eq!(p(Strategy::Batched, 4), 22.0 + 0.75);
-        // Threads on 2 cores: 1 thread per context, two passes per worker with 4 policies.
+        // Threads on 2 cores: 1 thread per context, two workers passing at once (their passes
+        // measured side by side, not alone), two passes per worker with 4 policies.
         assert_eq!(p(Strategy::Threads, 2), 20.0 + 0.75);
         assert_eq!(p(Strategy::Threads, 4), 40.0 + 0.75);
         assert_eq!(p(Strategy::Threads, 8), 80.0 + 0.75);

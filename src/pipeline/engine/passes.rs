@@ -3,11 +3,17 @@
 //!
 //! For each width `w`, a context of `w` sequences shares a short prompt (decoded once, then
 //! copied with `seq_cp`); a pass feeds one token to each sequence at the same position and
-//! is taken back out of the cache afterwards, so every pass sees the same context. Each width is timed two ways: with every token's logits (what `batched` and
-//! `threads` compute) and with one row of logits (the output layer once, as `mixed` does), so
-//! that their difference is the output layer of `w − 1` rows. Widths alternate within each
-//! round, so that a noisy machine slows them alike; an unmeasured first round warms the caches
-//! and llama.cpp's graph allocations.
+//! is taken back out of the cache afterwards, so every pass sees the same context. Each width
+//! is timed two ways: with every token's logits (what `batched` and `threads` compute) and
+//! with one row of logits (the output layer once, as `mixed` does), so that their difference
+//! is the output layer of `w − 1` rows. Widths alternate within each round, so that a noisy
+//! machine slows them alike; an unmeasured first round warms the caches and llama.cpp's graph
+//! allocations.
+//!
+//! The `threads` strategy runs a context per policy on workers of a share of the threads
+//! each, at the same time; passes that run side by side share the memory bus and the caches,
+//! so [`measure_alongside`] times one-token passes as that strategy runs them: a worker
+//! thread per context, all passing at once.
 
 use super::load::backend;
 use anyhow::{anyhow, bail, Context, Result};
@@ -20,6 +26,7 @@ use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Barrier;
 use std::time::Instant;
 
 /// The widest pass measured.
@@ -34,6 +41,8 @@ const PROMPT: &str = "The harbour town woke slowly. Fishing boats rocked against
 #[derive(Debug, Clone, Serialize)]
 pub struct PassCosts {
     pub threads: usize,
+    /// How many such passes ran at once, each on `threads` threads of its own (1: alone).
+    pub alongside: usize,
     /// Index `w − 1`: a pass of `w` sequences with every token's logits.
     pub every_row_ms: Vec<f64>,
     /// Index `w − 1`: the same pass with one row of logits.
@@ -68,51 +77,21 @@ pub fn measure(model: &Path, threads: usize, widest: usize, rounds: usize) -> Re
 }
 
 fn measure_here(model: &Path, threads: usize, widest: usize, rounds: usize) -> Result<PassCosts> {
-    let backend = backend()?;
-    let shown = model.display();
-    let model = LlamaModel::load_from_file(backend, model, &LlamaModelParams::default())
-        .map_err(|e| anyhow!("cannot load {shown}: {e}"))?;
-    let threads = i32::try_from(threads).context("too many threads")?;
-    let mut prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, false);
-    prompt.truncate(PROMPT_TOKENS);
-    let Some(&token) = prompt.last() else { bail!("{shown}: the prompt has no tokens") };
+    let loaded = Loaded::new(model)?;
     let mut batch = LlamaBatch::new(PROMPT_TOKENS, MAX_WIDTH as i32);
     // A context per width and kind, shaped as the engine shapes it: `w` sequences, one cache
     // for all of them where the output is mixed, a cache per sequence otherwise.
     let mut contexts = Vec::with_capacity(2 * widest);
     for w in 1..=widest {
         for every_row in [true, false] {
-            let params = LlamaContextParams::default()
-                .with_n_ctx(NonZeroU32::new((w * 2 * PROMPT_TOKENS) as u32))
-                .with_n_batch(PROMPT_TOKENS as u32)
-                .with_n_ubatch(PROMPT_TOKENS as u32)
-                .with_n_seq_max(w as u32)
-                .with_swa_full(false)
-                .with_kv_unified(!every_row && w > 1)
-                .with_n_threads(threads)
-                .with_n_threads_batch(threads);
-            let mut ctx = model
-                .new_context(backend, params)
-                .map_err(|e| anyhow!("{shown}: context of {w}: {e}"))?;
-            batch.clear();
-            let last = prompt.len() - 1;
-            for (i, &t) in prompt.iter().enumerate() {
-                batch.add(t, i as i32, &[0], i == last)?;
-            }
-            ctx.decode(&mut batch).map_err(|e| anyhow!("{shown}: prompt: {e}"))?;
-            for s in 1..w as i32 {
-                ctx.copy_kv_cache_seq(0, s, None, None)?;
-            }
-            contexts.push((w, every_row, ctx));
+            contexts.push((w, every_row, loaded.context(&mut batch, threads, w, every_row)?));
         }
     }
-    let pos = prompt.len() as i32;
     let mut every = vec![Vec::with_capacity(rounds); widest];
     let mut one = vec![Vec::with_capacity(rounds); widest];
     for round in 0..=rounds {
         for (w, every_row, ctx) in &mut contexts {
-            let ms = pass(ctx, &mut batch, token, pos, *w, *every_row)
-                .with_context(|| format!("{shown}: a pass of {w}"))?;
+            let ms = loaded.pass(ctx, &mut batch, *w, *every_row)?;
             if round > 0 {
                 let times = if *every_row { &mut every } else { &mut one };
                 times[*w - 1].push(ms);
@@ -120,10 +99,148 @@ fn measure_here(model: &Path, threads: usize, widest: usize, rounds: usize) -> R
         }
     }
     Ok(PassCosts {
-        threads: threads as usize,
+        threads,
+        alongside: 1,
         every_row_ms: every.iter_mut().map(|t| median(t)).collect(),
         one_row_ms: one.iter_mut().map(|t| median(t)).collect(),
     })
+}
+
+/// Times one-token passes (every row) on `model` run by `workers` threads at once, each with
+/// a context of its own computing on `threads` threads, `rounds` rounds: the passes of the
+/// `threads` strategy. Every worker starts its pass of a round together with the others; the
+/// result, at width 1, is the median over all workers' passes.
+pub fn measure_alongside(
+    model: &Path,
+    threads: usize,
+    workers: usize,
+    rounds: usize,
+) -> Result<PassCosts> {
+    if threads == 0 || rounds == 0 || workers == 0 {
+        bail!("a pass measurement needs a thread, a round and a worker");
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| alongside_here(model, threads, workers, rounds))
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("the pass measurement failed")))
+    })
+}
+
+fn alongside_here(
+    model: &Path,
+    threads: usize,
+    workers: usize,
+    rounds: usize,
+) -> Result<PassCosts> {
+    let loaded = Loaded::new(model)?;
+    let mut batch = LlamaBatch::new(PROMPT_TOKENS, MAX_WIDTH as i32);
+    let contexts = (0..workers)
+        .map(|_| loaded.context(&mut batch, threads, 1, true))
+        .collect::<Result<Vec<_>>>()?;
+    // Every worker reaches every barrier, whatever befell its passes, so none waits for good.
+    let start = Barrier::new(workers);
+    let timed = std::thread::scope(|s| {
+        let workers: Vec<_> = contexts
+            .into_iter()
+            .map(|mut ctx| {
+                let (loaded, start) = (&loaded, &start);
+                s.spawn(move || {
+                    let mut batch = LlamaBatch::new(1, 1);
+                    let mut times = Vec::with_capacity(rounds);
+                    let mut failed = None;
+                    for round in 0..=rounds {
+                        start.wait();
+                        if failed.is_some() {
+                            continue;
+                        }
+                        match loaded.pass(&mut ctx, &mut batch, 1, true) {
+                            Ok(ms) if round > 0 => times.push(ms),
+                            Ok(_) => {}
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    failed.map_or(Ok(times), Err)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow!("a pass worker failed"))))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let mut all: Vec<f64> = timed.into_iter().flatten().collect();
+    let ms = median(&mut all);
+    Ok(PassCosts { threads, alongside: workers, every_row_ms: vec![ms], one_row_ms: vec![ms] })
+}
+
+/// A model file loaded for measuring, with the token each pass feeds.
+struct Loaded {
+    model: LlamaModel,
+    shown: String,
+    prompt: Vec<LlamaToken>,
+    token: LlamaToken,
+}
+
+impl Loaded {
+    fn new(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let model = LlamaModel::load_from_file(backend()?, path, &LlamaModelParams::default())
+            .map_err(|e| anyhow!("cannot load {shown}: {e}"))?;
+        let mut prompt = model.vocab().tokenize(PROMPT.as_bytes(), true, false);
+        prompt.truncate(PROMPT_TOKENS);
+        let Some(&token) = prompt.last() else { bail!("{shown}: the prompt has no tokens") };
+        Ok(Self { model, shown, prompt, token })
+    }
+
+    /// A context of `w` sequences on `threads` threads, every sequence holding the prompt:
+    /// one cache for all of them where one row of logits is asked for (as `mixed` has), a
+    /// cache per sequence otherwise.
+    fn context(
+        &self,
+        batch: &mut LlamaBatch,
+        threads: usize,
+        w: usize,
+        every_row: bool,
+    ) -> Result<LlamaContext<'_>> {
+        let shown = &self.shown;
+        let threads = i32::try_from(threads).context("too many threads")?;
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new((w * 2 * PROMPT_TOKENS) as u32))
+            .with_n_batch(PROMPT_TOKENS as u32)
+            .with_n_ubatch(PROMPT_TOKENS as u32)
+            .with_n_seq_max(w as u32)
+            .with_swa_full(false)
+            .with_kv_unified(!every_row && w > 1)
+            .with_n_threads(threads)
+            .with_n_threads_batch(threads);
+        let mut ctx = self
+            .model
+            .new_context(backend()?, params)
+            .map_err(|e| anyhow!("{shown}: context of {w}: {e}"))?;
+        batch.clear();
+        let last = self.prompt.len() - 1;
+        for (i, &t) in self.prompt.iter().enumerate() {
+            batch.add(t, i as i32, &[0], i == last)?;
+        }
+        ctx.decode(batch).map_err(|e| anyhow!("{shown}: prompt: {e}"))?;
+        for s in 1..w as i32 {
+            ctx.copy_kv_cache_seq(0, s, None, None)?;
+        }
+        Ok(ctx)
+    }
+
+    /// One timed pass of `w` sequences after the prompt (see [`pass`]).
+    fn pass(
+        &self,
+        ctx: &mut LlamaContext,
+        batch: &mut LlamaBatch,
+        w: usize,
+        every_row: bool,
+    ) -> Result<f64> {
+        let pos = self.prompt.len() as i32;
+        pass(ctx, batch, self.token, pos, w, every_row)
+            .with_context(|| format!("{}: a pass of {w}", self.shown))
+    }
 }
 
 /// One pass of `w` sequences, a token each at `pos`, timed in milliseconds; the tokens are
