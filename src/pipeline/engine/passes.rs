@@ -133,33 +133,28 @@ fn alongside_here(
     rounds: usize,
 ) -> Result<PassCosts> {
     let loaded = Loaded::new(model)?;
-    let mut batch = LlamaBatch::new(PROMPT_TOKENS, MAX_WIDTH as i32);
-    let contexts = (0..workers)
-        .map(|_| loaded.context(&mut batch, threads, 1, true))
-        .collect::<Result<Vec<_>>>()?;
-    // Every worker reaches every barrier, whatever befell its passes, so none waits for good.
+    // Each worker opens its context and decodes the prompt itself, so that the only OpenMP
+    // teams are the workers' own. Every worker reaches every barrier, whatever befell it, so
+    // that none waits for good.
     let start = Barrier::new(workers);
     let timed = std::thread::scope(|s| {
-        let workers: Vec<_> = contexts
-            .into_iter()
-            .map(|mut ctx| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
                 let (loaded, start) = (&loaded, &start);
                 s.spawn(move || {
-                    let mut batch = LlamaBatch::new(1, 1);
+                    let mut batch = LlamaBatch::new(PROMPT_TOKENS, 1);
+                    let mut ctx = loaded.context(&mut batch, threads, 1, true);
                     let mut times = Vec::with_capacity(rounds);
-                    let mut failed = None;
                     for round in 0..=rounds {
                         start.wait();
-                        if failed.is_some() {
-                            continue;
-                        }
-                        match loaded.pass(&mut ctx, &mut batch, 1, true) {
+                        let Ok(c) = &mut ctx else { continue };
+                        match loaded.pass(c, &mut batch, 1, true) {
                             Ok(ms) if round > 0 => times.push(ms),
                             Ok(_) => {}
-                            Err(e) => failed = Some(e),
+                            Err(e) => ctx = Err(e),
                         }
                     }
-                    failed.map_or(Ok(times), Err)
+                    ctx.map(|_| times)
                 })
             })
             .collect();
