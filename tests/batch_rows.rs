@@ -120,7 +120,8 @@ fn passes_alongside_run_one_context_per_worker_and_refuse_impossible_ones() {
     assert_eq!((costs.threads, costs.alongside), (1, 3));
     assert_eq!((costs.every_row_ms.len(), costs.one_row_ms.len()), (1, 1));
     assert!(costs.ms(1, true).is_finite() && costs.ms(1, true) > 0.0, "{costs:?}");
-    for (threads, workers, rounds) in [(0, 1, 1), (1, 0, 1), (1, 1, 0)] {
+    let many = mood::pipeline::engine::passes::MAX_WORKERS + 1;
+    for (threads, workers, rounds) in [(0, 1, 1), (1, 0, 1), (1, 1, 0), (1, many, 1)] {
         assert!(measure_alongside(&tiny, threads, workers, rounds).is_err());
     }
     let missing = measure_alongside(std::path::Path::new("/nonexistent/m.gguf"), 1, 2, 1);

@@ -14,7 +14,8 @@
 //!   threads while `W` such passes run at once (they share the memory bus and the caches).
 //!
 //! The combining and sampling times are the ones the runs measured; the passes are measured
-//! on their own (those of `threads` side by side, as that strategy runs them). The ratio predicted is the single model's time over the strategy's.
+//! on their own (those of `threads` side by side, as that strategy runs them). The ratio
+//! predicted is the single model's time over the strategy's.
 
 use super::{Plan, Report};
 use crate::pipeline::divergence::Divergence;
@@ -83,7 +84,7 @@ pub struct Host {
 }
 
 /// How the `threads` strategy spreads `k` policies over `threads` threads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThreadsSplit {
     /// Workers passing at once, each with a context of its own.
     pub workers: usize,

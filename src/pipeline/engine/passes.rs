@@ -31,6 +31,8 @@ use std::time::Instant;
 
 /// The widest pass measured.
 pub const MAX_WIDTH: usize = 8;
+/// The most workers passing side by side (a thread and a context each).
+pub const MAX_WORKERS: usize = 256;
 /// Prompt tokens the sequences share before the measured position.
 const PROMPT_TOKENS: usize = 64;
 const PROMPT: &str = "The harbour town woke slowly. Fishing boats rocked against the stone quay, \
@@ -116,8 +118,8 @@ pub fn measure_alongside(
     workers: usize,
     rounds: usize,
 ) -> Result<PassCosts> {
-    if threads == 0 || rounds == 0 || workers == 0 {
-        bail!("a pass measurement needs a thread, a round and a worker");
+    if threads == 0 || rounds == 0 || workers == 0 || workers > MAX_WORKERS {
+        bail!("a pass measurement needs a thread, a round and from 1 to {MAX_WORKERS} workers");
     }
     std::thread::scope(|s| {
         s.spawn(|| alongside_here(model, threads, workers, rounds))
